@@ -1,0 +1,1 @@
+"""Subcommands of `illustrator`, one module each (see :mod:`consumer.cli`)."""

@@ -1,0 +1,103 @@
+"""One small hierarchy of failures, each declaring how it is handled.
+
+* permanent: the request itself is wrong (bad body, bad signature, missing or
+  undecodable input). Retrying cannot help: one failed event, dead-letter.
+* transient: the world was briefly wrong (network, throttling, a one-off GPU
+  error). The request goes back on the queue after a backoff.
+* fatal: the worker itself is broken (the GPU is wedged, configuration is
+  unusable). Stop taking work, release what is in flight, exit non-zero.
+
+Failures are declared where they are raised, never guessed from messages;
+`consumer.classify` maps foreign exceptions (botocore, pipeline) onto these.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+
+class ErrorCode(enum.StrEnum):
+    """The error codes of the completion event (contract section 3)."""
+
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    INPUT_NOT_FOUND = "input_not_found"
+    INVALID_INPUT = "invalid_input"
+    GENERATION_FAILED = "generation_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Severity(enum.Enum):
+    """How a failure is handled: dead-letter now, retry later, or stop."""
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    FATAL = "fatal"
+
+
+class IllustratorError(Exception):
+    """Root of the service's own failures."""
+
+    severity: ClassVar[Severity] = Severity.TRANSIENT
+    default_code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+
+class PermanentError(IllustratorError):
+    """The request cannot succeed however often it is tried."""
+
+    severity = Severity.PERMANENT
+    default_code = ErrorCode.INVALID_REQUEST
+
+
+class InvalidRequest(PermanentError):
+    """The body is not JSON, breaks the schema, or has an unsupported version."""
+
+    default_code = ErrorCode.INVALID_REQUEST
+
+
+class Unauthorized(PermanentError):
+    """The signature is missing or wrong."""
+
+    default_code = ErrorCode.UNAUTHORIZED
+
+
+class InputNotFound(PermanentError):
+    """No input image exists for the request."""
+
+    default_code = ErrorCode.INPUT_NOT_FOUND
+
+
+class InvalidInput(PermanentError):
+    """The input image is too large, too many pixels, or not PNG/JPEG/WebP."""
+
+    default_code = ErrorCode.INVALID_INPUT
+
+
+class TransientError(IllustratorError):
+    """Worth trying again later: S3, SNS or the GPU had a bad moment."""
+
+    severity = Severity.TRANSIENT
+    default_code = ErrorCode.INTERNAL_ERROR
+
+
+class GenerationFailed(TransientError):
+    """The generator failed on this job (for example out of GPU memory once)."""
+
+    default_code = ErrorCode.GENERATION_FAILED
+
+
+class FatalError(IllustratorError):
+    """The worker cannot go on; it must exit and be replaced."""
+
+    severity = Severity.FATAL
+    default_code = ErrorCode.INTERNAL_ERROR
+
+
+class ConfigError(FatalError):
+    """The configuration is unusable; reported as one line, exit status 2."""

@@ -1,0 +1,92 @@
+"""structlog set-up: JSON lines by default, console for people, no secrets.
+
+Context is bound with :func:`structlog.contextvars.bind_contextvars` once per
+job (``job_id``, ``user_id``) and reaches the GPU thread because
+``asyncio.to_thread`` copies context variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[redacted]"
+_SECRET_KEY = re.compile(r"token|secret|password|passwd|credential|authorization|api_key", re.I)
+_SECRET_ENV = ("AUTH_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+class SecretScrubber:
+    """A structlog processor that removes secrets by key name and by value.
+
+    Values are scrubbed wherever they appear (also inside messages and
+    exception text), so a token pasted into an error still never reaches the
+    log.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Very short values would match too much ordinary text to be useful.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self._field(k, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(v) for v in value]
+        return value
+
+    def _field(self, key: object, value: Any) -> Any:
+        if isinstance(key, str) and _SECRET_KEY.search(key) and value:
+            return REDACTED
+        return self._clean(value)
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Scrub one event in place and return it."""
+        for key in list(event_dict):
+            event_dict[key] = self._field(key, event_dict[key])
+        return event_dict
+
+
+def environment_secrets(extra: Iterable[str] = ()) -> list[str]:
+    """The secret values known from the environment, plus `extra`."""
+    return [v for v in (*(os.environ.get(n, "") for n in _SECRET_ENV), *extra) if v]
+
+
+def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+    """Configure structlog (and the standard library's logging under it)."""
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Exceptions become text before scrubbing, so their messages are
+        # scrubbed too.
+        structlog.processors.format_exc_info,
+        SecretScrubber(environment_secrets(secrets)),
+        renderer,
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries (botocore, aiohttp) log through the standard library; keep
+    # them quiet unless asked and on the same stream.
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)

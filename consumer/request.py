@@ -1,0 +1,192 @@
+"""The request message (contract section 1) and its parsing.
+
+Parsing is pure: bytes in, a validated :class:`Request` or an
+:class:`~consumer.errors.InvalidRequest` out. No I/O, no clock; the random
+seed for a request without one is drawn by :func:`effective_spec`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from consumer.errors import InvalidRequest
+from consumer.settings import GenerationDefaults
+from pipeline.spec import GenerationSpec, JobKind
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_TEXT = 2000
+MAX_SEED = 2**32 - 1
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+T = TypeVar("T")
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Side = Annotated[int, Field(ge=64, le=2048, multiple_of=64)]
+
+
+class Request(BaseModel):
+    """A generation request as AutoBio sends it (contract section 1).
+
+    Unset optional fields stay ``None`` here; :func:`effective_spec` fills them
+    from the settings and the model's native size.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    version: Literal[1] = 1
+    job_id: Identifier
+    kind: JobKind
+    user_id: Identifier
+    prompt: Text | None = None
+    num_inference_steps: Annotated[int, Field(ge=1, le=150)] | None = None
+    ip_adapter_scale: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    negative_prompt: Text | None = None
+    style_prompt: Text | None = None
+    guidance_scale: Annotated[float, Field(ge=0.0, le=20.0, allow_inf_nan=False)] | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
+    width: Side | None = None
+    height: Side | None = None
+    image_key: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _check_kind_rules(self) -> Request:
+        if self.kind is JobKind.MEMORY and not self.prompt:
+            raise ValueError("prompt is required for a memory job (1-2000 characters)")
+        if self.image_key is not None and ".." in self.image_key:
+            raise ValueError("image_key must not contain '..'")
+        return self
+
+
+class RequestFields(BaseModel):
+    """The identifying fields of a body, each kept only when valid on its own.
+
+    Used to fill ``job_id``, ``kind`` and ``user_id`` of a failed event when
+    the whole request did not validate.
+    """
+
+    job_id: str | None = None
+    kind: str | None = None
+    user_id: str | None = None
+
+
+def _loads(body: bytes) -> dict[str, object]:
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequest(f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidRequest("body is not UTF-8") from None
+    except (ValueError, RecursionError) as error:
+        # ValueError covers JSONDecodeError and integers too long to convert.
+        raise InvalidRequest(f"body is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def input_prefix(kind: JobKind, defaults: GenerationDefaults) -> str:
+    """The S3 prefix under which a kind's input images live."""
+    return defaults.s3_avatar_prefix if kind is JobKind.MEMORY else defaults.s3_subject_prefix
+
+
+def parse_request(body: bytes, defaults: GenerationDefaults) -> Request:
+    """Validate a raw SQS body against contract section 1.
+
+    Raises :class:`InvalidRequest` with a message naming the offending fields.
+    """
+    data = _loads(body)
+    version = data.get("version", 1)
+    if type(version) is not int or version != 1:
+        raise InvalidRequest(f"unsupported version {version!r}; this service speaks version 1")
+    try:
+        # JSON mode: strict about types (no "3" for 3, no true for 1) while
+        # still reading enum values from their strings.
+        request = Request.model_validate_json(body)
+    except ValidationError as error:
+        raise InvalidRequest(_describe(error)) from None
+    prefix = input_prefix(request.kind, defaults)
+    if request.image_key is not None and not request.image_key.startswith(prefix):
+        raise InvalidRequest(f"image_key must start with {prefix!r} for a {request.kind} job")
+    return request
+
+
+def identifying_fields(body: bytes) -> RequestFields:
+    """Best-effort ``job_id``, ``kind`` and ``user_id`` of any body; never raises."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return RequestFields()
+    if not isinstance(data, dict):
+        return RequestFields()
+    found: dict[str, str] = {}
+    for name, adapter in _FIELD_ADAPTERS.items():
+        value = data.get(name)
+        if not isinstance(value, str):
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError:
+            continue
+        found[name] = value
+    return RequestFields(**found)
+
+
+_FIELD_ADAPTERS: dict[str, TypeAdapter[object]] = {
+    "job_id": TypeAdapter(Identifier),
+    "kind": TypeAdapter(JobKind),
+    "user_id": TypeAdapter(Identifier),
+}
+
+
+def _random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def effective_spec(
+    request: Request,
+    defaults: GenerationDefaults,
+    native_size: tuple[int, int],
+    draw_seed: Callable[[], int] = _random_seed,
+) -> GenerationSpec:
+    """Fill every unset field: settings defaults, native size, a random seed."""
+    style_default = (
+        defaults.default_memory_style_prompt
+        if request.kind is JobKind.MEMORY
+        else defaults.default_subject_style_prompt
+    )
+    seed = request.seed
+    if seed is None:
+        seed = draw_seed()
+    return GenerationSpec(
+        kind=request.kind,
+        prompt=request.prompt or "",
+        style_prompt=_pick(request.style_prompt, style_default),
+        negative_prompt=_pick(request.negative_prompt, defaults.default_negative_prompt),
+        num_inference_steps=_pick(
+            request.num_inference_steps, defaults.default_num_inference_steps
+        ),
+        ip_adapter_scale=_pick(request.ip_adapter_scale, defaults.default_ip_adapter_scale),
+        guidance_scale=_pick(request.guidance_scale, defaults.default_guidance_scale),
+        seed=seed,
+        width=_pick(request.width, native_size[0]),
+        height=_pick(request.height, native_size[1]),
+    )
+
+
+def _pick(value: T | None, default: T) -> T:
+    return default if value is None else value

@@ -1,0 +1,136 @@
+"""The service's one settings object, read from the environment and `.env`.
+
+Every variable of the wire contract's section 6 lives here with the seed's
+defaults, plus the settings the service itself adds (model cache, LoRA and
+IP-Adapter sources, lifecycle watching). Validation errors are turned into a
+one-line message by :func:`load_settings` so a mistyped deployment fails with
+exit status 2 and a sentence, not a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumer.errors import ConfigError
+
+DEFAULT_NEGATIVE_PROMPT = "error, glitch, mistake"
+DEFAULT_MEMORY_STYLE_PROMPT = (
+    "highest quality, monochrome, professional sketch, personal, nostalgic, clean"
+)
+DEFAULT_SUBJECT_STYLE_PROMPT = "highest quality, professional sketch, monochrome"
+
+
+class GenerationDefaults(BaseSettings):
+    """Defaults that fill a request's optional fields, and the input rules.
+
+    Kept apart from :class:`Settings` so that parsing a request needs neither
+    queue URLs nor credentials (the CLI's `submit` and the tests use it alone).
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    default_num_inference_steps: int = Field(50, ge=1, le=150)
+    default_ip_adapter_scale: float = Field(0.33, ge=0.0, le=1.0, allow_inf_nan=False)
+    default_guidance_scale: float = Field(5.0, ge=0.0, le=20.0, allow_inf_nan=False)
+    default_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=2000)
+    default_memory_style_prompt: str = Field(DEFAULT_MEMORY_STYLE_PROMPT, max_length=2000)
+    default_subject_style_prompt: str = Field(DEFAULT_SUBJECT_STYLE_PROMPT, max_length=2000)
+    s3_avatar_prefix: str = "avatars/"
+    s3_subject_prefix: str = "subjects/"
+    s3_generated_prefix: str = "generated/"
+    max_input_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_input_pixels: int = Field(40_000_000, gt=0)
+
+
+class Settings(GenerationDefaults):
+    """Everything `illustrator run` needs, validated once at start."""
+
+    # Model and pipeline.
+    model_path: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    model_s3_path: str = ""
+    model_cache_dir: str = Field(
+        default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "illustrator")
+    )
+    enable_ip_adapter: bool = True
+    ip_adapter_path: str = "h94/IP-Adapter"
+    ip_adapter_subfolder: str = "sdxl_models"
+    ip_adapter_weight_name: str = "ip-adapter_sdxl.safetensors"
+    ip_adapter_image_encoder_path: str = ""
+    enable_lora: bool = False
+    lora_path: str = ""
+    lora_scale: float = Field(1.0, ge=0.0, le=4.0, allow_inf_nan=False)
+    torch_compile: bool = False
+    warmup: bool = True
+    blank_latency_ms: int = Field(0, ge=0, le=3_600_000)
+
+    # AWS.
+    aws_region: str = "us-east-1"
+    s3_bucket_name: str = "auto-bio-illustrations"
+    sqs_queue_url: str = ""
+    sqs_dlq_url: str = ""
+    sns_topic_arn: str = ""
+
+    # Delivery.
+    auth_enabled: bool = False
+    auth_token: SecretStr = SecretStr("")
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    retry_backoff_base_s: float = Field(10.0, ge=0.0)
+    retry_backoff_max_s: float = Field(900.0, ge=0.0, le=43_200.0)
+    visibility_timeout_s: int | None = Field(None, ge=1, le=43_200)
+    drain_timeout_s: float = Field(90.0, ge=0.0)
+    worker_id: str = Field(default_factory=socket.gethostname, max_length=256)
+    ec2_lifecycle_watch: bool = False
+
+    # Sidecar and logs.
+    health_host: str = "0.0.0.0"  # noqa: S104 - the sidecar must be reachable by the orchestrator
+    health_port: int = Field(8080, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _check_dependencies(self) -> Settings:
+        if self.auth_enabled and not self.auth_token.get_secret_value():
+            raise ValueError("AUTH_TOKEN is required when AUTH_ENABLED=true")
+        if self.enable_lora and not self.lora_path:
+            raise ValueError("LORA_PATH is required when ENABLE_LORA=true")
+        return self
+
+    def require(self, *names: str) -> None:
+        """Raise :class:`ConfigError` naming the first of `names` left empty."""
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigError(f"{name.upper()} is required but not set")
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]).upper()
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message}" if loc else message
+
+
+def load_settings(*required: str) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` with one line.
+
+    `required` names settings the calling command cannot do without, such as
+    ``"sqs_queue_url"`` for `illustrator run`.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise ConfigError(f"invalid configuration: {_describe(error)}") from None
+    settings.require(*required)
+    return settings
+
+
+def load_defaults() -> GenerationDefaults:
+    """Read only the request defaults and input rules."""
+    try:
+        return GenerationDefaults()
+    except ValidationError as error:
+        raise ConfigError(f"invalid configuration: {_describe(error)}") from None

@@ -1,0 +1,1 @@
+"""Pipeline: the generators (SDXL + IP-Adapter, tiny, blank) and safe image decoding."""

@@ -1,0 +1,28 @@
+"""Failures raised by the pipeline, free of any AWS or queue knowledge.
+
+The consumer's classifier maps them: :class:`InvalidImageError` is permanent
+(`invalid_input`), :class:`GenerationOOMError` transient
+(`generation_failed`), :class:`PipelineBrokenError` fatal.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of the pipeline's failures; unclassified ones are transient."""
+
+
+class InvalidImageError(PipelineError):
+    """The input image is too large, has too many pixels, or cannot be decoded."""
+
+
+class GenerationOOMError(PipelineError):
+    """The GPU ran out of memory once; the cache was freed, try again later."""
+
+
+class PipelineBrokenError(PipelineError):
+    """The generator can no longer work (out of memory twice in a row, wedged)."""
+
+
+class ModelLoadError(PipelineError):
+    """The model or one of its parts could not be found or loaded."""

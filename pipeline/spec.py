@@ -1,0 +1,36 @@
+"""What one generation needs: the effective parameters of one job.
+
+Torch-free on purpose: the consumer builds a :class:`GenerationSpec` from a
+validated request without importing torch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class JobKind(enum.StrEnum):
+    """The two kinds of illustration."""
+
+    MEMORY = "memory"
+    SUBJECT = "subject"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSpec:
+    """The effective parameters of one job, every default already filled in.
+
+    `prompt` is empty for a subject job without one; `seed` is always set.
+    """
+
+    kind: JobKind
+    prompt: str
+    style_prompt: str
+    negative_prompt: str
+    num_inference_steps: int
+    ip_adapter_scale: float
+    guidance_scale: float
+    seed: int
+    width: int
+    height: int

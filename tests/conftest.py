@@ -1,0 +1,39 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.aws import FAKE_CREDENTIALS, MotoEndpoint, Stack, make_stack
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test sees the developer's AWS profile, `.env` or real endpoints."""
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "SQS_QUEUE_URL", "SNS_TOPIC_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server on loopback for the whole session; its URL."""
+    server = MotoEndpoint()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """Fresh AWS resources for one test, with the environment pointing at them."""
+    created = make_stack(moto_endpoint)
+    for name, value in created.environment().items():
+        monkeypatch.setenv(name, value)
+    return created
