@@ -18,7 +18,7 @@ import structlog
 
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|credential|authorization|api_key", re.I)
-_SECRET_ENV = ("AUTH_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_SECRET_ENV = ("AUTH_TOKEN", "AUTH_TOKEN_PREVIOUS", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 class SecretScrubber:

@@ -78,6 +78,8 @@ class Settings(GenerationDefaults):
     # Delivery.
     auth_enabled: bool = False
     auth_token: SecretStr = SecretStr("")
+    # Accepted beside AUTH_TOKEN while a rotation is under way.
+    auth_token_previous: SecretStr = SecretStr("")
     max_attempts: int | None = Field(None, ge=1, le=1000)
     retry_backoff_base_s: float = Field(10.0, ge=0.0)
     retry_backoff_max_s: float = Field(900.0, ge=0.0, le=43_200.0)
@@ -85,9 +87,13 @@ class Settings(GenerationDefaults):
     drain_timeout_s: float = Field(90.0, ge=0.0)
     worker_id: str = Field(default_factory=socket.gethostname, max_length=256)
     ec2_lifecycle_watch: bool = False
+    ec2_autoscaling_group_name: str = Field("", max_length=255)
+    ec2_lifecycle_hook_name: str = Field("illustrator-drain", min_length=1, max_length=255)
+    ec2_lifecycle_poll_s: float = Field(5.0, gt=0.0, le=60.0)
 
     # Sidecar and logs.
-    health_host: str = "0.0.0.0"  # noqa: S104 - the sidecar must be reachable by the orchestrator
+    # The sidecar must be reachable by the orchestrator's health checks.
+    health_host: str = "0.0.0.0"  # noqa: S104  # nosec B104
     health_port: int = Field(8080, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "console"] = "json"
