@@ -26,6 +26,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict consumer pipeline
 	$(BIN)/bandit -q -c pyproject.toml -r consumer pipeline
+	$(BIN)/cfn-lint infra/illustrator.yaml
+	$(BIN)/hadolint Dockerfile
 
 bench: setup
 	$(BIN)/python -m bench

@@ -15,13 +15,18 @@ def sign(body: bytes, token: str) -> str:
     return hmac.new(token.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def verify(body: bytes, signature: str | None, token: str) -> None:
+def verify(body: bytes, signature: str | None, token: str, *retiring: str) -> None:
     """Raise :class:`Unauthorized` unless `signature` is right for `body`.
 
-    The comparison takes constant time so the signature cannot be guessed
-    byte by byte.
+    `retiring` tokens (``AUTH_TOKEN_PREVIOUS`` during a rotation) are accepted
+    too, so producers can switch to the new token without a gap. Each
+    comparison takes constant time so the signature cannot be guessed byte by
+    byte.
     """
     if not signature:
         raise Unauthorized("the request carries no signature attribute")
-    if not hmac.compare_digest(signature.encode("utf-8", "replace"), sign(body, token).encode()):
-        raise Unauthorized("the request's signature does not match its body")
+    given = signature.encode("utf-8", "replace")
+    for key in (token, *retiring):
+        if key and hmac.compare_digest(given, sign(body, key).encode()):
+            return
+    raise Unauthorized("the request's signature does not match its body")

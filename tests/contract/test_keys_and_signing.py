@@ -77,3 +77,15 @@ def test_verify_rejects_missing_or_wrong_signatures(signature: str | None) -> No
 def test_uppercase_hex_is_not_the_contract() -> None:
     with pytest.raises(Unauthorized):
         verify(b"body", sign(b"body", "token").upper(), "token")
+
+
+def test_a_retiring_token_is_accepted_during_rotation() -> None:
+    verify(b"body", sign(b"body", "old"), "new", "old")
+    verify(b"body", sign(b"body", "new"), "new", "old")
+    with pytest.raises(Unauthorized):
+        verify(b"body", sign(b"body", "older"), "new", "old")
+
+
+def test_an_empty_token_never_verifies() -> None:
+    with pytest.raises(Unauthorized):
+        verify(b"body", sign(b"body", ""), "token", "")

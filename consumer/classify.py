@@ -1,0 +1,124 @@
+"""The one place where any exception becomes a decision.
+
+Whatever went wrong (our own hierarchy, the pipeline's errors, botocore's
+client and connection errors, timeouts, plain bugs) comes out as a
+:class:`Classification`: how it is handled (severity), what the completion
+event says (code, message, retryable) and how loudly it is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumer.errors import ErrorCode, IllustratorError, Severity
+from pipeline.errors import (
+    GenerationOOMError,
+    InvalidImageError,
+    ModelLoadError,
+    PipelineBrokenError,
+    PipelineError,
+)
+
+# Messages go into completion events; keep them short.
+MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What a failure means for the request and for the worker.
+
+    Attributes:
+        severity: permanent (dead-letter now), transient (retry later) or
+            fatal (stop the worker).
+        code: the completion event's error code.
+        message: a short description safe to put in an event: no stack
+            traces, no AWS account details.
+        log_level: the :mod:`logging` level the failure is logged at.
+        expected: whether the failure is one the service anticipates; an
+            unexpected one is logged with its traceback.
+    """
+
+    severity: Severity
+    code: ErrorCode
+    message: str
+    log_level: int
+    expected: bool = True
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again could help (the event's ``retryable``)."""
+        return self.severity is Severity.TRANSIENT
+
+
+def _level(severity: Severity) -> int:
+    return {
+        Severity.PERMANENT: logging.WARNING,
+        Severity.TRANSIENT: logging.WARNING,
+        Severity.FATAL: logging.CRITICAL,
+    }[severity]
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def aws_error_code(error: BaseException) -> str | None:
+    """The AWS error code of a botocore :class:`ClientError`, else ``None``."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "Unknown"))
+    return None
+
+
+def _aws_message(error: ClientError | BotoCoreError) -> str:
+    # AWS error texts can name the caller's role and account, which do not
+    # belong in an event sent to another system; the code says enough.
+    if isinstance(error, ClientError):
+        operation = getattr(error, "operation_name", "request")
+        return f"AWS {operation} failed: {aws_error_code(error)}"
+    return f"AWS request failed: {type(error).__name__}"
+
+
+def _pipeline(error: PipelineError) -> Classification:
+    message = _short(str(error) or type(error).__name__)
+    if isinstance(error, InvalidImageError):
+        return _make(Severity.PERMANENT, ErrorCode.INVALID_INPUT, message)
+    if isinstance(error, PipelineBrokenError | ModelLoadError):
+        return _make(Severity.FATAL, ErrorCode.INTERNAL_ERROR, message)
+    if isinstance(error, GenerationOOMError):
+        return _make(Severity.TRANSIENT, ErrorCode.GENERATION_FAILED, message)
+    return _make(Severity.TRANSIENT, ErrorCode.GENERATION_FAILED, message)
+
+
+def _make(
+    severity: Severity, code: ErrorCode, message: str, expected: bool = True
+) -> Classification:
+    level = _level(severity) if expected else logging.ERROR
+    return Classification(severity, code, message, level, expected)
+
+
+def classify(error: BaseException) -> Classification:
+    """Classify any exception; never raises.
+
+    Unknown exceptions are treated as transient internal errors: a bug that
+    hits one request must not stop the worker, and the retry limit still
+    ends on the dead-letter queue. Running out of host memory is fatal.
+    """
+    if isinstance(error, IllustratorError):
+        return _make(error.severity, error.code, _short(error.message))
+    if isinstance(error, PipelineError):
+        return _pipeline(error)
+    if isinstance(error, ClientError | BotoCoreError):
+        return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, _aws_message(error))
+    if isinstance(error, TimeoutError | asyncio.TimeoutError):
+        return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, "timed out")
+    if isinstance(error, ConnectionError):
+        return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, f"connection failed: {error}")
+    if isinstance(error, MemoryError):
+        return _make(Severity.FATAL, ErrorCode.INTERNAL_ERROR, "the worker ran out of memory")
+    message = _short(f"{type(error).__name__}: {error}")
+    return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, message, expected=False)

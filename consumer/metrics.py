@@ -1,0 +1,92 @@
+"""Prometheus metrics, on a registry of the worker's own.
+
+A registry per :class:`Metrics` (not the process-global one) keeps tests
+isolated and lets one process host several workers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+PREFIX = "illustrator"
+# Stage durations run from milliseconds (a HEAD) to minutes (SDXL at 150 steps).
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The service's metrics.
+
+    Attributes:
+        jobs: finished jobs by ``kind``, ``status`` (succeeded, reused,
+            failed) and ``error_code`` (empty on success).
+        retries: requests sent back to the queue after a transient failure
+            (or after failing to report a permanent one), by error code.
+        dead_lettered: requests copied to the dead-letter queue, by error code.
+        stage_seconds: time spent per stage, as in the events' ``timings_ms``
+            (queue_wait, download, generate, upload, total).
+        in_flight: requests received and not yet deleted or released.
+        model_load_seconds: how long loading the generator took.
+        last_poll: Unix time of the last successful receive call.
+        loop_errors: failed receive-loop calls (the worker's own AWS trouble).
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs = Counter(
+            f"{PREFIX}_jobs", "Finished jobs.", ["kind", "status", "error_code"], registry=r
+        )
+        self.retries = Counter(
+            f"{PREFIX}_retries",
+            "Transient failures returned to the queue.",
+            ["error_code"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            f"{PREFIX}_dead_lettered",
+            "Requests sent to the dead-letter queue.",
+            ["error_code"],
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            f"{PREFIX}_stage_duration_seconds",
+            "Duration of each job stage.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_jobs_in_flight", "Requests received and not yet finished.", registry=r
+        )
+        self.model_load_seconds = Gauge(
+            f"{PREFIX}_model_load_seconds", "Time taken to load the generator.", registry=r
+        )
+        self.last_poll = Gauge(
+            f"{PREFIX}_last_poll_timestamp_seconds",
+            "Unix time of the last receive call.",
+            registry=r,
+        )
+        self.loop_errors = Counter(
+            f"{PREFIX}_loop_errors", "Failed receive-loop AWS calls.", registry=r
+        )
+
+    def job_finished(self, kind: str | None, status: str, error_code: str = "") -> None:
+        """Count one finished job."""
+        self.jobs.labels(kind=kind or "unknown", status=status, error_code=error_code).inc()
+
+    def observe(self, timings_ms: dict[str, int]) -> None:
+        """Record a job's stage timings."""
+        for stage, ms in timings_ms.items():
+            self.stage_seconds.labels(stage=stage).observe(ms / 1000)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

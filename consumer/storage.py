@@ -1,0 +1,87 @@
+"""The bucket (S3): does an output exist, fetch an input, upload an output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from consumer.classify import aws_error_code
+from consumer.errors import InputNotFound, InvalidInput
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+PNG = "image/png"
+CHUNK_BYTES = 256 * 1024
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def _missing(error: ClientError) -> bool:
+    return aws_error_code(error) in _MISSING
+
+
+def ascii_metadata(values: dict[str, str]) -> dict[str, str]:
+    """User metadata travels in HTTP headers, which take ASCII only."""
+    return {k: v.encode("ascii", "replace").decode("ascii") for k, v in values.items()}
+
+
+class Storage:
+    """The bucket `bucket`, through an aioboto3 S3 client.
+
+    A missing key must read as "not found": with ``s3:GetObject`` but no
+    ``s3:ListBucket`` permission S3 answers 403 instead, which is treated as
+    a transient failure (a deployment problem, not the request's).
+    """
+
+    def __init__(self, s3: S3Client, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    async def head(self, key: str) -> dict[str, str] | None:
+        """The object's user metadata if `key` exists, else ``None``."""
+        try:
+            response = await self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _missing(error):
+                return None
+            raise
+        return dict(response.get("Metadata", {}))
+
+    async def fetch_first(self, keys: Sequence[str], max_bytes: int) -> tuple[str, bytes]:
+        """The first of `keys` that exists, and its bytes.
+
+        Raises :class:`InputNotFound` when none exists, :class:`InvalidInput`
+        when the object is larger than `max_bytes` (checked before reading it,
+        and again while reading in case the length was not announced).
+        """
+        for key in keys:
+            try:
+                response = await self.s3.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as error:
+                if _missing(error):
+                    continue
+                raise
+            body = response["Body"]
+            async with body:
+                size = response.get("ContentLength", 0)
+                if size > max_bytes:
+                    raise InvalidInput(f"input {key} is {size} bytes; the limit is {max_bytes}")
+                data = bytearray()
+                async for chunk in body.iter_chunks(CHUNK_BYTES):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise InvalidInput(f"input {key} is over the limit of {max_bytes} bytes")
+            return key, bytes(data)
+        raise InputNotFound(f"no input image found; tried {', '.join(keys)}")
+
+    async def put_png(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
+        """Write a PNG with ``ContentType: image/png`` and user metadata."""
+        await self.s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=PNG,
+            Metadata=ascii_metadata(metadata),
+        )

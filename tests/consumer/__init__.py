@@ -1,0 +1,1 @@
+"""Tests of the consumer: contract sections 2 to 5 against moto's server."""
