@@ -27,6 +27,12 @@ class PipelineConfig:
             ``None`` for the one beside the IP-Adapter weights.
         lora_path: a local LoRA ``.safetensors`` file fused at load, or ``None``.
         device: ``"cuda"``, ``"cpu"``, or ``None`` to pick CUDA when available.
+        model_name: the name reported in completion events; ``None`` for
+            ``model_path`` (the consumer sets the ``s3://`` source here).
+        dtype: ``"bfloat16"``, ``"float16"`` or ``"float32"``; ``None`` picks
+            bfloat16 on GPUs that support it, else float16, and float32 on a CPU.
+        vae_path: a local folder or hub id of a replacement VAE, such as an
+            fp16-safe one; ``None`` keeps the model's own.
     """
 
     model_path: str
@@ -42,3 +48,6 @@ class PipelineConfig:
     warmup: bool = True
     blank_latency_ms: int = 0
     device: str | None = None
+    model_name: str | None = None
+    dtype: str | None = None
+    vae_path: str | None = None

@@ -1,0 +1,62 @@
+"""Attaching the IP-Adapter and fusing a LoRA into a loaded SDXL pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from pipeline.errors import ModelLoadError
+from pipeline.source import IPAdapterParts
+from pipeline.untyped import SDXLPipeline
+
+log = structlog.get_logger(__name__)
+
+LORA_ADAPTER_NAME = "illustrator"
+
+
+def attach_ip_adapter(pipe: SDXLPipeline, parts: IPAdapterParts) -> None:
+    """Load the IP-Adapter into `pipe`'s UNet with the given image encoder.
+
+    The encoder and preprocessor are registered first, so ``load_ip_adapter``
+    loads only the adapter weights and never looks for an encoder itself.
+    """
+    pipe.register_modules(
+        image_encoder=parts.image_encoder, feature_extractor=parts.feature_extractor
+    )
+    try:
+        pipe.load_ip_adapter(
+            parts.weights,
+            subfolder=parts.subfolder,
+            weight_name=parts.weight_name,
+            image_encoder_folder=None,
+            local_files_only=True,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        where = parts.weights if isinstance(parts.weights, str) else "a state dict"
+        raise ModelLoadError(
+            f"cannot load IP-Adapter weights {parts.weight_name!r} from {where!r}: {error}"
+        ) from error
+
+
+def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:
+    """Load the LoRA file at `path`, fuse it at `scale`, and drop its layers.
+
+    Fusing folds the LoRA into the base weights once at load, so generation
+    costs nothing extra; the adapter layers are then removed to free memory.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ModelLoadError(f"LoRA weights file {path!r} does not exist")
+    try:
+        pipe.load_lora_weights(
+            str(file.parent),
+            weight_name=file.name,
+            adapter_name=LORA_ADAPTER_NAME,
+            local_files_only=True,
+        )
+        pipe.fuse_lora(lora_scale=scale, adapter_names=[LORA_ADAPTER_NAME])
+        pipe.unload_lora_weights()
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ModelLoadError(f"cannot load LoRA weights from {path!r}: {error}") from error
+    log.info("lora_fused", lora_path=path, lora_scale=scale)

@@ -1,0 +1,29 @@
+"""Choosing the generator that `MODEL_PATH` names."""
+
+from __future__ import annotations
+
+from pipeline.blank import BlankGenerator
+from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
+from pipeline.interface import Generator
+
+
+def create_generator(config: PipelineConfig) -> Generator:
+    """The generator for `config`, not yet loaded: call ``load()`` (in a thread).
+
+    ``builtin:blank`` gives the :class:`~pipeline.blank.BlankGenerator`;
+    ``builtin:tiny`` and every other model path give the
+    :class:`~pipeline.sdxl.SDXLGenerator`, fed by the tiny source or by the
+    local folder / hub cache. torch and diffusers are imported only for those,
+    so the blank generator starts instantly.
+    """
+    if config.model_path == BUILTIN_BLANK:
+        return BlankGenerator(config.blank_latency_ms)
+    from pipeline.sdxl import SDXLGenerator
+
+    if config.model_path == BUILTIN_TINY:
+        from pipeline.tiny import TinySource
+
+        return SDXLGenerator(config, TinySource(config.weights_file))
+    from pipeline.loading import PretrainedSource
+
+    return SDXLGenerator(config, PretrainedSource(config))

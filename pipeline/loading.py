@@ -1,0 +1,129 @@
+"""Loading SDXL, its IP-Adapter and its image encoder from local files.
+
+Everything is read with ``local_files_only=True``: a hub id is looked up in
+the local hub cache (``HF_HOME``) and never fetched, whether or not
+``HF_HUB_OFFLINE`` is set. The consumer downloads ``s3://`` sources first
+(``consumer.artifacts``), so here every path is on this machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from pipeline.clip import clip_feature_extractor
+from pipeline.config import PipelineConfig
+from pipeline.errors import ModelLoadError
+from pipeline.source import IPAdapterParts, ModelSource
+from pipeline.untyped import (
+    SDXLPipeline,
+    diffusers,
+    diffusers_dtype,
+    transformers,
+    transformers_dtype,
+)
+from pipeline.weights import WeightsKind, load_checkpoint, load_unet_weights, weights_kind
+
+log = structlog.get_logger(__name__)
+
+SDXL_NATIVE_SIZE = (1024, 1024)
+IMAGE_ENCODER_FOLDER = "image_encoder"
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
+
+
+def _not_found(what: str, where: str, error: BaseException) -> ModelLoadError:
+    hint = (
+        "a local folder or a hub id already in the local hub cache is needed "
+        "(nothing is downloaded from the hub at run time)"
+    )
+    return ModelLoadError(f"cannot load {what} from {where!r}: {error}; {hint}")
+
+
+def load_pretrained(path: str, dtype: torch.dtype) -> SDXLPipeline:
+    """A diffusers SDXL folder or cached hub id, in `dtype`, on the CPU."""
+    try:
+        return diffusers.StableDiffusionXLPipeline.from_pretrained(
+            path, local_files_only=True, **diffusers_dtype(dtype)
+        )
+    except _LOAD_ERRORS as error:
+        raise _not_found("the SDXL model", path, error) from error
+
+
+def load_image_encoder(path: str, subfolder: str, dtype: torch.dtype) -> Any:
+    """The CLIP vision encoder at `path`/`subfolder`, in `dtype`."""
+    try:
+        # Never downloads: local_files_only reads the local folder or hub cache.
+        encoder = transformers.CLIPVisionModelWithProjection.from_pretrained(  # nosec B615
+            path, subfolder=subfolder, local_files_only=True, **transformers_dtype(dtype)
+        )
+    except _LOAD_ERRORS as error:
+        raise _not_found("the IP-Adapter image encoder", f"{path}/{subfolder}", error) from error
+    return encoder.eval()
+
+
+def split_hub_path(value: str) -> tuple[str, str]:
+    """(repository or folder, subfolder) of an encoder location.
+
+    A local folder is taken whole; ``owner/name/sub/folder`` names a folder
+    inside a hub repository, as in ``h94/IP-Adapter/models/image_encoder``.
+    """
+    parts = value.split("/")
+    if Path(value).exists() or len(parts) <= 2:
+        return value, ""
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+class PretrainedSource(ModelSource):
+    """SDXL from a local folder or the hub cache, plus an optional weights file."""
+
+    expected_native_size = SDXL_NATIVE_SIZE
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self.name = config.model_path
+
+    def base_pipeline(self, dtype: torch.dtype) -> SDXLPipeline:
+        """The base model, with the weights file and replacement VAE applied."""
+        config = self._config
+        weights = config.weights_file
+        kind = weights_kind(weights) if weights else None
+        if weights and kind is WeightsKind.CHECKPOINT:
+            log.info("loading_checkpoint", weights_file=weights, config_from=config.model_path)
+            pipe = load_checkpoint(weights, config.model_path, dtype)
+        else:
+            pipe = load_pretrained(config.model_path, dtype)
+            if weights:
+                log.info("loading_unet_weights", weights_file=weights)
+                load_unet_weights(pipe, weights)
+        if config.vae_path:
+            pipe.register_modules(vae=_load_vae(config.vae_path, dtype))
+        return pipe
+
+    def ip_adapter(self, dtype: torch.dtype) -> IPAdapterParts:
+        """The IP-Adapter weights location and its image encoder."""
+        config = self._config
+        if config.image_encoder_path:
+            encoder = load_image_encoder(*split_hub_path(config.image_encoder_path), dtype)
+        else:
+            subfolder = Path(config.ip_adapter_subfolder, IMAGE_ENCODER_FOLDER).as_posix()
+            encoder = load_image_encoder(config.ip_adapter_path, subfolder, dtype)
+        return IPAdapterParts(
+            weights=config.ip_adapter_path,
+            image_encoder=encoder,
+            feature_extractor=clip_feature_extractor(int(encoder.config.image_size)),
+            subfolder=config.ip_adapter_subfolder,
+            weight_name=config.ip_adapter_weight_name,
+        )
+
+
+def _load_vae(path: str, dtype: torch.dtype) -> Any:
+    try:
+        vae = diffusers.AutoencoderKL.from_pretrained(
+            path, local_files_only=True, **diffusers_dtype(dtype)
+        )
+    except _LOAD_ERRORS as error:
+        raise _not_found("the VAE", path, error) from error
+    return vae

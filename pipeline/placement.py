@@ -1,0 +1,61 @@
+"""Putting a loaded pipeline on its device, tuned for inference there."""
+
+from __future__ import annotations
+
+import structlog
+import torch
+
+from pipeline.untyped import SDXLPipeline
+
+log = structlog.get_logger(__name__)
+
+
+def place(
+    pipe: SDXLPipeline,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    compile_unet: bool,
+) -> None:
+    """Move `pipe` to `device` and apply the GPU settings.
+
+    On a GPU: channels-last memory for the convolutions, a VAE that cannot
+    overflow, and optionally a compiled UNet. Attention already runs through
+    PyTorch's SDPA (diffusers' default processors, the IP-Adapter's included),
+    so the processors are left as they are: replacing them would drop the
+    IP-Adapter's.
+    """
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    if device.type != "cuda":
+        if compile_unet:
+            log.info("torch_compile_skipped", reason="only compiled on a GPU", device=str(device))
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+    _guard_vae(pipe, dtype)
+    if compile_unet:
+        # Compiled in place, so the pipeline's attribute stays the UNet itself.
+        # Shapes start static (the native size); a request of another size
+        # recompiles once with dynamic shapes, which then serve every size.
+        pipe.unet.compile()
+        log.info("torch_compile_enabled", module="unet")
+
+
+def _guard_vae(pipe: SDXLPipeline, dtype: torch.dtype) -> None:
+    """Keep the VAE decode finite in half precision.
+
+    bfloat16 has float32's range, so it never overflows. SDXL's VAE does
+    overflow in float16; unless the VAE is an fp16-safe one (its config says
+    ``force_upcast: false``), the pipeline must upcast it to float32 to decode,
+    which diffusers does when ``force_upcast`` is set.
+    """
+    if dtype == torch.float16:
+        if pipe.vae.config.force_upcast:
+            log.info("vae_upcast", reason="float16 SDXL VAE overflows; decoding in float32")
+        return
+    # Only float16 is ever upcast by the pipeline; say so for the log reader.
+    log.info("vae_precision", dtype=str(dtype).removeprefix("torch."))

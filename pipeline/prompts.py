@@ -1,0 +1,21 @@
+"""The text prompt of each kind of job (contract section 1)."""
+
+from __future__ import annotations
+
+from pipeline.spec import GenerationSpec, JobKind
+
+SUBJECT_LEAD = "portrait of the person"
+
+
+def compose_prompt(spec: GenerationSpec) -> str:
+    """The one prompt the model sees for `spec`.
+
+    A memory job draws its prompt in the style of the style prompt; a subject
+    job draws a portrait in that style, with the prompt added when given. The
+    person's likeness comes from the input image through the IP-Adapter.
+    """
+    if spec.kind is JobKind.MEMORY:
+        parts = [spec.prompt, spec.style_prompt]
+    else:
+        parts = [SUBJECT_LEAD, spec.style_prompt, spec.prompt]
+    return ", ".join(part.strip() for part in parts if part.strip())

@@ -1,0 +1,189 @@
+"""The SDXL + IP-Adapter generator: resident, one picture at a time.
+
+The same class runs the real model and ``builtin:tiny``; only the
+:class:`~pipeline.source.ModelSource` that builds the components differs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+import torch
+from PIL import Image
+
+from pipeline.adapters import attach_ip_adapter, fuse_lora
+from pipeline.config import PipelineConfig
+from pipeline.device import choose_device, choose_dtype, free_memory
+from pipeline.errors import GenerationOOMError, PipelineBrokenError, PipelineError
+from pipeline.ip_scale import IPAdapterScale
+from pipeline.placement import place
+from pipeline.prompts import compose_prompt
+from pipeline.source import ModelSource
+from pipeline.spec import GenerationSpec, JobKind
+from pipeline.untyped import SDXLPipeline
+
+log = structlog.get_logger(__name__)
+
+WARMUP_STEPS = 2
+OOM_STREAK_FATAL = 2
+_WARMUP_IMAGE_SIZE = 64
+# CUDA errors other than out-of-memory (illegal address, device-side assert)
+# leave the CUDA context unusable; nothing but a new process recovers.
+_DEVICE_ERRORS: tuple[type[BaseException], ...] = (
+    (torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()
+)
+
+
+class SDXLGenerator:
+    """Diffusers' ``StableDiffusionXLPipeline`` with an IP-Adapter, kept loaded.
+
+    `generate` is serialised by a lock, so even a careless caller gets one
+    generation at a time. Out of memory once raises
+    :class:`GenerationOOMError` after freeing the cache; twice in a row, or a
+    CUDA error, raises :class:`PipelineBrokenError` now and on every later call.
+    """
+
+    def __init__(self, config: PipelineConfig, source: ModelSource) -> None:
+        self._config = config
+        self._source = source
+        self._pipe: SDXLPipeline | None = None
+        self._device = torch.device("cpu")
+        self._native_size = source.expected_native_size
+        self._lock = threading.Lock()
+        self._oom_streak = 0
+        self._broken: str | None = None
+        self._ip_scale: IPAdapterScale | None = None
+        self.load_seconds: float | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The configured model name, else the source's (a path or hub id)."""
+        return self._config.model_name or self._source.name
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """The UNet's native picture size; read from the model once loaded."""
+        return self._native_size
+
+    @property
+    def ip_adapter_enabled(self) -> bool:
+        """Whether input images condition the pictures."""
+        return self._config.enable_ip_adapter
+
+    @property
+    def pipeline(self) -> SDXLPipeline:
+        """The loaded diffusers pipeline (for benchmarks and tests)."""
+        if self._pipe is None:
+            raise PipelineError("the generator is not loaded; call load() first")
+        return self._pipe
+
+    def load(self) -> None:
+        """Build or read the model, attach the adapters, place it, warm it up."""
+        started = time.perf_counter()
+        config = self._config
+        self._device = choose_device(config.device)
+        dtype = choose_dtype(self._device, config.dtype)
+        pipe = self._source.base_pipeline(dtype)
+        if config.lora_path:
+            fuse_lora(pipe, config.lora_path, config.lora_scale)
+        if config.enable_ip_adapter:
+            attach_ip_adapter(pipe, self._source.ip_adapter(dtype))
+            self._ip_scale = IPAdapterScale(pipe.unet)
+        else:
+            log.info(
+                "ip_adapter_disabled",
+                message="ENABLE_IP_ADAPTER=false: plain text-to-image, input images are ignored",
+            )
+        place(pipe, self._device, dtype, compile_unet=config.torch_compile)
+        self._pipe = pipe
+        side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        self._native_size = (side, side)
+        if config.warmup:
+            self._warm_up()
+        self.load_seconds = time.perf_counter() - started
+        log.info(
+            "pipeline_ready",
+            model=self.model_name,
+            device=str(self._device),
+            dtype=str(dtype).removeprefix("torch."),
+            ip_adapter=config.enable_ip_adapter,
+            lora=bool(config.lora_path),
+            torch_compile=config.torch_compile,
+            native_size=list(self._native_size),
+            load_seconds=round(self.load_seconds, 3),
+        )
+
+    def _warm_up(self) -> None:
+        # At the native size, so compiled graphs and cuDNN's algorithm choices
+        # are ready for the jobs that follow.
+        width, height = self._native_size
+        spec = GenerationSpec(
+            kind=JobKind.MEMORY,
+            prompt="warm-up",
+            style_prompt="",
+            negative_prompt="",
+            num_inference_steps=WARMUP_STEPS,
+            ip_adapter_scale=0.5,
+            guidance_scale=5.0,
+            seed=0,
+            width=width,
+            height=height,
+        )
+        started = time.perf_counter()
+        self.generate(spec, Image.new("RGB", (_WARMUP_IMAGE_SIZE, _WARMUP_IMAGE_SIZE), "gray"))
+        log.info("pipeline_warmed_up", seconds=round(time.perf_counter() - started, 3))
+
+    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
+        """Draw one RGB picture of exactly ``spec.width`` x ``spec.height``."""
+        with self._lock:
+            if self._broken:
+                raise PipelineBrokenError(self._broken)
+            try:
+                picture = self._draw(spec, image)
+            except torch.OutOfMemoryError as error:
+                raise self._out_of_memory(spec) from error
+            except _DEVICE_ERRORS as error:
+                self._broken = f"the GPU failed and cannot be used again: {error}"
+                raise PipelineBrokenError(self._broken) from error
+            self._oom_streak = 0
+            return picture
+
+    def _out_of_memory(self, spec: GenerationSpec) -> PipelineError:
+        free_memory(self._device)
+        self._oom_streak += 1
+        size = f"{spec.width}x{spec.height}"
+        if self._oom_streak >= OOM_STREAK_FATAL:
+            self._broken = f"out of GPU memory {self._oom_streak} times in a row (last at {size})"
+            log.error("generation_oom_fatal", streak=self._oom_streak, size=size)
+            return PipelineBrokenError(self._broken)
+        log.warning("generation_oom", streak=self._oom_streak, size=size)
+        return GenerationOOMError(f"out of GPU memory at {size}; cache freed, try again later")
+
+    def _draw(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
+        pipe = self.pipeline
+        arguments: dict[str, Any] = {
+            "prompt": compose_prompt(spec),
+            "negative_prompt": spec.negative_prompt,
+            "num_inference_steps": spec.num_inference_steps,
+            "guidance_scale": spec.guidance_scale,
+            "width": spec.width,
+            "height": spec.height,
+            # A CPU generator gives the same starting noise on every device
+            # type, and keeps per-job seeding independent of CUDA state.
+            "generator": torch.Generator(device="cpu").manual_seed(spec.seed),
+            "output_type": "pil",
+        }
+        if self._ip_scale is not None:
+            self._ip_scale.set(spec.ip_adapter_scale)
+            arguments["ip_adapter_image"] = image.convert("RGB")
+        with torch.inference_mode():
+            picture: Image.Image = pipe(**arguments).images[0]
+        picture = picture.convert("RGB")
+        if picture.size != (spec.width, spec.height):
+            raise PipelineError(
+                f"model drew {picture.width}x{picture.height}, asked for {spec.width}x{spec.height}"
+            )
+        return picture

@@ -1,0 +1,96 @@
+"""Test assets made in code: the tiny model on disk, a tiny LoRA, specs, pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from pipeline.config import PipelineConfig
+from pipeline.factory import create_generator
+from pipeline.sdxl import SDXLGenerator
+from pipeline.spec import GenerationSpec, JobKind
+from pipeline.tiny import build_tiny
+from pipeline.untyped import diffusers
+
+BASE_SPEC = GenerationSpec(
+    kind=JobKind.MEMORY,
+    prompt="a picnic by the lake",
+    style_prompt="professional sketch, monochrome",
+    negative_prompt="error, glitch",
+    num_inference_steps=2,
+    ip_adapter_scale=0.8,
+    guidance_scale=5.0,
+    seed=1234,
+    width=128,
+    height=128,
+)
+
+
+def load_generator(config: PipelineConfig) -> SDXLGenerator:
+    """A loaded SDXL generator for `config` (the tiny model loads in well under a second)."""
+    generator = create_generator(config)
+    assert isinstance(generator, SDXLGenerator)
+    generator.load()
+    return generator
+
+
+def spec(**changes: Any) -> GenerationSpec:
+    """The base spec with `changes`."""
+    return dataclasses.replace(BASE_SPEC, **changes)
+
+
+def noise_picture(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A random RGB picture, different for each seed."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def pixels(image: Image.Image) -> np.ndarray[Any, Any]:
+    """The picture as an int array, for comparisons."""
+    return np.asarray(image, dtype=np.int16)
+
+
+def make_tiny_lora(path: Path, seed: int = 7) -> Path:
+    """A LoRA for the tiny UNet's attention projections, in diffusers' file format.
+
+    Both LoRA matrices are random (peft would start one at zero), so fusing it
+    changes the model.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = build_tiny().pipe.unet
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+        unet.add_adapter(config)
+    layers = diffusers.utils.convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    diffusers.StableDiffusionXLPipeline.save_lora_weights(
+        str(path.parent), unet_lora_layers=layers, weight_name=path.name
+    )
+    return path
+
+
+def make_finetuned_unet(path: Path, seed: int = 11) -> Path:
+    """A "fine-tuned" tiny UNet: the tiny UNet's state dict, every tensor nudged."""
+    state = build_tiny().pipe.unet.state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    tuned = {
+        name: (tensor + 0.05 * torch.randn(tensor.shape, generator=generator)).contiguous()
+        for name, tensor in state.items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tuned, str(path))
+    return path

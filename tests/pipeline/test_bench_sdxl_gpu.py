@@ -1,0 +1,54 @@
+"""The GPU benchmark: its full-size architecture, and a run in miniature on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from bench import sdxl_gpu
+from pipeline.untyped import diffusers, transformers
+
+
+def parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_full_size_architecture_is_sdxl_base_with_ip_adapter_encoders() -> None:
+    # Built on the meta device: shapes only, no memory. The counts are those
+    # of stabilityai/stable-diffusion-xl-base-1.0 and h94/IP-Adapter.
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel(**sdxl_gpu.SDXL_UNET)
+        vae = diffusers.AutoencoderKL(**sdxl_gpu.SDXL_VAE)
+        text_2 = transformers.CLIPTextModelWithProjection(
+            transformers.CLIPTextConfig(
+                vocab_size=sdxl_gpu.VOCAB_SIZE, **sdxl_gpu.OPENCLIP_BIGG_TEXT
+            )
+        )
+        encoders = {
+            name: transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**spec))
+            for name, spec in sdxl_gpu.IMAGE_ENCODERS.items()
+        }
+    assert parameters(unet) == 2_567_463_684
+    assert parameters(vae) == 83_653_863
+    assert parameters(text_2) == 694_659_840
+    assert parameters(encoders["vit-bigg"]) == 1_844_907_264
+    assert parameters(encoders["vit-h"]) == 632_076_800
+
+
+def test_miniature_run_on_the_cpu(tmp_path: Path) -> None:
+    status = sdxl_gpu.main(
+        ["--tiny", "--runs", "1", "--results-dir", str(tmp_path), "--workdir", str(tmp_path)]
+    )
+    assert status == 0
+    [written] = tmp_path.glob("sdxl_gpu-tiny-*.json")
+    document = json.loads(written.read_text())
+    assert document["miniature"] is True
+    assert document["workload"] == {"size": 128, "steps": 2, "batch": 1, "runs": 1}
+    [result] = document["results"]
+    assert result["variant"] == "fp32"
+    assert result["device"] == "cpu"
+    assert "IPAdapterAttnProcessor2_0" in result["attention_processors"]
+    assert 0 < result["seconds_per_image"] < result["start_to_ready_s"]
+    assert result["per_step_ms"] > 0

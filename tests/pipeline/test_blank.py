@@ -1,0 +1,57 @@
+"""`builtin:blank`: size, latency, and no GIL held while it waits."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pipeline.blank import BlankGenerator
+from pipeline.config import BUILTIN_BLANK, PipelineConfig
+from pipeline.factory import create_generator
+from pipeline.interface import Generator
+from tests.pipeline.assets import noise_picture, spec
+
+AVATAR = noise_picture(1)
+
+
+def test_factory_gives_the_blank_generator() -> None:
+    generator = create_generator(PipelineConfig(model_path=BUILTIN_BLANK, blank_latency_ms=5))
+    assert isinstance(generator, BlankGenerator)
+    assert isinstance(generator, Generator)
+    assert generator.model_name == BUILTIN_BLANK
+    assert generator.native_size == (1024, 1024)
+
+
+@pytest.mark.parametrize(("width", "height"), [(64, 64), (1024, 512), (320, 2048)])
+def test_plain_picture_of_the_requested_size(width: int, height: int) -> None:
+    generator = BlankGenerator()
+    generator.load()
+    picture = generator.generate(spec(width=width, height=height), AVATAR)
+    assert picture.size == (width, height)
+    assert picture.mode == "RGB"
+    assert len(picture.getcolors(maxcolors=2) or []) == 1
+
+
+def test_it_takes_the_configured_latency() -> None:
+    generator = BlankGenerator(latency_ms=150)
+    started = time.perf_counter()
+    generator.generate(spec(), AVATAR)
+    assert time.perf_counter() - started >= 0.15
+
+
+def test_waiting_does_not_hold_the_gil() -> None:
+    # Four waits of 300 ms overlap only if none holds the GIL while waiting.
+    generator = BlankGenerator(latency_ms=300)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pictures = list(pool.map(lambda _: generator.generate(spec(), AVATAR), range(4)))
+    elapsed = time.perf_counter() - started
+    assert len(pictures) == 4
+    assert 0.3 <= elapsed < 0.9
+
+
+def test_negative_latency_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        BlankGenerator(latency_ms=-1)
