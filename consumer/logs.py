@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -58,6 +58,21 @@ class SecretScrubber:
         return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment of writing.
+
+    Loggers bound once (at import, or for the life of a job) would otherwise
+    keep the stream that existed when logging was configured, which breaks
+    when it is later replaced (pytest's capture, a daemonised process).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def environment_secrets(extra: Iterable[str] = ()) -> list[str]:
     """The secret values known from the environment, plus `extra`."""
     return [v for v in (*(os.environ.get(n, "") for n in _SECRET_ENV), *extra) if v]
@@ -84,9 +99,11 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
     # Libraries (botocore, aiohttp) log through the standard library; keep
     # them quiet unless asked and on the same stream.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=cast(TextIO, _CurrentStderr()), force=True
+    )
