@@ -46,6 +46,8 @@ RECEIVE_HOLD_S = 10
 class _Hold:
     message: ReceivedMessage
     deadline: float
+    # How long the last grant hid the request; it is extended when half is gone.
+    granted_s: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -81,8 +83,12 @@ class Heartbeat:
 
     @property
     def interval(self) -> float:
-        """How often :meth:`run` looks for requests due for an extension."""
-        return min(5.0, max(0.05, self.visibility_s / 4))
+        """How often :meth:`run` looks for requests due for an extension.
+
+        A quarter of the shortest grant, so a request is seen at least once
+        between half of its hold being gone and the hold lapsing.
+        """
+        return min(5.0, max(0.05, self.receive_hold_s / 4))
 
     def __contains__(self, message: ReceivedMessage) -> bool:
         return message.receipt_handle in self._holds
@@ -93,7 +99,7 @@ class Heartbeat:
     def track(self, message: ReceivedMessage) -> None:
         """Keep `message` hidden from now on (it was received with :attr:`receive_hold_s`)."""
         deadline = message.received_at + self.receive_hold_s
-        self._holds[message.receipt_handle] = _Hold(message, deadline)
+        self._holds[message.receipt_handle] = _Hold(message, deadline, self.receive_hold_s)
         self._wake.set()
 
     async def release(self, message: ReceivedMessage) -> None:
@@ -108,9 +114,12 @@ class Heartbeat:
                 pass
 
     async def beat(self) -> None:
-        """Extend every tracked request whose visibility is half gone."""
+        """Extend every tracked request whose visibility is half gone.
+
+        A short job finishes within its receive hold and costs no extension.
+        """
         now = self._clock.monotonic()
-        due = [h for h in self._holds.values() if h.deadline - now <= self.visibility_s / 2]
+        due = [h for h in self._holds.values() if h.deadline - now <= h.granted_s / 2]
         if due:
             await asyncio.gather(*(self._extend(hold) for hold in due))
 
@@ -144,6 +153,7 @@ class Heartbeat:
                 self._failed(message, error)
                 return
             hold.deadline = now + seconds
+            hold.granted_s = seconds
             if seconds < self.visibility_s:
                 self._give_up(message, "the 12-hour visibility cap is reached")
 

@@ -18,12 +18,18 @@ def _heartbeat(visibility_s: int = 60, **kwargs: Any) -> tuple[Heartbeat, FakeQu
     return Heartbeat(cast(RequestQueue, queue), visibility_s, clock, **kwargs), queue, clock
 
 
-async def test_received_with_a_short_hold_then_extended_at_once() -> None:
+async def test_received_with_a_short_hold_then_extended_when_half_is_gone() -> None:
     heartbeat, queue, clock = _heartbeat(600)
     assert heartbeat.receive_hold_s == RECEIVE_HOLD_S
     heartbeat.track(message("a", received_at=clock.monotonic()))
     await heartbeat.beat()
+    # A job shorter than half the receive hold costs no extension at all.
+    assert queue.changes == []
+    clock.advance(RECEIVE_HOLD_S / 2)
+    await heartbeat.beat()
     assert queue.changes == [("a", 600)]
+    # The beat looks often enough to catch the half-way point of the hold.
+    assert heartbeat.interval <= RECEIVE_HOLD_S / 4
     # A queue whose timeout is shorter than the hold is received with its timeout.
     assert _heartbeat(4)[0].receive_hold_s == 4
 
@@ -31,6 +37,7 @@ async def test_received_with_a_short_hold_then_extended_at_once() -> None:
 async def test_extends_by_the_visibility_timeout_when_half_is_left() -> None:
     heartbeat, queue, clock = _heartbeat(60)
     heartbeat.track(message("a", received_at=clock.monotonic()))
+    clock.advance(RECEIVE_HOLD_S / 2)
     await heartbeat.beat()
     assert queue.changes == [("a", 60)]
     clock.advance(29)
