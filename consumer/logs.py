@@ -7,6 +7,7 @@ job (``job_id``, ``user_id``) and reaches the GPU thread because
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -26,18 +27,26 @@ class SecretScrubber:
 
     Values are scrubbed wherever they appear (also inside messages and
     exception text), so a token pasted into an error still never reaches the
-    log.
+    log. Values of other types (exceptions, bytes, objects whose repr holds a
+    secret) are caught by :meth:`scrub_text` on the rendered line.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Very short values would match too much ordinary text to be useful.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        values = {s for s in secrets if len(s) >= 4}
+        # A renderer may escape a secret (JSON, repr): match those forms too.
+        escaped = {json.dumps(s)[1:-1] for s in values} | {repr(s)[1:-1] for s in values}
+        self._secrets = sorted(values | escaped, key=len, reverse=True)
+
+    def scrub_text(self, text: str) -> str:
+        """`text` with every known secret replaced by :data:`REDACTED`."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, REDACTED)
-            return value
+            return self.scrub_text(value)
         if isinstance(value, dict):
             return {k: self._field(k, v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -73,6 +82,28 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+class _ScrubbedRenderer:
+    """The last processor: renders the line, then scrubs the whole of it."""
+
+    def __init__(self, renderer: Any, scrubber: SecretScrubber) -> None:
+        self._renderer = renderer
+        self._scrubber = scrubber
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        return self._scrubber.scrub_text(str(self._renderer(logger, method, event_dict)))
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """The standard library's records (botocore, aiohttp), scrubbed likewise."""
+
+    def __init__(self, scrubber: SecretScrubber) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._scrubber = scrubber
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._scrubber.scrub_text(super().format(record))
+
+
 def environment_secrets(extra: Iterable[str] = ()) -> list[str]:
     """The secret values known from the environment, plus `extra`."""
     return [v for v in (*(os.environ.get(n, "") for n in _SECRET_ENV), *extra) if v]
@@ -86,6 +117,7 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
+    scrubber = SecretScrubber(environment_secrets(secrets))
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -93,8 +125,8 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
         # Exceptions become text before scrubbing, so their messages are
         # scrubbed too.
         structlog.processors.format_exc_info,
-        SecretScrubber(environment_secrets(secrets)),
-        renderer,
+        scrubber,
+        _ScrubbedRenderer(renderer, scrubber),
     ]
     structlog.configure(
         processors=processors,
@@ -104,6 +136,6 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
     )
     # Libraries (botocore, aiohttp) log through the standard library; keep
     # them quiet unless asked and on the same stream.
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING), stream=cast(TextIO, _CurrentStderr()), force=True
-    )
+    handler = logging.StreamHandler(cast(TextIO, _CurrentStderr()))
+    handler.setFormatter(_ScrubbingFormatter(scrubber))
+    logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)

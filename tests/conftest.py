@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from tests.aws import FAKE_CREDENTIALS, MotoEndpoint, Stack, make_stack
 
@@ -19,6 +21,18 @@ def _isolated_environment(
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "SQS_QUEUE_URL", "SNS_TOPIC_ARN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that configures logging leaves no trace for the next one."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

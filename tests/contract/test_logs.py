@@ -56,3 +56,18 @@ def test_console_format_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
     assert "job_id" in err
     with pytest.raises(json.JSONDecodeError):
         json.loads(err.splitlines()[0])
+
+
+def test_standard_library_records_are_printed_and_scrubbed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-secret")
+    configure_logging("info", "json")
+    logging.getLogger("botocore").warning("credential %s rejected", "wJalrXUtnFEMI-secret")
+    structlog.get_logger().warning("retry", error=RuntimeError("no wJalrXUtnFEMI-secret"))
+    err = capsys.readouterr().err
+    assert f"botocore credential {REDACTED} rejected" in err
+    assert f"RuntimeError('no {REDACTED}')" in err
+    assert "wJalrXUtnFEMI-secret" not in err

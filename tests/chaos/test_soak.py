@@ -1,0 +1,38 @@
+"""The short chaos soak, in every test run: a few dozen jobs, kills and faults.
+
+`make soak` runs the long one (1000 jobs, three consumers); this one keeps
+the same audit on a scale a 2-core CI runner finishes in well under a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tests.soak import SoakConfig, run_soak
+
+SHORT = SoakConfig(
+    jobs=60,
+    consumers=2,
+    duration_s=150.0,
+    kill_every_s=3.0,
+    fault_rate=0.04,
+    visibility_s=3,
+    # Slow enough "GPU" that the kills land while jobs are in flight.
+    latency_ms=120,
+    seed=7,
+)
+
+
+def test_short_chaos_soak_loses_nothing_and_duplicates_nothing(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(SHORT, workdir=tmp_path)
+    report = run_soak(config, moto_endpoint)
+    summary = "\n".join(report.lines())
+    print(summary)
+    assert report.ok, summary
+    assert report.kills >= 1, summary
+    assert sum(report.faults.values()) > 0, summary
+    assert report.succeeded + sum(report.failed.values()) == config.jobs
+    assert report.failed, "the mix includes requests that must fail"

@@ -1,0 +1,313 @@
+"""A worker behind the fault proxy, for the fault-injection tests.
+
+The worker is the production :class:`~consumer.worker.Worker` with
+production-configured aioboto3 clients, except that they reach moto through
+a :class:`~tests.chaos.proxy.FaultProxy` served on the test's own event loop.
+Synchronous boto3 calls of the test itself go straight to moto, in a thread,
+so they never wait on the loop the proxy and the worker share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioboto3
+import structlog
+from aiobotocore.config import AioConfig
+from PIL import Image
+
+from consumer.clients import AwsClients
+from consumer.clock import Clock
+from consumer.ops.clients import aio_config
+from consumer.settings import Settings
+from consumer.worker import Worker, WorkerOptions
+from pipeline.blank import BlankGenerator
+from pipeline.spec import GenerationSpec
+from tests.aws import REGION, Stack
+from tests.chaos.proxy import FaultProxy
+
+SIZE = 64
+# Quick loop backoff and a short long poll: the tests wait on outcomes, not on timers.
+# Attempts botocore makes per call in the rig (see :func:`rig`): a rule with
+# ``times=CALL_ATTEMPTS`` makes one call of the worker fail for good.
+CALL_ATTEMPTS = 2
+OPTIONS = WorkerOptions(poll_wait_s=1, loop_backoff_base_s=0.05, loop_backoff_max_s=0.5)
+
+
+class CountingGenerator:
+    """`builtin:blank` at 64 x 64 that counts its calls and can be held.
+
+    While `gate` is clear, every generation waits for it (a long GPU job).
+    """
+
+    def __init__(self) -> None:
+        self.inner = BlankGenerator()
+        self.calls = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        return (SIZE, SIZE)
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
+        self.calls += 1
+        self.started.set()
+        if not self.gate.wait(60):
+            raise TimeoutError("the test never opened the gate")
+        return self.inner.generate(spec, image)
+
+
+class ShiftedClock:
+    """The system clock plus an offset the test moves forward at will.
+
+    Sleeps are real (so the loop runs as in production) but capped, so a
+    loop sleeping on the shifted clock notices a jump quickly.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.offset)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(min(seconds, 0.1))
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def png(size: tuple[int, int] = (32, 32)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 140, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def memory_request(job_id: str, user_id: str = "user1", **fields: Any) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "kind": "memory",
+        "user_id": user_id,
+        "prompt": "a harbour at dawn",
+        "num_inference_steps": 1,
+        "width": SIZE,
+        "height": SIZE,
+        "seed": 11,
+        **fields,
+    }
+
+
+async def eventually(
+    check: Callable[[], object], *, within: float = 20.0, what: str = "a condition"
+) -> None:
+    """Poll `check` (a function or coroutine function) until it returns something
+    true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Rig:
+    """A running worker behind a fault proxy, and what the test sees of it."""
+
+    stack: Stack
+    proxy: FaultProxy
+    worker: Worker
+    generator: CountingGenerator
+    task: asyncio.Task[int]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    health: list[int] = field(default_factory=list)
+
+    async def send(self, body: dict[str, Any] | str) -> str:
+        """Put a request on the queue (straight to moto); its message id."""
+        text = body if isinstance(body, str) else json.dumps(body)
+        sqs = self.stack.client("sqs")
+        response = await asyncio.to_thread(
+            sqs.send_message, QueueUrl=self.stack.queue_url, MessageBody=text
+        )
+        return str(response["MessageId"])
+
+    async def put_input(self, key: str = "avatars/user1.png") -> None:
+        s3 = self.stack.client("s3")
+        await asyncio.to_thread(s3.put_object, Bucket=self.stack.bucket, Key=key, Body=png())
+
+    async def wait_events(self, count: int, within: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until at least `count` completion events arrived; all so far."""
+
+        async def enough() -> bool:
+            self.events.extend(await asyncio.to_thread(self.stack.events, 0, 10))
+            self.health.append(self.worker.board.health().status_code)
+            return len(self.events) >= count
+
+        await eventually(enough, within=within, what=f"{count} event(s)")
+        return self.events
+
+    async def settle(self, seconds: float = 1.0) -> list[dict[str, Any]]:
+        """Every event arriving within `seconds` more, to show none is extra."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.events.extend(await asyncio.to_thread(self.stack.events, 0, 10))
+            await asyncio.sleep(0.1)
+        return self.events
+
+    async def objects(self) -> list[str]:
+        s3 = self.stack.client("s3")
+        response = await asyncio.to_thread(
+            s3.list_objects_v2, Bucket=self.stack.bucket, Prefix="generated/"
+        )
+        return [item["Key"] for item in response.get("Contents", [])]
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        sqs = self.stack.client("sqs")
+        response = await asyncio.to_thread(
+            sqs.receive_message,
+            QueueUrl=self.stack.dlq_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=60,
+        )
+        return list(response.get("Messages", []))
+
+    async def queue_counts(self) -> tuple[int, int]:
+        """(visible, in flight) requests."""
+        sqs = self.stack.client("sqs")
+        attributes = (
+            await asyncio.to_thread(
+                sqs.get_queue_attributes,
+                QueueUrl=self.stack.queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )
+        )["Attributes"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    def retries(self) -> float:
+        """Jobs the worker has sent back to the queue after a transient failure."""
+        return sum(
+            sample.value
+            for metric in self.worker.metrics.registry.collect()
+            if metric.name == "illustrator_retries"
+            for sample in metric.samples
+            if sample.name == "illustrator_retries_total"
+        )
+
+    async def stop(self, within: float = 30.0) -> int:
+        """Drain the worker; its exit status."""
+        self.worker.request_drain("test", immediate=True)
+        return await asyncio.wait_for(self.task, within)
+
+
+def rig_settings(**overrides: Any) -> Settings:
+    """The settings of the stack in the environment, retrying at once.
+
+    Requests are hidden for 2 s at a time, so one whose worker lost track of
+    it comes back within the test's patience.
+    """
+    values: dict[str, Any] = {
+        "visibility_timeout_s": 2,
+        "health_host": "127.0.0.1",
+        "health_port": 0,
+        "retry_backoff_base_s": 0,
+        "retry_backoff_max_s": 0,
+        "worker_id": "reliability",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def rig(
+    stack: Stack,
+    moto_endpoint: str,
+    *,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    read_timeout: float | None = None,
+    attempts: int | None = CALL_ATTEMPTS,
+    options: WorkerOptions = OPTIONS,
+    record: bool = False,
+) -> AsyncIterator[Rig]:
+    """A worker on `stack` behind a fresh fault proxy; drained on exit.
+
+    The clients are configured as in production (consumer/aws.py) except:
+    `attempts` caps botocore's attempts per call (``None``: production's 6,
+    whose backoff makes a call that fails for good take about 15 s), and
+    `read_timeout` shortens the 30 s read timeout so a hang costs seconds.
+    """
+    # An earlier test may have left structlog writing to a capture stream
+    # that is closed by now; the worker's logs must not fail on it.
+    structlog.reset_defaults()
+    proxy = FaultProxy(moto_endpoint, seed=7, record=record)
+    url = await proxy.start()
+    config = aio_config()
+    if attempts is not None:
+        config = config.merge(
+            AioConfig(retries={"mode": "adaptive", "total_max_attempts": attempts})
+        )
+    if read_timeout is not None:
+        config = config.merge(AioConfig(read_timeout=read_timeout, connect_timeout=read_timeout))
+    session = aioboto3.Session(region_name=REGION)
+    generator = CountingGenerator()
+    async with AsyncExitStack() as stack_of_clients:
+        clients = AwsClients(
+            sqs=await stack_of_clients.enter_async_context(
+                session.client("sqs", endpoint_url=url, config=config)
+            ),
+            s3=await stack_of_clients.enter_async_context(
+                session.client("s3", endpoint_url=url, config=config)
+            ),
+            sns=await stack_of_clients.enter_async_context(
+                session.client("sns", endpoint_url=url, config=config)
+            ),
+        )
+        worker = Worker(
+            generator=generator,
+            clients=clients,
+            settings=settings or rig_settings(),
+            clock=clock,
+            options=options,
+        )
+        task = asyncio.create_task(worker.run())
+        running = Rig(stack, proxy, worker, generator, task)
+        try:
+            yield running
+        finally:
+            generator.gate.set()
+            proxy.clear()
+            if not task.done():
+                await running.stop()
+            await proxy.stop()

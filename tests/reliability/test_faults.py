@@ -1,0 +1,360 @@
+"""Fault injection: S3, SNS and SQS failing under a live worker.
+
+Each test puts the fault proxy between a production-wired worker and moto,
+injects one kind of trouble, and checks the contract's promises: nothing is
+lost, nothing is generated or written twice, the request ends deleted or
+dead-lettered, and the worker stays alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.aws import Stack
+from tests.chaos.proxy import Fault, Rule, Service
+from tests.reliability.harness import (
+    CALL_ATTEMPTS,
+    Rig,
+    eventually,
+    memory_request,
+    rig,
+)
+
+OUTPUT = "generated/user1/memory_{}.png"
+
+
+async def test_s3_reads_failing_are_retried_later_and_then_succeed(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.proxy.add(Rule(Fault.ERROR, Service.S3, "GetObject", times=CALL_ATTEMPTS))
+        await r.send(memory_request("read-1"))
+        (event,) = await r.wait_events(1)
+        assert await r.settle(0.5) == [event]
+        assert event["status"] == "succeeded"
+        assert event["attempts"] == 2
+        assert await r.objects() == [OUTPUT.format("read-1")]
+        assert r.generator.calls == 1
+        assert r.proxy.faults(Service.S3, "GetObject") == CALL_ATTEMPTS
+        await eventually(lambda: _drained(r), what="the request deleted")
+
+
+async def test_s3_reads_failing_for_good_end_in_a_retryable_failure_and_the_dlq(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.proxy.add(Rule(Fault.RESET, Service.S3, "GetObject"))
+        await r.send(memory_request("read-2"))
+        (event,) = await r.wait_events(1)
+        assert event["status"] == "failed"
+        assert event["error"]["code"] == "internal_error"
+        assert event["error"]["retryable"] is True
+        assert event["attempts"] == 3  # the stack's maxReceiveCount
+        (dead,) = await r.dead_letters()
+        assert json.loads(dead["Body"])["job_id"] == "read-2"
+        assert dead["MessageAttributes"]["error_code"]["StringValue"] == "internal_error"
+        assert await r.objects() == []
+        assert r.generator.calls == 0
+        await eventually(lambda: _drained(r), what="the request deleted")
+        assert r.worker.board.health().status_code == 200
+
+
+async def test_s3_writes_failing_are_retried_and_write_one_object(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.proxy.add(Rule(Fault.ERROR, Service.S3, "PutObject", times=CALL_ATTEMPTS))
+        await r.send(memory_request("write-1"))
+        (event,) = await r.wait_events(1)
+        assert await r.settle(0.5) == [event]
+        assert event["status"] == "succeeded"
+        assert event["reused"] is False
+        assert event["attempts"] == 2
+        assert await r.objects() == [OUTPUT.format("write-1")]
+        await eventually(lambda: _drained(r), what="the request deleted")
+
+
+async def test_a_write_that_succeeded_unseen_is_reused_not_duplicated(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        # Every write lands but the worker never hears so, until the job has
+        # failed once. (No fixed count: aiohttp itself retries a reset PUT.)
+        lost = r.proxy.add(Rule(Fault.RESET_AFTER, Service.S3, "PutObject"))
+        await r.send(memory_request("write-2"))
+        await eventually(lambda: r.retries() >= 1, what="the job to fail once")
+        r.proxy.remove(lost)
+        (event,) = await r.wait_events(1)
+        assert await r.settle(0.5) == [event]
+        assert event["status"] == "succeeded"
+        assert event["reused"] is True
+        assert event["attempts"] == 2
+        assert await r.objects() == [OUTPUT.format("write-2")]
+        assert r.generator.calls == 1
+
+
+async def test_a_hanging_s3_read_times_out_and_the_job_is_retried(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint, read_timeout=0.5) as r:
+        await r.put_input()
+        hang = r.proxy.add(
+            Rule(Fault.DELAY, Service.S3, "GetObject", delay_s=60, times=CALL_ATTEMPTS)
+        )
+        await r.send(memory_request("hang-1"))
+        (event,) = await r.wait_events(1, within=60)
+        assert hang.hits == CALL_ATTEMPTS
+        assert event["status"] == "succeeded"
+        assert event["attempts"] == 2
+        assert await r.objects() == [OUTPUT.format("hang-1")]
+
+
+async def test_a_hanging_s3_write_is_kept_hidden_by_the_heartbeat(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    # Visibility 2 s; the write hangs for 4 s but answers within the read timeout,
+    # so only the heartbeat keeps the request from a second delivery.
+    async with rig(stack, moto_endpoint, read_timeout=10) as r:
+        await r.put_input()
+        r.proxy.add(Rule(Fault.DELAY, Service.S3, "PutObject", delay_s=4, times=1))
+        await r.send(memory_request("hang-2"))
+        (event,) = await r.wait_events(1, within=30)
+        assert await r.settle(1.0) == [event]
+        assert event["status"] == "succeeded"
+        assert event["attempts"] == 1
+        assert r.generator.calls == 1
+        assert r.proxy.calls(Service.SQS, "ChangeMessageVisibility") >= 2
+
+
+async def test_sns_throttling_is_ridden_through(stack: Stack, moto_endpoint: str) -> None:
+    # Production's retry configuration: a short burst of throttling costs a
+    # little backoff and nothing else.
+    async with rig(stack, moto_endpoint, attempts=None) as r:
+        await r.put_input()
+        r.proxy.add(Rule(Fault.THROTTLE, Service.SNS, "Publish", times=3))
+        await r.send(memory_request("sns-1"))
+        (event,) = await r.wait_events(1)
+        assert await r.settle(0.5) == [event]
+        assert event["status"] == "succeeded"
+        assert event["attempts"] == 1
+        assert r.proxy.faults(Service.SNS, "Publish") == 3
+
+
+async def test_sns_throttled_for_long_reuses_the_written_output(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.proxy.add(Rule(Fault.THROTTLE, Service.SNS, "Publish", times=CALL_ATTEMPTS))
+        await r.send(memory_request("sns-2"))
+        (event,) = await r.wait_events(1)
+        assert await r.settle(0.5) == [event]
+        assert event["status"] == "succeeded"
+        assert event["reused"] is True
+        assert event["attempts"] == 2
+        assert r.generator.calls == 1
+        assert await r.objects() == [OUTPUT.format("sns-2")]
+        await eventually(lambda: _drained(r), what="the request deleted")
+
+
+async def test_sns_down_while_reporting_a_bad_request_dead_letters_it_once(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        r.proxy.add(Rule(Fault.ERROR, Service.SNS, "Publish", times=CALL_ATTEMPTS))
+        await r.send('{"job_id": "bad-1", "kind": "memory"}')
+        (event,) = await r.wait_events(1)
+        assert await r.settle(0.5) == [event]
+        assert event["status"] == "failed"
+        assert event["error"]["code"] == "invalid_request"
+        assert event["job_id"] == "bad-1"
+        dead = await r.dead_letters()
+        assert [json.loads(d["Body"])["job_id"] for d in dead] == ["bad-1"], (
+            "one dead letter per failed request, even when its first report failed"
+        )
+
+
+async def test_sqs_receives_failing_make_the_worker_unhealthy_until_they_recover(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        await eventually(lambda: r.worker.board.health().status_code == 200, what="ready")
+        outage = r.proxy.add(Rule(Fault.ERROR, Service.SQS, "ReceiveMessage"))
+        await eventually(
+            lambda: r.worker.board.health().body["status"] == "unhealthy",
+            what="the health check to report the outage",
+        )
+        await r.send(memory_request("recv-1"))
+        failures = r.proxy.faults(Service.SQS, "ReceiveMessage")
+        await eventually(
+            lambda: r.proxy.faults(Service.SQS, "ReceiveMessage") > failures,
+            what="a receive to fail while the request waits",
+        )
+        assert not r.task.done()
+        r.proxy.remove(outage)
+        (event,) = await r.wait_events(1)
+        assert event["status"] == "succeeded"
+        assert event["attempts"] == 1
+        await eventually(lambda: r.worker.board.health().status_code == 200, what="recovery")
+        registry = r.worker.metrics.registry
+        assert (registry.get_sample_value("illustrator_loop_errors_total") or 0) >= 1
+
+
+async def test_receives_reset_mid_flight_lose_nothing(stack: Stack, moto_endpoint: str) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        # The receive takes effect (the messages are hidden) but the answer is lost.
+        r.proxy.add(Rule(Fault.RESET_AFTER, Service.SQS, "ReceiveMessage", times=2))
+        for n in range(3):
+            await r.send(memory_request(f"lost-answer-{n}"))
+        await r.wait_events(3, within=90)
+        assert sorted(e["job_id"] for e in await r.settle(0.5)) == [
+            "lost-answer-0",
+            "lost-answer-1",
+            "lost-answer-2",
+        ]
+        assert len(await r.objects()) == 3
+
+
+async def test_a_delete_failing_after_the_publish_is_reused_on_redelivery(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.proxy.add(Rule(Fault.ERROR, Service.SQS, "DeleteMessage", times=CALL_ATTEMPTS))
+        await r.send(memory_request("del-1"))
+        first, second = await r.wait_events(2, within=30)
+        assert (first["reused"], second["reused"]) == (False, True)
+        assert first["status"] == second["status"] == "succeeded"
+        assert second["attempts"] == 2
+        assert r.generator.calls == 1
+        assert await r.objects() == [OUTPUT.format("del-1")]
+        await eventually(lambda: _drained(r), what="the request deleted at last")
+        assert await r.settle(0.5) == [first, second]
+
+
+async def test_a_stale_receipt_handle_on_delete_is_survived(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.proxy.add(
+            Rule(
+                Fault.ERROR,
+                Service.SQS,
+                "DeleteMessage",
+                status=400,
+                code="ReceiptHandleIsInvalid",
+                times=1,
+            )
+        )
+        await r.send(memory_request("stale-1"))
+        first, second = await r.wait_events(2, within=30)
+        assert (first["reused"], second["reused"]) == (False, True)
+        assert r.generator.calls == 1
+        assert await r.objects() == [OUTPUT.format("stale-1")]
+        await eventually(lambda: _drained(r), what="the request deleted at last")
+        assert r.worker.board.health().status_code == 200
+
+
+async def test_a_stale_receipt_handle_on_the_heartbeat_does_not_stop_the_job(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.generator.gate.clear()
+        stale = r.proxy.add(
+            Rule(
+                Fault.ERROR,
+                Service.SQS,
+                "ChangeMessageVisibility",
+                status=400,
+                code="ReceiptHandleIsInvalid",
+                times=1,
+            )
+        )
+        await r.send(memory_request("stale-2"))
+        await eventually(r.generator.started.is_set, what="the job to start generating")
+        await eventually(lambda: stale.hits == 1, what="the heartbeat to meet the stale handle")
+        r.generator.gate.set()
+        await r.wait_events(1, within=30)
+        events = await r.settle(3.0)
+        assert {e["status"] for e in events} == {"succeeded"}
+        assert await r.objects() == [OUTPUT.format("stale-2")]
+        await eventually(lambda: _drained(r), what="the request deleted")
+        assert not r.task.done()
+
+
+async def test_the_queue_deleted_under_the_worker_is_reported_and_survived(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        await r.send(memory_request("before-delete"))
+        await r.wait_events(1)
+        sqs = stack.client("sqs")
+        attributes = await asyncio.to_thread(
+            sqs.get_queue_attributes, QueueUrl=stack.queue_url, AttributeNames=["All"]
+        )
+        await asyncio.to_thread(sqs.delete_queue, QueueUrl=stack.queue_url)
+        await eventually(
+            lambda: r.worker.board.health().body["status"] == "unhealthy",
+            what="the health check to report the missing queue",
+        )
+        assert not r.task.done(), "the worker must not crash; it reports and waits"
+        name = stack.queue_url.rsplit("/", 1)[1]
+        kept = {
+            k: v
+            for k, v in attributes["Attributes"].items()
+            if k in {"VisibilityTimeout", "RedrivePolicy"}
+        }
+        await asyncio.to_thread(sqs.create_queue, QueueName=name, Attributes=kept)
+        await r.send(memory_request("after-recreate"))
+        events = await r.wait_events(2, within=60)
+        assert [e["job_id"] for e in events] == ["before-delete", "after-recreate"]
+        await eventually(lambda: r.worker.board.health().status_code == 200, what="recovery")
+
+
+async def test_credentials_failing_and_coming_back(stack: Stack, moto_endpoint: str) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        await eventually(lambda: r.worker.board.health().status_code == 200, what="ready")
+        # Every service refuses the credentials: an expired role, a rotated key.
+        denied = r.proxy.add(Rule(Fault.DENY))
+        await eventually(
+            lambda: r.worker.board.health().body["status"] == "unhealthy",
+            what="the health check to report the refusal",
+        )
+        await r.send(memory_request("creds-1"))
+        await eventually(lambda: denied.hits >= 3, what="more refused calls")
+        assert not r.task.done()
+        r.proxy.remove(denied)
+        (event,) = await r.wait_events(1, within=30)
+        assert event["status"] == "succeeded"
+        assert await r.objects() == [OUTPUT.format("creds-1")]
+        await eventually(lambda: r.worker.board.health().status_code == 200, what="recovery")
+
+
+async def test_credentials_refused_mid_job_retry_the_job(stack: Stack, moto_endpoint: str) -> None:
+    async with rig(stack, moto_endpoint) as r:
+        await r.put_input()
+        r.generator.gate.clear()
+        await r.send(memory_request("creds-2"))
+        await eventually(r.generator.started.is_set, what="the job to start generating")
+        # The upload and whatever follows are refused once each, then allowed.
+        r.proxy.add(Rule(Fault.DENY, Service.S3, "PutObject", times=1))
+        r.generator.gate.set()
+        (event,) = await r.wait_events(1)
+        assert event["status"] == "succeeded"
+        assert event["attempts"] == 2
+        assert await r.objects() == [OUTPUT.format("creds-2")]
+
+
+async def _drained(r: Rig) -> bool:
+    return await r.queue_counts() == (0, 0)
