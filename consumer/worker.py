@@ -40,6 +40,9 @@ from pipeline.interface import Generator
 
 log = structlog.get_logger(__name__)
 
+# The longest a shutdown waits for one request's release.
+RELEASE_TIMEOUT_S = 5.0
+
 DEFAULT_MAX_ATTEMPTS = 3
 EXIT_OK, EXIT_FATAL = 0, 1
 
@@ -272,7 +275,9 @@ class Worker:
         message = job.message
         await job.heartbeat.release(message)
         try:
-            await self.queue.set_visibility(message, 0)
+            # Bounded: with AWS unreachable, botocore's retries would hold the
+            # exit for far longer than a release is worth.
+            await asyncio.wait_for(self.queue.set_visibility(message, 0), RELEASE_TIMEOUT_S)
         except Exception as error:  # it comes back after its visibility timeout anyway
             log.warning(
                 "release_failed", sqs_message_id=message.message_id, error=classify(error).message
