@@ -13,15 +13,15 @@ import pytest
 import structlog
 from aiobotocore.config import AioConfig
 
-from consumer.artifacts import (
+from consumer.artifacts import prepare_pipeline_config
+from consumer.errors import ConfigError
+from consumer.s3_cache import (
     ArtifactCache,
     ArtifactError,
     _Download,
     etag_matches,
     parse_s3_uri,
-    prepare_pipeline_config,
 )
-from consumer.errors import ConfigError
 from consumer.settings import Settings
 from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
 from pipeline.tiny import save_tiny

@@ -1,0 +1,520 @@
+"""A local cache of S3 objects and folders: parallel, resumable, verified.
+
+Downloads fetch each object in parallel byte ranges, pinned to the ETag seen
+at the start (``If-Match``), so an object replaced mid-download is never
+stitched together. Finished ranges are recorded beside the partial file, so
+an interrupted download continues where it stopped. A finished file is
+checked against its size and, where the ETag is an MD5 (single-part uploads,
+or multipart ones with a recognisable part size), against its content. On the
+next start a cached file whose size and ETag still match the object's
+metadata (one HEAD, or one listing for a folder) is used without downloading.
+Processes sharing a cache (one per GPU) take a file lock per artefact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumer.aws import client_config, make_session
+from consumer.errors import ConfigError, FatalError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = structlog.get_logger(__name__)
+
+S3_SCHEME = "s3://"
+PART_SIZE = 16 * 1024 * 1024
+CONCURRENCY = 8
+PART_ATTEMPTS = 3
+PROGRESS_INTERVAL_S = 5.0
+_READ_CHUNK = 1024 * 1024
+_MiB = 1024 * 1024
+# Part sizes that S3 clients commonly use for multipart uploads, tried when
+# checking a multipart ETag (boto3's 8 MiB default first).
+_COMMON_PART_SIZES = tuple(n * _MiB for n in (8, 5, 16, 15, 32, 64, 100, 128, 256, 512))
+
+
+class ArtifactError(FatalError):
+    """A model artefact could not be fetched or failed its checks."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Uri:
+    """A bucket and a key (or key prefix)."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{S3_SCHEME}{self.bucket}/{self.key}"
+
+    def child(self, *parts: str) -> S3Uri:
+        """The URI of `parts` below this one, as a key prefix."""
+        return S3Uri(self.bucket, "/".join(p.strip("/") for p in (self.key, *parts) if p))
+
+
+def is_s3_uri(value: str) -> bool:
+    """Whether `value` names an S3 object or prefix."""
+    return value.startswith(S3_SCHEME)
+
+
+def parse_s3_uri(value: str) -> S3Uri:
+    """Split ``s3://bucket/key`` into its parts; raise :class:`ConfigError` if malformed."""
+    if not is_s3_uri(value):
+        raise ConfigError(f"not an s3:// URI: {value!r}")
+    bucket, _, key = value[len(S3_SCHEME) :].partition("/")
+    if not bucket:
+        raise ConfigError(f"s3 URI without a bucket: {value!r}")
+    return S3Uri(bucket, key)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteObject:
+    """What S3 says about one object: enough to validate a cached copy."""
+
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass
+class CacheStats:
+    """What the cache did, for logs and tests."""
+
+    objects_reused: int = 0
+    objects_downloaded: int = 0
+    bytes_downloaded: int = 0
+    parts_downloaded: int = 0
+
+
+@dataclass
+class _Progress:
+    """Bytes fetched for one artefact: a bar at a terminal, else a log line now and then."""
+
+    uri: str
+    total: int
+    interval_s: float
+    done: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _last_log: float = field(default_factory=time.monotonic)
+    _bar: Any = None
+
+    def add(self, count: int) -> None:
+        self.done += count
+        # The bar appears with the first bytes, so a cached artefact shows none.
+        if self._bar is None and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total, unit="B", unit_scale=True, unit_divisor=1024, desc=self.uri
+            )
+        if self._bar is not None:
+            self._bar.update(count)
+            return
+        now = time.monotonic()
+        if now - self._last_log >= self.interval_s:
+            self._last_log = now
+            log.info("artifact_download_progress", **self._figures(now))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self.done:
+            log.info("artifact_downloaded", **self._figures(time.monotonic()))
+
+    def _figures(self, now: float) -> dict[str, Any]:
+        elapsed = max(now - self.started, 1e-9)
+        return {
+            "uri": self.uri,
+            "bytes_done": self.done,
+            "bytes_total": self.total,
+            "percent": round(100.0 * self.done / self.total, 1) if self.total else 100.0,
+            "mib_per_s": round(self.done / elapsed / _MiB, 1),
+            "seconds": round(elapsed, 1),
+        }
+
+
+ClientFactory = Callable[[], contextlib.AbstractAsyncContextManager["S3Client"]]
+
+
+class ArtifactCache:
+    """S3 objects and folders mirrored under `root`, downloaded once.
+
+    Layout: ``<root>/s3/<bucket>/<key>`` holds finished files (a folder keeps
+    its structure, so diffusers can read it); ``<root>/.partial`` holds
+    unfinished downloads with their progress; ``<root>/.meta`` the size and
+    ETag of each finished file.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        region: str = "us-east-1",
+        client_factory: ClientFactory | None = None,
+        part_size: int = PART_SIZE,
+        concurrency: int = CONCURRENCY,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
+    ) -> None:
+        self.root = Path(root)
+        self.stats = CacheStats()
+        self._client_factory = client_factory or _default_client_factory(region)
+        self._part_size = part_size
+        self._limit = asyncio.Semaphore(concurrency)
+        self._interval = progress_interval_s
+
+    def local_path(self, uri: S3Uri) -> Path:
+        """Where `uri` lies in the cache; never outside it."""
+        return _inside(self.root / "s3", uri.bucket, uri.key)
+
+    async def fetch_file(self, uri: str) -> Path:
+        """The local copy of one object, downloaded if missing or stale."""
+        location = parse_s3_uri(uri)
+        async with self._client_factory() as client, self._artifact_lock(location):
+            remote = await _head(client, location)
+            progress = _Progress(uri, remote.size, self._interval)
+            try:
+                await self._ensure(client, location.bucket, remote, progress)
+            finally:
+                progress.close()
+        return self.local_path(location)
+
+    async def fetch_folder(self, uri: str) -> Path:
+        """The local copy of every object under a prefix, as a folder."""
+        location = parse_s3_uri(uri)
+        prefix = location.key.rstrip("/") + "/" if location.key else ""
+        folder = S3Uri(location.bucket, prefix)
+        async with self._client_factory() as client, self._artifact_lock(folder):
+            objects = await _list(client, folder)
+            if not objects:
+                raise ConfigError(f"no objects under {uri}")
+            progress = _Progress(uri, sum(o.size for o in objects), self._interval)
+            try:
+                await _run_all(self._ensure(client, folder.bucket, o, progress) for o in objects)
+            finally:
+                progress.close()
+        local = self.local_path(folder)
+        _prune(local, {self.local_path(S3Uri(folder.bucket, o.key)) for o in objects})
+        return local
+
+    @contextlib.asynccontextmanager
+    async def _artifact_lock(self, uri: S3Uri) -> AsyncIterator[None]:
+        name = hashlib.sha256(str(uri).encode()).hexdigest()[:32]
+        path = self.root / ".locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            # Blocking wait for another process's download, off the event loop.
+            await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    async def _ensure(
+        self, client: S3Client, bucket: str, remote: RemoteObject, progress: _Progress
+    ) -> None:
+        target = self.local_path(S3Uri(bucket, remote.key))
+        meta = _inside(self.root / ".meta", bucket, remote.key + ".json")
+        if _is_current(target, meta, remote):
+            self.stats.objects_reused += 1
+            return
+        partial = _inside(self.root / ".partial", bucket, remote.key)
+        download = _Download(client, bucket, remote, partial, self._part_size, self._limit)
+        fetched = await download.run(progress)
+        self.stats.parts_downloaded += fetched.parts
+        self.stats.bytes_downloaded += fetched.bytes
+        await asyncio.to_thread(_verify, partial, remote)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, target)
+        download.forget()
+        _write_json(meta, {"etag": remote.etag, "size": remote.size})
+        self.stats.objects_downloaded += 1
+
+
+@dataclass
+class _Fetched:
+    parts: int = 0
+    bytes: int = 0
+
+
+class _Download:
+    """One object fetched in ranged parts into a partial file, resumably."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        remote: RemoteObject,
+        partial: Path,
+        part_size: int,
+        limit: asyncio.Semaphore,
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._remote = remote
+        self._partial = partial
+        self._state_path = partial.with_name(partial.name + ".state.json")
+        self._part_size = part_size
+        self._limit = limit
+        self._done: set[int] = set()
+
+    async def run(self, progress: _Progress) -> _Fetched:
+        self._done = self._resume()
+        count = max(1, math.ceil(self._remote.size / self._part_size))
+        missing = [i for i in range(count) if i not in self._done]
+        if self._done:
+            log.info("artifact_download_resumed", key=self._remote.key, parts_done=len(self._done))
+            progress.add(self._remote.size - sum(self._part_length(i) for i in missing))
+        fetched = _Fetched()
+        fd = os.open(self._partial, os.O_RDWR)
+        try:
+            await _run_all(self._part(fd, index, progress, fetched) for index in missing)
+        finally:
+            os.close(fd)
+        return fetched
+
+    def forget(self) -> None:
+        self._state_path.unlink(missing_ok=True)
+
+    def _resume(self) -> set[int]:
+        state = _read_json(self._state_path)
+        same = (
+            state.get("etag") == self._remote.etag
+            and state.get("size") == self._remote.size
+            and state.get("part_size") == self._part_size
+            and self._partial.is_file()
+            and self._partial.stat().st_size == self._remote.size
+        )
+        if same:
+            return {int(i) for i in state.get("done", [])}
+        self._partial.parent.mkdir(parents=True, exist_ok=True)
+        with self._partial.open("wb") as handle:
+            handle.truncate(self._remote.size)
+        self._save_state()
+        return set()
+
+    def _part_length(self, index: int) -> int:
+        start = index * self._part_size
+        return max(0, min(self._part_size, self._remote.size - start))
+
+    async def _part(self, fd: int, index: int, progress: _Progress, fetched: _Fetched) -> None:
+        length = self._part_length(index)
+        if length:
+            for attempt in range(1, PART_ATTEMPTS + 1):
+                try:
+                    async with self._limit:
+                        await self._fetch_range(fd, index, length, progress)
+                    break
+                except ClientError as error:
+                    raise self._client_failure(error) from error
+                except (BotoCoreError, OSError, TimeoutError) as error:
+                    if attempt == PART_ATTEMPTS:
+                        raise ArtifactError(
+                            f"part {index} of {self._remote.key} failed {attempt} times: {error}"
+                        ) from error
+                    log.warning("artifact_part_retry", key=self._remote.key, part=index)
+            fetched.parts += 1
+            fetched.bytes += length
+        self._done.add(index)
+        self._save_state()
+
+    async def _fetch_range(self, fd: int, index: int, length: int, progress: _Progress) -> None:
+        start = index * self._part_size
+        response = await self._client.get_object(
+            Bucket=self._bucket,
+            Key=self._remote.key,
+            Range=f"bytes={start}-{start + length - 1}",
+            IfMatch=self._remote.etag,
+        )
+        offset = start
+        stream = response["Body"]
+        async with stream:
+            async for chunk in stream.iter_chunks(_READ_CHUNK):
+                os.pwrite(fd, chunk, offset)
+                offset += len(chunk)
+                progress.add(len(chunk))
+        if offset != start + length:
+            raise OSError(f"range of {length} bytes ended after {offset - start}")
+
+    def _client_failure(self, error: ClientError) -> ArtifactError:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("PreconditionFailed", "412"):
+            # The object changed since it was listed; start afresh next time.
+            self.forget()
+            return ArtifactError(f"{self._remote.key} changed while downloading; start again")
+        return ArtifactError(f"cannot download {self._remote.key}: {error}")
+
+    def _save_state(self) -> None:
+        _write_json(
+            self._state_path,
+            {
+                "etag": self._remote.etag,
+                "size": self._remote.size,
+                "part_size": self._part_size,
+                "done": sorted(self._done),
+            },
+        )
+
+
+async def _run_all(jobs: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run `jobs` concurrently; on a failure cancel the rest and raise the first error.
+
+    The first error itself, not the task group's ExceptionGroup, so callers
+    see the ConfigError or ArtifactError that says what went wrong.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except ExceptionGroup as failures:
+        raise failures.exceptions[0] from failures
+
+
+def _default_client_factory(region: str) -> ClientFactory:
+    session = make_session(region)
+
+    def factory() -> contextlib.AbstractAsyncContextManager[S3Client]:
+        # Large ranged reads: allow a slow part more time than an API call.
+        return session.client("s3", config=_aio_config())
+
+    return factory
+
+
+def _aio_config() -> AioConfig:
+    """The shared client settings as an AioConfig, with more time for large reads.
+
+    aiobotocore merges a plain botocore ``Config`` into its own; its stubs
+    admit only ``AioConfig``, hence the explicit merge.
+    """
+    base: Any = client_config(read_timeout=120.0)
+    merged: AioConfig = AioConfig().merge(base)
+    return merged
+
+
+async def _head(client: S3Client, uri: S3Uri) -> RemoteObject:
+    try:
+        head = await client.head_object(Bucket=uri.bucket, Key=uri.key)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NotFound"):
+            raise ConfigError(f"{uri} does not exist") from error
+        raise ArtifactError(f"cannot read {uri}: {error}") from error
+    except BotoCoreError as error:
+        raise ArtifactError(f"cannot reach S3 for {uri}: {error}") from error
+    return RemoteObject(uri.key, int(head["ContentLength"]), head["ETag"])
+
+
+async def _list(client: S3Client, prefix: S3Uri) -> list[RemoteObject]:
+    found = []
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        async for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.key):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if not key.endswith("/"):  # folder placeholders hold nothing
+                    found.append(RemoteObject(key, int(item["Size"]), item["ETag"]))
+    except (ClientError, BotoCoreError) as error:
+        raise ArtifactError(f"cannot list {prefix}: {error}") from error
+    return found
+
+
+def _inside(root: Path, bucket: str, key: str) -> Path:
+    """`root`/`bucket`/`key`, refusing keys that would climb out of `root`."""
+    parts = PurePosixPath(key).parts
+    if not parts or any(p in ("..", ".", "") for p in parts) or key.startswith("/"):
+        raise ArtifactError(f"refusing unsafe S3 key {key!r}")
+    return root.joinpath(bucket, *parts)
+
+
+def _is_current(target: Path, meta: Path, remote: RemoteObject) -> bool:
+    if not target.is_file() or target.stat().st_size != remote.size:
+        return False
+    saved = _read_json(meta)
+    return saved.get("etag") == remote.etag and saved.get("size") == remote.size
+
+
+def _verify(path: Path, remote: RemoteObject) -> None:
+    size = path.stat().st_size
+    if size != remote.size:
+        path.unlink(missing_ok=True)
+        raise ArtifactError(f"{remote.key}: got {size} bytes, expected {remote.size}")
+    if etag_matches(path, remote.etag) is False:
+        path.unlink(missing_ok=True)
+        raise ArtifactError(f"{remote.key}: content does not match its ETag {remote.etag}")
+
+
+def etag_matches(path: Path, etag: str) -> bool | None:
+    """Whether the file's MD5 fits `etag`; ``None`` when the ETag is not an MD5.
+
+    A single-part ETag is the MD5 of the content; a multipart one is the MD5
+    of the parts' MD5s with ``-<parts>``, checkable only by guessing the part
+    size, so the sizes clients commonly use are tried.
+    """
+    value = etag.strip('"')
+    digest, _, count = value.partition("-")
+    if len(digest) != 32 or not all(c in "0123456789abcdef" for c in digest.lower()):
+        return None
+    if not count:
+        return _md5_parts(path, None) == digest
+    parts = int(count)
+    size = path.stat().st_size
+    rounded = math.ceil(size / parts / _MiB) * _MiB if parts else 0
+    for part_size in dict.fromkeys((*_COMMON_PART_SIZES, rounded)):
+        fits = part_size and math.ceil(size / part_size) == parts
+        if fits and _md5_parts(path, part_size) == digest:
+            return True
+    # No common part size reproduces the ETag: it cannot be checked, which
+    # is not proof of corruption (the size and If-Match still held).
+    return None
+
+
+def _md5_parts(path: Path, part_size: int | None) -> str:
+    """The MD5 of the file, or with `part_size` the MD5 of its parts' MD5s."""
+    outer = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while block := handle.read(part_size or 8 * _MiB):
+            if part_size is None:
+                outer.update(block)
+            else:
+                outer.update(hashlib.md5(block, usedforsecurity=False).digest())
+    return outer.hexdigest()
+
+
+def _prune(folder: Path, keep: set[Path]) -> None:
+    """Remove files the S3 folder no longer has, so stale weights are never read."""
+    for path in folder.rglob("*"):
+        if path.is_file() and path not in keep:
+            log.info("artifact_stale_file_removed", path=str(path))
+            path.unlink()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(json.dumps(value))
+    os.replace(scratch, path)
