@@ -9,18 +9,22 @@ and client-side rate limiting when throttled.
 from __future__ import annotations
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 
 MAX_POOL_CONNECTIONS = 32
 
 
-def client_config(*, connect_timeout: float = 5.0, read_timeout: float = 30.0) -> Config:
-    """A botocore configuration with adaptive retries and a pooled connector.
+def client_config(
+    *, connect_timeout: float = 5.0, read_timeout: float = 30.0, max_attempts: int = 5
+) -> AioConfig:
+    """The client configuration: adaptive retries and a pooled connector.
 
-    `read_timeout` must exceed the SQS long-poll wait (20 s).
+    `read_timeout` must exceed the SQS long-poll wait (20 s). `max_attempts=1`
+    turns retries off, for probing an API the endpoint may not have: retrying
+    would only repeat the same refusal.
     """
-    return Config(
-        retries={"mode": "adaptive", "max_attempts": 5},
+    return AioConfig(
+        retries={"mode": "adaptive", "max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=MAX_POOL_CONNECTIONS,

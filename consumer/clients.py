@@ -7,8 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from consumer.aws import make_session
-from consumer.ops.clients import aio_config
+from consumer.aws import client_config, make_session
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -32,7 +31,7 @@ async def open_clients(region: str) -> AsyncIterator[AwsClients]:
     Endpoints and credentials come from the standard AWS chain.
     """
     session = make_session(region)
-    config = aio_config()
+    config = client_config()
     async with (
         session.client("sqs", config=config) as sqs,
         session.client("s3", config=config) as s3,

@@ -29,8 +29,7 @@ import aiohttp
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.aws import make_session
-from consumer.ops.clients import aio_config
+from consumer.aws import client_config, make_session
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -247,7 +246,7 @@ class LifecycleWatcher:
         group, instance_id = target
         session = make_session(self.region)
         try:
-            async with session.client("autoscaling", config=aio_config()) as autoscaling:
+            async with session.client("autoscaling", config=client_config()) as autoscaling:
                 await autoscaling.complete_lifecycle_action(
                     AutoScalingGroupName=group,
                     LifecycleHookName=self.hook_name,

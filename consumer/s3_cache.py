@@ -28,7 +28,6 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.aws import client_config, make_session
@@ -392,20 +391,9 @@ def _default_client_factory(region: str) -> ClientFactory:
 
     def factory() -> contextlib.AbstractAsyncContextManager[S3Client]:
         # Large ranged reads: allow a slow part more time than an API call.
-        return session.client("s3", config=_aio_config())
+        return session.client("s3", config=client_config(read_timeout=120.0))
 
     return factory
-
-
-def _aio_config() -> AioConfig:
-    """The shared client settings as an AioConfig, with more time for large reads.
-
-    aiobotocore merges a plain botocore ``Config`` into its own; its stubs
-    admit only ``AioConfig``, hence the explicit merge.
-    """
-    base: Any = client_config(read_timeout=120.0)
-    merged: AioConfig = AioConfig().merge(base)
-    return merged
 
 
 async def _head(client: S3Client, uri: S3Uri) -> RemoteObject:

@@ -98,15 +98,14 @@ async def _move_task(
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from consumer.aws import make_session
-    from consumer.ops.clients import aio_config
+    from consumer.aws import client_config, make_session
     from consumer.ops.dlq import MoveTaskRedrive
     from consumer.ops.queues import queue_arn
 
     dlq_arn = await queue_arn(sqs, dlq_url)
     target_arn = await queue_arn(sqs, queue_url)
     region = sqs.meta.region_name
-    async with make_session(region).client("sqs", config=aio_config(single_attempt=True)) as probe:
+    async with make_session(region).client("sqs", config=client_config(max_attempts=1)) as probe:
         try:
             handle = await MoveTaskRedrive(probe, dlq_arn, target_arn).start()
         except (ClientError, BotoCoreError) as error:
@@ -137,12 +136,11 @@ async def _redrive(sqs: SQSClient, url: str, settings: Settings, args: argparse.
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
-    from consumer.aws import make_session
-    from consumer.ops.clients import aio_config
+    from consumer.aws import client_config, make_session
     from consumer.ops.dlq import purge
     from consumer.ops.queues import dead_letter_url
 
-    async with make_session(settings.aws_region).client("sqs", config=aio_config()) as sqs:
+    async with make_session(settings.aws_region).client("sqs", config=client_config()) as sqs:
         url = await dead_letter_url(sqs, settings.sqs_queue_url, settings.sqs_dlq_url)
         if url is None:
             print(

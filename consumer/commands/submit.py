@@ -161,9 +161,8 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
     import sys
     from contextlib import AsyncExitStack
 
-    from consumer.aws import make_session
+    from consumer.aws import client_config, make_session
     from consumer.keys import s3_uri
-    from consumer.ops.clients import aio_config
     from consumer.ops.submit import send_request, upload_image, waiting_for
 
     _stop_on_sigterm()
@@ -171,11 +170,11 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
     token = settings.auth_token.get_secret_value() if settings.auth_enabled else None
     session = make_session(settings.aws_region)
     async with AsyncExitStack() as stack:
-        sqs = await stack.enter_async_context(session.client("sqs", config=aio_config()))
-        s3 = await stack.enter_async_context(session.client("s3", config=aio_config()))
+        sqs = await stack.enter_async_context(session.client("sqs", config=client_config()))
+        s3 = await stack.enter_async_context(session.client("s3", config=client_config()))
         waiter = None
         if args.wait:
-            sns = await stack.enter_async_context(session.client("sns", config=aio_config()))
+            sns = await stack.enter_async_context(session.client("sns", config=client_config()))
             # Subscribed before the request is sent, so its event cannot slip by.
             waiter = await stack.enter_async_context(
                 waiting_for(sqs, sns, settings.sns_topic_arn, request.job_id)

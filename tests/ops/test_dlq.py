@@ -174,13 +174,12 @@ class _FailingDelete:
 
 
 async def test_interrupted_redrive_duplicates_but_never_loses(stack: Stack) -> None:
-    from consumer.aws import make_session
-    from consumer.ops.clients import aio_config
+    from consumer.aws import client_config, make_session
 
     for index in range(3):
         _dead_letter(stack, _body(f"job-{index}"))
     session = make_session("us-east-1")
-    async with session.client("sqs", config=aio_config()) as sqs:
+    async with session.client("sqs", config=client_config()) as sqs:
         redrive = CopyRedrive(_FailingDelete(sqs), stack.dlq_url, stack.queue_url)  # type: ignore[arg-type]
         with pytest.raises(asyncio.CancelledError):
             await redrive.run()
@@ -215,13 +214,12 @@ class _RefusingQueue:
 
 
 async def test_a_refused_message_stays_on_the_dlq(stack: Stack) -> None:
-    from consumer.aws import make_session
-    from consumer.ops.clients import aio_config
+    from consumer.aws import client_config, make_session
 
     for index in range(3):
         _dead_letter(stack, _body(f"job-{index}"))
     session = make_session("us-east-1")
-    async with session.client("sqs", config=aio_config()) as sqs:
+    async with session.client("sqs", config=client_config()) as sqs:
         client = _RefusingQueue(sqs, _body("job-1"))
         report = await CopyRedrive(client, stack.dlq_url, stack.queue_url).run()  # type: ignore[arg-type]
 

@@ -257,15 +257,14 @@ def test_out_without_wait_is_a_usage_error(stack: Stack) -> None:
 
 
 async def test_wait_subscription_filters_on_the_job(stack: Stack) -> None:
-    from consumer.aws import make_session
-    from consumer.ops.clients import aio_config
+    from consumer.aws import client_config, make_session
     from consumer.ops.submit import waiting_for
 
     session = make_session("us-east-1")
     sns_sync = stack.client("sns")
     async with (
-        session.client("sqs", config=aio_config()) as sqs,
-        session.client("sns", config=aio_config()) as sns,
+        session.client("sqs", config=client_config()) as sqs,
+        session.client("sns", config=client_config()) as sns,
         waiting_for(sqs, sns, stack.topic_arn, "mine") as waiter,
     ):
         for job in ("theirs", "mine"):

@@ -25,9 +25,9 @@ import structlog
 from aiobotocore.config import AioConfig
 from PIL import Image
 
+from consumer.aws import client_config
 from consumer.clients import AwsClients
 from consumer.clock import Clock
-from consumer.ops.clients import aio_config
 from consumer.settings import Settings
 from consumer.worker import Worker, WorkerOptions
 from pipeline.blank import BlankGenerator
@@ -273,7 +273,7 @@ async def rig(
     structlog.reset_defaults()
     proxy = FaultProxy(moto_endpoint, seed=7, record=record)
     url = await proxy.start()
-    config = aio_config()
+    config = client_config()
     if attempts is not None:
         config = config.merge(
             AioConfig(retries={"mode": "adaptive", "total_max_attempts": attempts})
