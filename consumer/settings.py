@@ -132,11 +132,3 @@ def load_settings(*required: str) -> Settings:
         raise ConfigError(f"invalid configuration: {_describe(error)}") from None
     settings.require(*required)
     return settings
-
-
-def load_defaults() -> GenerationDefaults:
-    """Read only the request defaults and input rules."""
-    try:
-        return GenerationDefaults()
-    except ValidationError as error:
-        raise ConfigError(f"invalid configuration: {_describe(error)}") from None

@@ -69,11 +69,6 @@ class SDXLGenerator:
         return self._native_size
 
     @property
-    def ip_adapter_enabled(self) -> bool:
-        """Whether input images condition the pictures."""
-        return self._config.enable_ip_adapter
-
-    @property
     def pipeline(self) -> SDXLPipeline:
         """The loaded diffusers pipeline (for benchmarks and tests)."""
         if self._pipe is None:

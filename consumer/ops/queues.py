@@ -15,11 +15,6 @@ if TYPE_CHECKING:
 ERROR_ATTRIBUTES = frozenset({"error_code", "error_message"})
 
 
-def queue_name(arn: str) -> str:
-    """The queue name of an ``arn:aws:sqs:<region>:<account>:<name>`` ARN."""
-    return arn.rsplit(":", 1)[-1]
-
-
 async def queue_arn(sqs: SQSClient, url: str) -> str:
     """The ARN of the queue at `url`."""
     response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
