@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from PIL import Image
 
 from consumer.cli import main
 
 
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    yield
-    structlog.reset_defaults()
-
-
-@pytest.mark.usefixtures("_restore_logging")
 def test_demo_runs_both_jobs_and_saves_the_pictures(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

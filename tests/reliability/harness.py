@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aioboto3
-import structlog
 from aiobotocore.config import AioConfig
 from PIL import Image
 
@@ -268,9 +267,6 @@ async def rig(
     whose backoff makes a call that fails for good take about 15 s), and
     `read_timeout` shortens the 30 s read timeout so a hang costs seconds.
     """
-    # An earlier test may have left structlog writing to a capture stream
-    # that is closed by now; the worker's logs must not fail on it.
-    structlog.reset_defaults()
     proxy = FaultProxy(moto_endpoint, seed=7, record=record)
     url = await proxy.start()
     config = client_config()

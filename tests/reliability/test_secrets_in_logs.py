@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,24 +26,13 @@ class Leaky:
 
 
 @pytest.fixture
-def log(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logger]:
-    """A logger configured with the secrets in the environment.
-
-    Resolved lazily: structlog binds ``sys.stderr`` when configured, and the
-    capture of ``capsys`` swaps that stream between set-up and the test call.
-    """
+def log(monkeypatch: pytest.MonkeyPatch) -> Logger:
+    """A logger configured with the secrets in the environment (the autouse
+    fixture in ``tests/conftest.py`` restores logging afterwards)."""
     monkeypatch.setenv("AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield Logger()
-    structlog.contextvars.clear_contextvars()
-    # configure_logging bound the capture stream, closed after this test:
-    # later tests must not log into it.
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    return Logger()
 
 
 class Logger:
