@@ -25,6 +25,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict consumer pipeline
+	$(BIN)/lint-imports
 	$(BIN)/bandit -q -c pyproject.toml -r consumer pipeline
 	$(BIN)/cfn-lint infra/illustrator.yaml
 	$(BIN)/hadolint Dockerfile

@@ -3,7 +3,7 @@
 Everything is read with ``local_files_only=True``: a hub id is looked up in
 the local hub cache (``HF_HOME``) and never fetched, whether or not
 ``HF_HUB_OFFLINE`` is set. The consumer downloads ``s3://`` sources first
-(``consumer.artifacts``), so here every path is on this machine.
+(``consumer.aws.model_sources``), so here every path is on this machine.
 """
 
 from __future__ import annotations

@@ -8,14 +8,13 @@ server serves the whole session.
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
-REGION = "us-east-1"
+from consumer.cli.local_aws import REGION, Sandbox, SandboxResources, create_resources
+
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
@@ -25,34 +24,25 @@ FAKE_CREDENTIALS = {
 
 
 class MotoEndpoint:
-    """A moto server on 127.0.0.1 with a free port, started and stopped by hand."""
+    """The embedded endpoint of :mod:`consumer.cli.local_aws`, leaving the
+    process environment alone: tests pass the endpoint explicitly."""
 
     def __init__(self) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._sandbox = Sandbox(point_environment=False)
 
     def start(self) -> str:
         """Start the server and return its URL."""
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        self.url = self._sandbox.start()
         return self.url
 
     def stop(self) -> None:
         """Stop the server."""
-        self._server.stop()
+        self._sandbox.stop()
 
 
-@dataclass
-class Stack:
-    """The resources of one test: a queue with a DLQ, a topic, a bucket, and an
-    observer queue subscribed to the topic (raw delivery) to read events."""
-
-    endpoint: str
-    queue_url: str
-    dlq_url: str
-    topic_arn: str
-    bucket: str
-    observer_url: str
+@dataclass(frozen=True)
+class Stack(SandboxResources):
+    """The resources of one test, with the helpers tests use to read them."""
 
     def client(self, service: str) -> Any:
         """A synchronous boto3 client on the moto endpoint."""
@@ -86,34 +76,7 @@ class Stack:
 
 def make_stack(endpoint: str, *, visibility_timeout: int = 30, max_receive_count: int = 3) -> Stack:
     """Create a fresh queue, DLQ, topic, bucket and observer on `endpoint`."""
-    name = uuid.uuid4().hex[:12]
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
-    sns = boto3.client("sns", endpoint_url=endpoint, region_name=REGION)
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
-    dlq_url = sqs.create_queue(QueueName=f"dlq-{name}")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    queue_url = sqs.create_queue(
-        QueueName=f"requests-{name}",
-        Attributes={
-            "VisibilityTimeout": str(visibility_timeout),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
-            ),
-        },
-    )["QueueUrl"]
-    topic_arn = sns.create_topic(Name=f"events-{name}")["TopicArn"]
-    observer_url = sqs.create_queue(QueueName=f"observer-{name}")["QueueUrl"]
-    observer_arn = sqs.get_queue_attributes(QueueUrl=observer_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(
-        TopicArn=topic_arn,
-        Protocol="sqs",
-        Endpoint=observer_arn,
-        Attributes={"RawMessageDelivery": "true"},
+    made = create_resources(
+        endpoint, "test", visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
     )
-    bucket = f"bucket-{name}"
-    s3.create_bucket(Bucket=bucket)
-    return Stack(endpoint, queue_url, dlq_url, topic_arn, bucket, observer_url)
+    return Stack(**asdict(made))

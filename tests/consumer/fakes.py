@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from consumer.queue import ReceivedMessage
+from consumer.aws.request_queue import ReceivedMessage
 
 
 class FakeClock:

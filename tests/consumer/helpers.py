@@ -6,86 +6,24 @@ import asyncio
 import inspect
 import io
 import json
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
 
 from PIL import Image
 
-from consumer.clients import AwsClients, open_clients
+from consumer.aws.clients import AwsClients, open_clients
+from consumer.contract.signing import sign
+from consumer.delivery.options import WorkerOptions
+from consumer.delivery.worker import Worker
 from consumer.settings import Settings
-from consumer.signing import sign
-from consumer.worker import Worker, WorkerOptions
-from pipeline.blank import BlankGenerator
 from pipeline.interface import Generator
-from pipeline.spec import GenerationSpec
 from tests.aws import REGION, Stack
+from tests.recording import SIZE
 
 T = TypeVar("T")
-SIZE = 64
 FAST = WorkerOptions(poll_wait_s=1, loop_backoff_base_s=0.05, loop_backoff_max_s=0.2)
-
-
-class Recording:
-    """A generator around another that counts calls and can fail on demand.
-
-    `failures` are raised by the first calls, one each, in order.
-    `gate`, when given, holds every generation until it is set.
-    """
-
-    def __init__(
-        self,
-        inner: Generator | None = None,
-        *,
-        failures: Sequence[BaseException] = (),
-        gate: threading.Event | None = None,
-    ) -> None:
-        self.inner = inner or BlankGenerator()
-        self.failures = list(failures)
-        self.gate = gate
-        self.calls: list[GenerationSpec] = []
-        self.images: list[Image.Image] = []
-        self.finished = 0
-        self.active = 0
-        self.spans: list[tuple[float, float]] = []
-        self._lock = threading.Lock()
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def native_size(self) -> tuple[int, int]:
-        return (SIZE, SIZE)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
-        started = time.monotonic()
-        with self._lock:
-            self.calls.append(spec)
-            self.images.append(image)
-            self.active += 1
-            failure = self.failures.pop(0) if self.failures else None
-        try:
-            if self.gate is not None:
-                self.gate.wait(30)
-            if failure is not None:
-                raise failure
-            return self.inner.generate(spec, image)
-        finally:
-            with self._lock:
-                self.active -= 1
-                self.finished += 1
-                self.spans.append((started, time.monotonic()))
-
-
-def blank(latency_ms: int = 0, **kwargs: Any) -> Recording:
-    """A recording `builtin:blank` generator."""
-    return Recording(BlankGenerator(latency_ms), **kwargs)
 
 
 def png(width: int = 32, height: int = 32, color: tuple[int, int, int] = (200, 120, 80)) -> bytes:

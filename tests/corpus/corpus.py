@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from consumer.signing import sign
+from consumer.contract.signing import sign
 
 CORPUS_DIR = Path(__file__).parent
 IMAGES_DIR = CORPUS_DIR / "images"

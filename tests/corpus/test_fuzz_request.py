@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.contract.request import MAX_SEED, Request, identifying_fields, parse_request
 from consumer.errors import InvalidRequest
-from consumer.request import MAX_SEED, Request, identifying_fields, parse_request
 from consumer.settings import GenerationDefaults
 
 DEFAULTS = GenerationDefaults()

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.contract.signing import sign, verify
 from consumer.errors import Unauthorized
-from consumer.signing import sign, verify
 
 FAST = settings(max_examples=200, deadline=None)
 bodies = st.binary(max_size=2048)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from consumer.signing import sign
+from consumer.contract.signing import sign
 from tests.aws import FAKE_CREDENTIALS, Stack
 from tests.chaos.process import ConsumerProcess, consumer_environment
 from tests.corpus.corpus import (

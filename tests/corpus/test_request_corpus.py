@@ -7,10 +7,10 @@ import re
 import pytest
 
 from consumer.classify import classify
+from consumer.contract.request import effective_spec, identifying_fields, parse_request
+from consumer.contract.signing import verify
 from consumer.errors import ErrorCode, InvalidRequest, Unauthorized
-from consumer.request import effective_spec, identifying_fields, parse_request
 from consumer.settings import GenerationDefaults
-from consumer.signing import verify
 from tests.corpus.corpus import AUTH_TOKEN, RequestCase, request_cases, signature_for
 
 DEFAULTS = GenerationDefaults()

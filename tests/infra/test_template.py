@@ -354,7 +354,7 @@ def test_illustrator_commands_work_against_the_deployed_stack(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from consumer import cli
+    from consumer.cli import main as cli
 
     stack, outputs = deployed
     monkeypatch.setenv("AWS_ENDPOINT_URL", stack.endpoint)

@@ -24,54 +24,23 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from PIL import Image
 
-from consumer.aws import client_config
-from consumer.clients import AwsClients
+from consumer.aws.clients import AwsClients, client_config
 from consumer.clock import Clock
+from consumer.delivery.options import WorkerOptions
+from consumer.delivery.worker import Worker
 from consumer.settings import Settings
-from consumer.worker import Worker, WorkerOptions
-from pipeline.blank import BlankGenerator
-from pipeline.spec import GenerationSpec
 from tests.aws import REGION, Stack
 from tests.chaos.proxy import FaultProxy
+from tests.recording import (
+    SIZE,
+    Recording,
+)
 
-SIZE = 64
 # Quick loop backoff and a short long poll: the tests wait on outcomes, not on timers.
 # Attempts botocore makes per call in the rig (see :func:`rig`): a rule with
 # ``times=CALL_ATTEMPTS`` makes one call of the worker fail for good.
 CALL_ATTEMPTS = 2
 OPTIONS = WorkerOptions(poll_wait_s=1, loop_backoff_base_s=0.05, loop_backoff_max_s=0.5)
-
-
-class CountingGenerator:
-    """`builtin:blank` at 64 x 64 that counts its calls and can be held.
-
-    While `gate` is clear, every generation waits for it (a long GPU job).
-    """
-
-    def __init__(self) -> None:
-        self.inner = BlankGenerator()
-        self.calls = 0
-        self.gate = threading.Event()
-        self.gate.set()
-        self.started = threading.Event()
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def native_size(self) -> tuple[int, int]:
-        return (SIZE, SIZE)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
-        self.calls += 1
-        self.started.set()
-        if not self.gate.wait(60):
-            raise TimeoutError("the test never opened the gate")
-        return self.inner.generate(spec, image)
 
 
 class ShiftedClock:
@@ -141,7 +110,7 @@ class Rig:
     stack: Stack
     proxy: FaultProxy
     worker: Worker
-    generator: CountingGenerator
+    generator: Recording
     task: asyncio.Task[int]
     events: list[dict[str, Any]] = field(default_factory=list)
     health: list[int] = field(default_factory=list)
@@ -277,7 +246,9 @@ async def rig(
     if read_timeout is not None:
         config = config.merge(AioConfig(read_timeout=read_timeout, connect_timeout=read_timeout))
     session = aioboto3.Session(region_name=REGION)
-    generator = CountingGenerator()
+    gate = threading.Event()
+    gate.set()  # open until a test holds the GPU
+    generator = Recording(gate=gate)
     async with AsyncExitStack() as stack_of_clients:
         clients = AwsClients(
             sqs=await stack_of_clients.enter_async_context(

@@ -36,7 +36,7 @@ async def test_s3_reads_failing_are_retried_later_and_then_succeed(
         assert event["status"] == "succeeded"
         assert event["attempts"] == 2
         assert await r.objects() == [OUTPUT.format("read-1")]
-        assert r.generator.calls == 1
+        assert len(r.generator.calls) == 1
         assert r.proxy.faults(Service.S3, "GetObject") == CALL_ATTEMPTS
         await eventually(lambda: _drained(r), what="the request deleted")
 
@@ -57,7 +57,7 @@ async def test_s3_reads_failing_for_good_end_in_a_retryable_failure_and_the_dlq(
         assert json.loads(dead["Body"])["job_id"] == "read-2"
         assert dead["MessageAttributes"]["error_code"]["StringValue"] == "internal_error"
         assert await r.objects() == []
-        assert r.generator.calls == 0
+        assert len(r.generator.calls) == 0
         await eventually(lambda: _drained(r), what="the request deleted")
         assert r.worker.board.health().status_code == 200
 
@@ -95,7 +95,7 @@ async def test_a_write_that_succeeded_unseen_is_reused_not_duplicated(
         assert event["reused"] is True
         assert event["attempts"] == 2
         assert await r.objects() == [OUTPUT.format("write-2")]
-        assert r.generator.calls == 1
+        assert len(r.generator.calls) == 1
 
 
 async def test_a_hanging_s3_read_times_out_and_the_job_is_retried(
@@ -127,7 +127,7 @@ async def test_a_hanging_s3_write_is_kept_hidden_by_the_heartbeat(
         assert await r.settle(1.0) == [event]
         assert event["status"] == "succeeded"
         assert event["attempts"] == 1
-        assert r.generator.calls == 1
+        assert len(r.generator.calls) == 1
         assert r.proxy.calls(Service.SQS, "ChangeMessageVisibility") >= 2
 
 
@@ -157,7 +157,7 @@ async def test_sns_throttled_for_long_reuses_the_written_output(
         assert event["status"] == "succeeded"
         assert event["reused"] is True
         assert event["attempts"] == 2
-        assert r.generator.calls == 1
+        assert len(r.generator.calls) == 1
         assert await r.objects() == [OUTPUT.format("sns-2")]
         await eventually(lambda: _drained(r), what="the request deleted")
 
@@ -233,7 +233,7 @@ async def test_a_delete_failing_after_the_publish_is_reused_on_redelivery(
         assert (first["reused"], second["reused"]) == (False, True)
         assert first["status"] == second["status"] == "succeeded"
         assert second["attempts"] == 2
-        assert r.generator.calls == 1
+        assert len(r.generator.calls) == 1
         assert await r.objects() == [OUTPUT.format("del-1")]
         await eventually(lambda: _drained(r), what="the request deleted at last")
         assert await r.settle(0.5) == [first, second]
@@ -257,7 +257,7 @@ async def test_a_stale_receipt_handle_on_delete_is_survived(
         await r.send(memory_request("stale-1"))
         first, second = await r.wait_events(2, within=30)
         assert (first["reused"], second["reused"]) == (False, True)
-        assert r.generator.calls == 1
+        assert len(r.generator.calls) == 1
         assert await r.objects() == [OUTPUT.format("stale-1")]
         await eventually(lambda: _drained(r), what="the request deleted at last")
         assert r.worker.board.health().status_code == 200

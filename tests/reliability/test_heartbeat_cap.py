@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from consumer.backoff import SQS_MAX_VISIBILITY_S
-from consumer.heartbeat import CAP_MARGIN_S
+from consumer.delivery.backoff import SQS_MAX_VISIBILITY_S
+from consumer.delivery.heartbeat import CAP_MARGIN_S
 from tests.aws import Stack
 from tests.chaos.proxy import Recorded, Service
 from tests.reliability.harness import ShiftedClock, eventually, memory_request, rig

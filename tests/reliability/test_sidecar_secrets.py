@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from consumer.sidecar import Sidecar
+from consumer.service.sidecar import Sidecar
 from tests.aws import FAKE_CREDENTIALS, Stack
 from tests.chaos.proxy import Fault, Rule
 from tests.reliability.harness import Rig, eventually, memory_request, rig, rig_settings

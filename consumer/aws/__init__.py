@@ -1,0 +1,1 @@
+"""AWS: clients, the request queue, storage, the publisher, queue helpers, model artefacts."""

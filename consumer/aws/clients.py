@@ -1,0 +1,72 @@
+"""The one aioboto3 session, the client configuration, and the worker's clients.
+
+Endpoints and credentials come from the standard AWS chain, so
+``AWS_ENDPOINT_URL`` points everything at moto's server in tests and in the
+demo. Retries are botocore's adaptive mode: exponential backoff with jitter
+and client-side rate limiting when throttled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aioboto3
+from aiobotocore.config import AioConfig
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+
+MAX_POOL_CONNECTIONS = 32
+
+
+def client_config(
+    *, connect_timeout: float = 5.0, read_timeout: float = 30.0, max_attempts: int = 5
+) -> AioConfig:
+    """The client configuration: adaptive retries and a pooled connector.
+
+    `read_timeout` must exceed the SQS long-poll wait (20 s). `max_attempts=1`
+    turns retries off, for probing an API the endpoint may not have: retrying
+    would only repeat the same refusal.
+    """
+    return AioConfig(
+        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+        tcp_keepalive=True,
+    )
+
+
+def make_session(region: str) -> aioboto3.Session:
+    """An aioboto3 session in `region`; clients are made from it per service."""
+    return aioboto3.Session(region_name=region)
+
+
+@dataclass(frozen=True, slots=True)
+class AwsClients:
+    """Open aioboto3 clients for SQS, S3 and SNS."""
+
+    sqs: SQSClient
+    s3: S3Client
+    sns: SNSClient
+
+
+@asynccontextmanager
+async def open_clients(region: str) -> AsyncIterator[AwsClients]:
+    """Pooled clients with adaptive retries, closed on exit.
+
+    Endpoints and credentials come from the standard AWS chain.
+    """
+    session = make_session(region)
+    config = client_config()
+    async with (
+        session.client("sqs", config=config) as sqs,
+        session.client("s3", config=config) as s3,
+        session.client("sns", config=config) as sns,
+    ):
+        yield AwsClients(sqs=sqs, s3=s3, sns=sns)

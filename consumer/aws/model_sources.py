@@ -1,0 +1,105 @@
+"""Model artefacts from S3 into the local cache, and the pipeline's configuration.
+
+The pipeline reads local files only; this module is where remote sources
+(``MODEL_S3_PATH``, ``IP_ADAPTER_PATH``, ``IP_ADAPTER_IMAGE_ENCODER_PATH`` and
+``LORA_PATH`` given as ``s3://`` URIs) become local paths under
+``MODEL_CACHE_DIR`` (through :class:`~consumer.s3_cache.ArtifactCache`).
+``illustrator run`` calls::
+
+    config = await prepare_pipeline_config(settings)
+    generator = pipeline.factory.create_generator(config)
+    await asyncio.to_thread(generator.load)
+"""
+
+from __future__ import annotations
+
+from consumer.aws.artifact_cache import ArtifactCache
+from consumer.aws.s3_download import ArtifactError, S3Uri, is_s3_uri, parse_s3_uri
+from consumer.errors import ConfigError
+from consumer.settings import Settings
+from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
+
+__all__ = ["ArtifactCache", "ArtifactError", "prepare_pipeline_config"]
+
+
+async def _resolve_file(cache: ArtifactCache, value: str) -> str:
+    return str(await cache.fetch_file(value)) if is_s3_uri(value) else value
+
+
+async def _resolve_folder(cache: ArtifactCache, value: str) -> str:
+    return str(await cache.fetch_folder(value)) if is_s3_uri(value) else value
+
+
+async def _resolve_model(cache: ArtifactCache, settings: Settings) -> tuple[str, str | None]:
+    """(model_path, weights_file) after fetching ``MODEL_S3_PATH``."""
+    remote = settings.model_s3_path
+    if not remote:
+        return settings.model_path, None
+    if not is_s3_uri(remote):
+        raise ConfigError(f"MODEL_S3_PATH must be an s3:// URI, got {remote!r}")
+    if remote.endswith(".safetensors"):
+        return settings.model_path, str(await cache.fetch_file(remote))
+    return str(await cache.fetch_folder(remote)), None
+
+
+async def _resolve_ip_adapter(cache: ArtifactCache, settings: Settings) -> tuple[str, str | None]:
+    """(ip_adapter_path, image_encoder_path), fetching only the files used.
+
+    For an ``s3://`` IP-Adapter folder laid out like ``h94/IP-Adapter``, only
+    ``<subfolder>/<weight_name>`` and, unless an encoder path is given,
+    ``<subfolder>/image_encoder/`` are downloaded, not every adapter variant.
+    """
+    encoder = settings.ip_adapter_image_encoder_path or None
+    if encoder:
+        encoder = await _resolve_folder(cache, encoder)
+    source = settings.ip_adapter_path
+    if not is_s3_uri(source):
+        return source, encoder
+    root = parse_s3_uri(source)
+    weights = root.child(settings.ip_adapter_subfolder, settings.ip_adapter_weight_name)
+    await cache.fetch_file(str(weights))
+    if encoder is None:
+        await cache.fetch_folder(str(root.child(settings.ip_adapter_subfolder, "image_encoder")))
+    return str(cache.local_path(S3Uri(root.bucket, root.key.rstrip("/") + "/"))), encoder
+
+
+async def prepare_pipeline_config(
+    settings: Settings, *, cache: ArtifactCache | None = None
+) -> PipelineConfig:
+    """Fetch what `settings` names on S3 and describe the pipeline with local paths.
+
+    Async: downloads run on the event loop, which stays free for the health
+    sidecar. Raises :class:`ConfigError` for a malformed URI or a missing
+    object, :class:`ArtifactError` when a download fails its checks.
+    """
+    if settings.model_path == BUILTIN_BLANK:
+        return PipelineConfig(model_path=BUILTIN_BLANK, blank_latency_ms=settings.blank_latency_ms)
+    cache = cache or ArtifactCache(settings.model_cache_dir, region=settings.aws_region)
+    try:
+        return await _prepare(settings, cache)
+    except OSError as error:
+        # The cache folder cannot be written (full disk, wrong permissions).
+        raise ArtifactError(f"model cache {cache.root}: {error}") from error
+
+
+async def _prepare(settings: Settings, cache: ArtifactCache) -> PipelineConfig:
+    model_path, weights_file = await _resolve_model(cache, settings)
+    ip_adapter_path, image_encoder_path = settings.ip_adapter_path, None
+    if settings.enable_ip_adapter and model_path != BUILTIN_TINY:
+        ip_adapter_path, image_encoder_path = await _resolve_ip_adapter(cache, settings)
+    lora_path = await _resolve_file(cache, settings.lora_path) if settings.enable_lora else None
+    return PipelineConfig(
+        model_path=model_path,
+        model_name=settings.model_s3_path or settings.model_path,
+        weights_file=weights_file,
+        enable_ip_adapter=settings.enable_ip_adapter,
+        ip_adapter_path=ip_adapter_path,
+        ip_adapter_subfolder=settings.ip_adapter_subfolder,
+        ip_adapter_weight_name=settings.ip_adapter_weight_name,
+        image_encoder_path=image_encoder_path,
+        lora_path=lora_path,
+        lora_scale=settings.lora_scale,
+        torch_compile=settings.torch_compile,
+        warmup=settings.warmup,
+        blank_latency_ms=settings.blank_latency_ms,
+    )

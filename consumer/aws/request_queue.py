@@ -1,0 +1,152 @@
+"""The request queue (SQS): receive, hide, release, dead-letter, delete.
+
+Only what the worker needs, as small methods over an aioboto3 SQS client.
+Every call here may raise botocore errors; :mod:`consumer.classify` decides
+what they mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from consumer.aws.queue_meta import copyable_attributes, redrive_policy, url_of_arn
+from consumer.clock import Clock, epoch_ms
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+ERROR_CODE_ATTRIBUTE = "error_code"
+ERROR_MESSAGE_ATTRIBUTE = "error_message"
+# SQS counts attribute values towards the message size; keep ours small.
+MAX_ERROR_MESSAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """One received request and what SQS said about it.
+
+    Attributes:
+        received_at: monotonic time just before the receive call was sent, so
+            deadlines computed from it err on the early side.
+        received_at_ms: wall-clock time of the receipt, for ``queue_wait``.
+    """
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, str]
+    message_attributes: dict[str, Any]
+    received_at: float
+    received_at_ms: int
+
+    @property
+    def body_bytes(self) -> bytes:
+        """The raw body, as signed by the producer."""
+        return self.body.encode("utf-8")
+
+    @property
+    def receive_count(self) -> int:
+        """This delivery's attempt number, from ``ApproximateReceiveCount``."""
+        try:
+            return max(1, int(self.attributes.get("ApproximateReceiveCount", "1")))
+        except ValueError:
+            return 1
+
+    @property
+    def queue_wait_ms(self) -> int | None:
+        """Time from sending to this receipt, from ``SentTimestamp``."""
+        try:
+            sent = int(self.attributes["SentTimestamp"])
+        except (KeyError, ValueError):
+            return None
+        return max(0, self.received_at_ms - sent)
+
+    def string_attribute(self, name: str) -> str | None:
+        """A String message attribute's value, or ``None``."""
+        value = self.message_attributes.get(name)
+        if not isinstance(value, dict):
+            return None
+        text = value.get("StringValue")
+        return text if isinstance(text, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """The request queue's own settings."""
+
+    visibility_timeout_s: int
+    dlq_url: str | None
+    max_receive_count: int | None
+
+
+class RequestQueue:
+    """The request queue at `url`, through an aioboto3 SQS client."""
+
+    def __init__(self, sqs: SQSClient, url: str, clock: Clock) -> None:
+        self.sqs = sqs
+        self.url = url
+        self._clock = clock
+
+    async def describe(self) -> QueueInfo:
+        """Read the visibility timeout and the redrive policy."""
+        response = await self.sqs.get_queue_attributes(
+            QueueUrl=self.url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+        )
+        attributes = response.get("Attributes", {})
+        visibility = int(attributes.get("VisibilityTimeout", "30"))
+        dlq_arn, max_receive_count = redrive_policy(attributes)
+        dlq_url = await url_of_arn(self.sqs, dlq_arn) if dlq_arn else None
+        return QueueInfo(visibility, dlq_url, max_receive_count)
+
+    async def receive(
+        self, max_messages: int, wait_s: int, visibility_s: int
+    ) -> list[ReceivedMessage]:
+        """Long-poll for up to `max_messages`, hiding them for `visibility_s`."""
+        started = self._clock.monotonic()
+        response = await self.sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max(1, min(max_messages, 10)),
+            WaitTimeSeconds=wait_s,
+            VisibilityTimeout=visibility_s,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+        )
+        now_ms = epoch_ms(self._clock.now())
+        return [
+            ReceivedMessage(
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m.get("Body", ""),
+                attributes={str(k): v for k, v in m.get("Attributes", {}).items()},
+                message_attributes=dict(m.get("MessageAttributes", {})),
+                received_at=started,
+                received_at_ms=now_ms,
+            )
+            for m in response.get("Messages", [])
+        ]
+
+    async def set_visibility(self, message: ReceivedMessage, seconds: int) -> None:
+        """Hide `message` for `seconds` from now (0 releases it at once)."""
+        await self.sqs.change_message_visibility(
+            QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
+        )
+
+    async def delete(self, message: ReceivedMessage) -> None:
+        """Remove `message` for good."""
+        await self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
+
+    async def dead_letter(
+        self, message: ReceivedMessage, dlq_url: str, code: str, error: str
+    ) -> None:
+        """Copy `message` to the dead-letter queue: body and attributes
+        unchanged, plus ``error_code`` and ``error_message``."""
+        attributes = copyable_attributes(message.message_attributes)
+        attributes[ERROR_CODE_ATTRIBUTE] = {"DataType": "String", "StringValue": code}
+        attributes[ERROR_MESSAGE_ATTRIBUTE] = {
+            "DataType": "String",
+            "StringValue": error[:MAX_ERROR_MESSAGE] or code,
+        }
+        await self.sqs.send_message(
+            QueueUrl=dlq_url, MessageBody=message.body, MessageAttributes=attributes
+        )

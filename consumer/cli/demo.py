@@ -1,0 +1,187 @@
+"""`illustrator demo`: the whole path on this machine, no AWS account, no GPU.
+
+An embedded AWS endpoint (moto) with the queue, DLQ, topic and bucket; a
+sample avatar and photo drawn in code; the consumer in this process with
+``builtin:tiny`` (or ``MODEL_PATH`` when set) in burst mode; one memory and
+one subject job. The events are printed and the pictures saved under
+``demo-output/``. Exit status 0 when both jobs succeeded, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from consumer.cli.local_aws import Sandbox, SandboxResources
+    from consumer.settings import Settings
+
+HELP = "run the whole path here: embedded AWS, builtin:tiny, one memory and one subject job"
+USER_ID = "demo-user"
+DEFAULT_TIMEOUT_S = 300.0
+EXIT_FAILED = 1
+# builtin:tiny draws noise whatever the step count; a few steps keep it quick.
+TINY_STEPS = 4
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's options."""
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("demo-output"),
+        metavar="DIR",
+        help="where the pictures are saved (default demo-output)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"give up after S seconds (default {DEFAULT_TIMEOUT_S:.0f})",
+    )
+
+
+def _settings(resources: SandboxResources) -> Settings:
+    from consumer.settings import load_settings
+
+    overrides: dict[str, Any] = {
+        "sqs_queue_url": resources.queue_url,
+        "sqs_dlq_url": resources.dlq_url,
+        "sns_topic_arn": resources.topic_arn,
+        "s3_bucket_name": resources.bucket,
+        "aws_region": "us-east-1",
+        "health_host": "127.0.0.1",
+        "health_port": 0,
+        "worker_id": "demo",
+        "retry_backoff_base_s": 1,
+        "drain_timeout_s": 30,
+    }
+    settings = load_settings()
+    if "model_path" not in settings.model_fields_set:
+        overrides["model_path"] = "builtin:tiny"
+    return settings.model_copy(update=overrides)
+
+
+def _requests(settings: Settings) -> list[dict[str, Any]]:
+    extra: dict[str, Any] = {}
+    if settings.model_path.startswith("builtin:"):
+        extra["num_inference_steps"] = TINY_STEPS
+    return [
+        {
+            "job_id": "demo-memory-1",
+            "kind": "memory",
+            "user_id": USER_ID,
+            "prompt": "a picnic by the lake with my grandparents, summer 1975",
+            "seed": 1234,
+            **extra,
+        },
+        {"job_id": "demo-subject-1", "kind": "subject", "user_id": USER_ID, "seed": 5678, **extra},
+    ]
+
+
+def _upload_samples(
+    sandbox: Sandbox, resources: SandboxResources, settings: Settings, output: Path
+) -> None:
+    from consumer.cli import samples
+
+    pictures = {
+        f"{settings.s3_avatar_prefix}{USER_ID}.png": ("input-avatar.png", samples.avatar()),
+        f"{settings.s3_subject_prefix}{USER_ID}.jpg": ("input-photo.jpg", samples.photo()),
+    }
+    s3 = sandbox.client("s3")
+    for key, (name, data) in pictures.items():
+        s3.put_object(Bucket=resources.bucket, Key=key, Body=data)
+        (output / name).write_bytes(data)
+        print(f"  input   s3://{resources.bucket}/{key} (also {output / name})")
+
+
+def _send(sandbox: Sandbox, resources: SandboxResources, settings: Settings) -> int:
+    from consumer.contract.signing import sign
+
+    sqs = sandbox.client("sqs")
+    requests = _requests(settings)
+    for request in requests:
+        body = json.dumps(request)
+        attributes = {}
+        if settings.auth_enabled:
+            signature = sign(body.encode(), settings.auth_token.get_secret_value())
+            attributes["signature"] = {"DataType": "String", "StringValue": signature}
+        sqs.send_message(
+            QueueUrl=resources.queue_url, MessageBody=body, MessageAttributes=attributes
+        )
+        print(f"  request {body}")
+    return len(requests)
+
+
+def _consume(settings: Settings, timeout: float) -> int:
+    import asyncio
+
+    from consumer.cli.run import load_generator
+    from consumer.delivery.options import WorkerOptions
+    from consumer.service.wiring import serve
+
+    # Burst mode: the consumer stops by itself once both jobs are done.
+    options = WorkerOptions(burst=True, poll_wait_s=1)
+    try:
+        return asyncio.run(
+            asyncio.wait_for(serve(settings, load_generator, options=options), timeout)
+        )
+    except TimeoutError:
+        print(f"illustrator demo: the consumer did not finish within {timeout:.0f} s")
+        return EXIT_FAILED
+
+
+def _collect(sandbox: Sandbox, resources: SandboxResources, expected: int) -> list[dict[str, Any]]:
+    sqs = sandbox.client("sqs")
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(events) < expected and time.monotonic() < deadline:
+        response = sqs.receive_message(
+            QueueUrl=resources.observer_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        events.extend(json.loads(m["Body"]) for m in response.get("Messages", []))
+    return sorted(events, key=lambda e: str(e.get("kind")))
+
+
+def _report(events: list[dict[str, Any]], sandbox: Sandbox, output: Path) -> bool:
+    s3 = sandbox.client("s3")
+    for event in events:
+        print(f"\n{event.get('kind')} job {event.get('job_id')}: {event.get('status')}")
+        print(json.dumps(event, indent=2, ensure_ascii=False))
+        for item in event.get("data") or []:
+            bucket, key = item["s3_uri"].removeprefix("s3://").split("/", 1)
+            path = output / key.rsplit("/", 1)[-1]
+            path.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            print(f"  saved {path}")
+    return all(event.get("status") == "succeeded" for event in events)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when both jobs succeeded."""
+    from consumer.cli.local_aws import Sandbox
+    from consumer.logs import configure_logging
+
+    started = time.monotonic()
+    sandbox = Sandbox()
+    endpoint = sandbox.start()
+    try:
+        resources = sandbox.create()
+        settings = _settings(resources)
+        configure_logging(settings.log_level, "console")
+        args.output.mkdir(parents=True, exist_ok=True)
+        print(f"illustrator demo: embedded AWS at {endpoint}, model {settings.model_path}")
+        _upload_samples(sandbox, resources, settings, args.output)
+        expected = _send(sandbox, resources, settings)
+        code = _consume(settings, args.timeout)
+        events = _collect(sandbox, resources, expected)
+        succeeded = _report(events, sandbox, args.output)
+    finally:
+        sandbox.stop()
+    ok = code == 0 and succeeded and len(events) == expected
+    verdict = "both jobs succeeded" if ok else "FAILED"
+    print(f"\nillustrator demo: {verdict} in {time.monotonic() - started:.1f} s")
+    return 0 if ok else EXIT_FAILED

@@ -1,0 +1,184 @@
+"""`illustrator dlq list|redrive|purge`: look at, move back, or empty the DLQ.
+
+The DLQ is ``SQS_DLQ_URL``, else the request queue's RedrivePolicy target.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+    from consumer.cli.redrive import DeadLetter, RedriveReport
+    from consumer.settings import Settings
+
+HELP = "list, redrive or purge the dead-letter queue"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DEFAULT_LIST_LIMIT = 50
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the subcommands and their options."""
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="show what waits in the DLQ (leaves it there)")
+    listing.add_argument(
+        "--limit", type=int, default=DEFAULT_LIST_LIMIT, help="show at most N (default 50)"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    redrive = actions.add_parser("redrive", help="move DLQ messages back to the request queue")
+    redrive.add_argument("--max", type=int, help="move at most N messages (default: all)")
+    redrive.add_argument(
+        "--method",
+        choices=["auto", "move-task", "copy"],
+        default="auto",
+        help="move-task: SQS StartMessageMoveTask (keeps every attribute); copy: send then "
+        "delete, dropping the error attributes; auto (default): move-task where the "
+        "endpoint has it and no --max is given, else copy",
+    )
+    purge = actions.add_parser("purge", help="delete every message in the DLQ")
+    purge.add_argument("--yes", action="store_true", help="really delete them")
+
+
+def _table(letters: list[DeadLetter]) -> str:
+    from consumer.cli.terminal import duration
+
+    rows = [("JOB", "KIND", "USER", "ERROR", "AGE", "RECEIVES")]
+    rows += [
+        (
+            d.job_id or "-",
+            d.kind or "-",
+            d.user_id or "-",
+            d.error_code or "-",
+            duration(d.age_s),
+            str(d.receive_count),
+        )
+        for d in letters
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+async def _list(sqs: SQSClient, url: str, args: argparse.Namespace) -> int:
+    import json
+
+    from consumer.cli.redrive import peek
+
+    attributes = await sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    total = attributes["Attributes"].get("ApproximateNumberOfMessages", "?")
+    letters = await peek(sqs, url, args.limit)
+    if args.json:
+        for letter in letters:
+            print(json.dumps(letter.as_dict(), ensure_ascii=False))
+        return 0
+    print(f"{url}: about {total} message(s); showing {len(letters)}")
+    if letters:
+        print(_table(letters))
+    return 0
+
+
+def _progress(report: RedriveReport) -> None:
+    import sys
+
+    print(f"moved {report.moved}", file=sys.stderr, flush=True)
+
+
+async def _move_task(
+    sqs: SQSClient, dlq_url: str, queue_url: str, strict: bool
+) -> RedriveReport | None:
+    """Redrive with StartMessageMoveTask; ``None`` when unavailable and not `strict`."""
+    import sys
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from consumer.aws.clients import client_config, make_session
+    from consumer.aws.queue_meta import queue_arn
+    from consumer.cli.redrive import MoveTaskRedrive
+
+    dlq_arn = await queue_arn(sqs, dlq_url)
+    target_arn = await queue_arn(sqs, queue_url)
+    region = sqs.meta.region_name
+    async with make_session(region).client("sqs", config=client_config(max_attempts=1)) as probe:
+        try:
+            handle = await MoveTaskRedrive(probe, dlq_arn, target_arn).start()
+        except (ClientError, BotoCoreError) as error:
+            if strict:
+                raise
+            print(f"StartMessageMoveTask unavailable ({error}); moving by copy", file=sys.stderr)
+            return None
+    print(f"move task started ({handle})", file=sys.stderr)
+    return await MoveTaskRedrive(sqs, dlq_arn, target_arn, _progress).follow(handle)
+
+
+async def _redrive(sqs: SQSClient, url: str, settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.cli.redrive import CopyRedrive
+
+    report = None
+    if args.method == "move-task" or (args.method == "auto" and args.max is None):
+        report = await _move_task(sqs, url, settings.sqs_queue_url, args.method == "move-task")
+    if report is None:
+        report = await CopyRedrive(sqs, url, settings.sqs_queue_url, _progress).run(args.max)
+    print(f"redrive ({report.method}): moved {report.moved} message(s) to {settings.sqs_queue_url}")
+    if report.not_deleted:
+        print(f"{report.not_deleted} were sent but are still on the DLQ (duplicates later)")
+    for message_id, reason in report.failed.items():
+        print(f"not moved: {message_id}: {reason}")
+    return EXIT_FAILED if report.failed else 0
+
+
+async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from consumer.aws.clients import client_config, make_session
+    from consumer.aws.queue_meta import dead_letter_url
+    from consumer.cli.redrive import purge
+
+    async with make_session(settings.aws_region).client("sqs", config=client_config()) as sqs:
+        url = await dead_letter_url(sqs, settings.sqs_queue_url, settings.sqs_dlq_url)
+        if url is None:
+            print(
+                "illustrator dlq: the request queue has no RedrivePolicy; set SQS_DLQ_URL",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        if args.action == "list":
+            return await _list(sqs, url, args)
+        if args.action == "redrive":
+            return await _redrive(sqs, url, settings, args)
+        await purge(sqs, url)
+        print(f"purged {url}")
+        return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run one DLQ action against the configured queues."""
+    import asyncio
+    import sys
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from consumer.settings import load_settings
+
+    if args.action == "purge" and not args.yes:
+        print("illustrator dlq purge: this deletes every DLQ message; add --yes", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.action == "list" and args.limit < 1) or (
+        args.action == "redrive" and args.max is not None and args.max < 1
+    ):
+        print("illustrator dlq: --limit and --max must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    settings = load_settings()
+    if args.action == "redrive" or not settings.sqs_dlq_url:
+        settings.require("sqs_queue_url")
+    try:
+        return asyncio.run(_dlq(args, settings))
+    except (ClientError, BotoCoreError) as error:
+        print(f"illustrator dlq: AWS error: {error}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,313 @@
+"""The dead-letter queue seen from outside: peek at it, move it back, empty it.
+
+Peeking never deletes: messages are hidden briefly while they are read (so
+that more than one batch can be seen) and released again at the end. A
+redrive sends each message to the request queue before deleting it from the
+DLQ, so an interruption can duplicate a request but never lose one;
+duplicates are harmless because the consumer is idempotent by ``job_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from consumer.aws.queue_meta import ERROR_ATTRIBUTES, attributes_size, copyable_attributes
+from consumer.contract.request import identifying_fields
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef, SendMessageBatchRequestEntryTypeDef
+
+# Long enough to read a batch and act on it; released explicitly afterwards.
+PEEK_HIDE_S = 30
+REDRIVE_HIDE_S = 120
+# One-second polls: short polls sample only some SQS hosts and can miss
+# messages, while a long wait would slow down the end of every run.
+POLL_WAIT_S = 1
+SQS_BATCH = 10
+# SendMessageBatch refuses batches whose messages total more than 256 KiB.
+MAX_BATCH_BYTES = 256 * 1024
+MOVE_TASK_POLL_S = 2.0
+MOVE_TASK_DONE = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One message waiting in the DLQ, as `illustrator dlq list` shows it."""
+
+    message_id: str
+    job_id: str | None
+    kind: str | None
+    user_id: str | None
+    error_code: str | None
+    error_message: str | None
+    age_s: float | None
+    receive_count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "message_id": self.message_id,
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "user_id": self.user_id,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "age_s": None if self.age_s is None else round(self.age_s, 3),
+            "receive_count": self.receive_count,
+        }
+
+
+def _string_attribute(message: MessageTypeDef, name: str) -> str | None:
+    value: Mapping[str, Any] = message.get("MessageAttributes", {}).get(name, {})
+    text = value.get("StringValue")
+    return text if isinstance(text, str) else None
+
+
+def describe(message: MessageTypeDef, now_s: float) -> DeadLetter:
+    """What a DLQ message is about, read from its body and attributes."""
+    fields = identifying_fields(message.get("Body", "").encode("utf-8"))
+    system = message.get("Attributes", {})
+    sent_ms = system.get("SentTimestamp")
+    age = max(0.0, now_s - int(sent_ms) / 1000) if sent_ms and sent_ms.isdigit() else None
+    count = system.get("ApproximateReceiveCount", "0")
+    return DeadLetter(
+        message_id=message["MessageId"],
+        job_id=fields.job_id,
+        kind=fields.kind,
+        user_id=fields.user_id,
+        error_code=_string_attribute(message, "error_code"),
+        error_message=_string_attribute(message, "error_message"),
+        age_s=age,
+        receive_count=int(count) if count.isdigit() else 0,
+    )
+
+
+async def _receive(sqs: SQSClient, url: str, count: int, hide_s: int) -> Sequence[MessageTypeDef]:
+    response = await sqs.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=max(1, min(count, SQS_BATCH)),
+        WaitTimeSeconds=POLL_WAIT_S,
+        VisibilityTimeout=hide_s,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+    )
+    return response.get("Messages", [])
+
+
+async def release(sqs: SQSClient, url: str, receipts: Sequence[str]) -> None:
+    """Make the messages behind `receipts` visible again at once."""
+    for start in range(0, len(receipts), SQS_BATCH):
+        chunk = receipts[start : start + SQS_BATCH]
+        await sqs.change_message_visibility_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0}
+                for i, r in enumerate(chunk)
+            ],
+        )
+
+
+async def peek(
+    sqs: SQSClient, url: str, limit: int, clock: Callable[[], float] = time.time
+) -> list[DeadLetter]:
+    """Up to `limit` DLQ messages, left on the queue (released before returning)."""
+    found: dict[str, DeadLetter] = {}
+    receipts: list[str] = []
+    try:
+        while len(found) < limit:
+            batch = await _receive(sqs, url, limit - len(found), PEEK_HIDE_S)
+            if not batch:
+                break
+            for message in batch:
+                receipts.append(message["ReceiptHandle"])
+                found.setdefault(message["MessageId"], describe(message, clock()))
+    finally:
+        # Also after Ctrl-C (one cancellation; the release's awaits still run).
+        await release(sqs, url, receipts)
+    return list(found.values())[:limit]
+
+
+@dataclass(slots=True)
+class RedriveReport:
+    """What a redrive did. `failed` maps message ids to the reason they stayed."""
+
+    method: str
+    moved: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    not_deleted: int = 0
+
+
+def _entry(index: int, message: MessageTypeDef) -> SendMessageBatchRequestEntryTypeDef:
+    entry: SendMessageBatchRequestEntryTypeDef = {
+        "Id": str(index),
+        "MessageBody": message.get("Body", ""),
+    }
+    attributes = copyable_attributes(message.get("MessageAttributes", {}), ERROR_ATTRIBUTES)
+    if attributes:
+        entry["MessageAttributes"] = attributes
+    return entry
+
+
+def _entry_size(entry: SendMessageBatchRequestEntryTypeDef) -> int:
+    return len(entry["MessageBody"].encode("utf-8")) + attributes_size(
+        entry.get("MessageAttributes", {})
+    )
+
+
+def size_chunks(
+    entries: Sequence[SendMessageBatchRequestEntryTypeDef], limit: int = MAX_BATCH_BYTES
+) -> list[list[SendMessageBatchRequestEntryTypeDef]]:
+    """Split `entries` into batches SendMessageBatch accepts (count and bytes)."""
+    chunks: list[list[SendMessageBatchRequestEntryTypeDef]] = []
+    current: list[SendMessageBatchRequestEntryTypeDef] = []
+    size = 0
+    for entry in entries:
+        entry_size = _entry_size(entry)
+        if current and (size + entry_size > limit or len(current) == SQS_BATCH):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry_size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class CopyRedrive:
+    """Send-then-delete redrive, batch by batch, for endpoints without move tasks.
+
+    Every message received and not deleted is made visible again at the end,
+    however the run ends, so an interrupted redrive leaves the rest on view.
+    """
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        dlq_url: str,
+        queue_url: str,
+        progress: Callable[[RedriveReport], None] = lambda _: None,
+    ) -> None:
+        self._sqs = sqs
+        self._dlq_url = dlq_url
+        self._queue_url = queue_url
+        self._progress = progress
+        # Message id -> latest receipt handle, for everything not yet deleted.
+        self._held: dict[str, str] = {}
+        # Sent but not deleted, or refused by the request queue: not retried
+        # in this run, or the loop could go round forever.
+        self._skip: set[str] = set()
+        self.report = RedriveReport(method="copy")
+
+    async def run(self, max_messages: int | None = None) -> RedriveReport:
+        """Move up to `max_messages` (all when ``None``) and return the report."""
+        try:
+            while max_messages is None or self.report.moved < max_messages:
+                wanted = SQS_BATCH if max_messages is None else max_messages - self.report.moved
+                batch = await _receive(self._sqs, self._dlq_url, wanted, REDRIVE_HIDE_S)
+                self._held.update((m["MessageId"], m["ReceiptHandle"]) for m in batch)
+                fresh = [m for m in batch if m["MessageId"] not in self._skip]
+                if not fresh:
+                    break
+                await self._move(fresh)
+                self._progress(self.report)
+        finally:
+            await release(self._sqs, self._dlq_url, list(self._held.values()))
+        return self.report
+
+    async def _move(self, messages: Sequence[MessageTypeDef]) -> None:
+        by_id = {str(i): m for i, m in enumerate(messages)}
+        entries = [_entry(i, m) for i, m in enumerate(messages)]
+        for chunk in size_chunks(entries):
+            response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=chunk)
+            for failure in response.get("Failed", []):
+                message_id = by_id[failure["Id"]]["MessageId"]
+                self.report.failed[message_id] = failure.get("Message", failure["Code"])
+                self._skip.add(message_id)
+            sent = [by_id[s["Id"]] for s in response.get("Successful", [])]
+            await self._delete(sent)
+
+    async def _delete(self, sent: Sequence[MessageTypeDef]) -> None:
+        if not sent:
+            return
+        response = await self._sqs.delete_message_batch(
+            QueueUrl=self._dlq_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(sent)
+            ],
+        )
+        failed = {int(f["Id"]) for f in response.get("Failed", [])}
+        for index, message in enumerate(sent):
+            if index in failed:
+                # Sent but still on the DLQ: a later redrive sends it again
+                # (a duplicate, which the consumer absorbs), never a loss.
+                self._skip.add(message["MessageId"])
+            else:
+                self._held.pop(message["MessageId"], None)
+        self.report.not_deleted += len(failed)
+        self.report.moved += len(sent)
+
+
+class MoveTaskRedrive:
+    """SQS's own redrive (StartMessageMoveTask), followed until it ends."""
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        dlq_arn: str,
+        queue_arn: str,
+        progress: Callable[[RedriveReport], None] = lambda _: None,
+        poll_s: float = MOVE_TASK_POLL_S,
+    ) -> None:
+        self._sqs = sqs
+        self._dlq_arn = dlq_arn
+        self._queue_arn = queue_arn
+        self._progress = progress
+        self._poll_s = poll_s
+        self.report = RedriveReport(method="move-task")
+
+    async def start(self) -> str:
+        """Start the task; its handle. Raises botocore errors where unsupported."""
+        response = await self._sqs.start_message_move_task(
+            SourceArn=self._dlq_arn, DestinationArn=self._queue_arn
+        )
+        return response["TaskHandle"]
+
+    async def follow(self, handle: str) -> RedriveReport:
+        """Report progress until the task ends; Ctrl-C cancels the task.
+
+        Cancelling keeps what was already moved on the request queue and the
+        rest on the DLQ; SQS itself never drops a message in a move task.
+        """
+        try:
+            while True:
+                status = await self._status(handle)
+                self.report.moved = int(status.get("ApproximateNumberOfMessagesMoved", 0))
+                self._progress(self.report)
+                if status.get("Status") in MOVE_TASK_DONE:
+                    if status.get("Status") == "FAILED":
+                        reason = str(status.get("FailureReason", "unknown reason"))
+                        self.report.failed["move-task"] = reason
+                    return self.report
+                await asyncio.sleep(self._poll_s)
+        except asyncio.CancelledError:
+            await self._sqs.cancel_message_move_task(TaskHandle=handle)
+            raise
+
+    async def _status(self, handle: str) -> dict[str, Any]:
+        response = await self._sqs.list_message_move_tasks(SourceArn=self._dlq_arn, MaxResults=10)
+        results = [dict(r) for r in response.get("Results", [])]
+        for result in results:
+            if result.get("TaskHandle") == handle:
+                return result
+        # A finished task no longer shows its handle; the newest entry is ours.
+        return results[0] if results else {"Status": "RUNNING"}
+
+
+async def purge(sqs: SQSClient, url: str) -> None:
+    """Delete every message on the queue (SQS allows this once a minute)."""
+    await sqs.purge_queue(QueueUrl=url)

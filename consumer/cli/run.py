@@ -1,0 +1,71 @@
+"""`illustrator run`: the consumer with its health sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consumer.delivery.gpu_thread import GpuThread
+    from consumer.service.lifecycle import Companion
+    from consumer.settings import Settings
+    from pipeline.interface import Generator
+
+HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
+REQUIRED = ("sqs_queue_url", "sns_topic_arn")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the command's options."""
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="stop (exit 0) once the queue is empty and every job is done",
+    )
+
+
+async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
+    """Resolve the model's sources, then build and load the generator on `gpu`.
+
+    torch and diffusers are imported here, on first use, never at start-up.
+    """
+    from consumer.aws.model_sources import prepare_pipeline_config
+    from pipeline.factory import create_generator
+
+    # Downloads run on the event loop, so the sidecar answers meanwhile.
+    config = await prepare_pipeline_config(settings)
+
+    def build() -> Generator:
+        generator = create_generator(config)
+        generator.load()
+        return generator
+
+    return await gpu.run(build)
+
+
+def companions(settings: Settings) -> list[Companion]:
+    """What runs beside the worker, such as a watcher that drains it on an
+    EC2 lifecycle notice and completes the lifecycle action afterwards."""
+    if settings.ec2_lifecycle_watch:
+        from consumer.service.lifecycle import lifecycle_companion
+
+        return [lifecycle_companion(settings)]
+    return []
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run until drained; 0 after a drain, 1 on a fatal error, 2 on bad settings."""
+    from consumer.delivery.options import WorkerOptions
+    from consumer.logs import configure_logging
+    from consumer.service.wiring import serve
+    from consumer.settings import load_settings
+
+    settings = load_settings(*REQUIRED)
+    configure_logging(
+        settings.log_level, settings.log_format, secrets=[settings.auth_token.get_secret_value()]
+    )
+    options = WorkerOptions(burst=args.burst)
+    return asyncio.run(
+        serve(settings, load_generator, options=options, companions=companions(settings))
+    )

@@ -1,1 +1,0 @@
-"""Subcommands of `illustrator`, one module each (see :mod:`consumer.cli`)."""

@@ -1,0 +1,1 @@
+"""The wire contract: the request, the completion event, keys, signing, schema documents."""

@@ -1,0 +1,31 @@
+"""The S3 keys of contract section 2, as pure functions."""
+
+from __future__ import annotations
+
+from consumer.contract.request import Request, input_prefix
+from consumer.settings import GenerationDefaults
+from pipeline.spec import JobKind
+
+INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def input_candidates(request: Request, defaults: GenerationDefaults) -> list[str]:
+    """The keys to try for a job's input image, in order.
+
+    The request's ``image_key`` when given, else the user's picture under the
+    kind's prefix with each accepted extension.
+    """
+    if request.image_key is not None:
+        return [request.image_key]
+    prefix = input_prefix(request.kind, defaults)
+    return [f"{prefix}{request.user_id}{ext}" for ext in INPUT_EXTENSIONS]
+
+
+def output_key(defaults: GenerationDefaults, user_id: str, kind: JobKind, job_id: str) -> str:
+    """Where a job's PNG goes; it depends on the request alone (idempotency)."""
+    return f"{defaults.s3_generated_prefix}{user_id}/{kind.value}_{job_id}.png"
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    """``s3://bucket/key``."""
+    return f"s3://{bucket}/{key}"

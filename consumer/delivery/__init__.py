@@ -1,0 +1,1 @@
+"""Delivery: the receive loop, job stages, heartbeat, backoff, the GPU thread, worker state."""

@@ -1,0 +1,57 @@
+"""How the receive loop behaves, and the slots that bound what it holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How the loop behaves, apart from the settings.
+
+    Attributes:
+        burst: stop (exit 0) once a receive finds nothing and no job is left;
+            for tests, benchmarks and the demo.
+        poll_wait_s: the long-poll wait of each receive (SQS allows 0-20).
+        prefetch: requests held beyond the one generating.
+        loop_backoff_base_s, loop_backoff_max_s: the jittered backoff of the
+            loop's own failing AWS calls.
+    """
+
+    burst: bool = False
+    poll_wait_s: int = 20
+    prefetch: int = 1
+    loop_backoff_base_s: float = 1.0
+    loop_backoff_max_s: float = 60.0
+
+
+class Slots:
+    """Requests held before or on the GPU: the one generating plus the prefetch."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def wait_free(self) -> int:
+        """Wait until a slot is free; how many are."""
+        while self.used >= self.capacity:
+            self._freed.clear()
+            await self._freed.wait()
+        return self.capacity - self.used
+
+    def take(self) -> Callable[[], None]:
+        """Take a slot; the function that gives it back (once)."""
+        self.used += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.used -= 1
+                self._freed.set()
+
+        return release

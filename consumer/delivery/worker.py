@@ -1,0 +1,346 @@
+"""The receive loop: long poll, a small prefetch, pipelined jobs, drain.
+
+At most one request is held beyond the one generating: while job N
+generates on the GPU thread, the upload, publish and delete of N-1 and the
+receive and download of N+1 run on the event loop, so the GPU never waits
+for the network. Each job is a task of its own whose failures end in an
+outcome; one bad request never stops the loop.
+
+The worker stops when :meth:`Worker.request_drain` is called (signals, the
+EC2 lifecycle watcher), on a fatal error, or, in burst mode, when the queue
+is empty. Stopping cancels the long poll at once, releases prefetched
+requests (visibility 0), and gives the running job ``DRAIN_TIMEOUT_S`` to
+finish before releasing it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from consumer.aws.clients import AwsClients
+from consumer.aws.publisher import Publisher
+from consumer.aws.request_queue import ReceivedMessage, RequestQueue
+from consumer.aws.storage import Storage
+from consumer.classify import classify
+from consumer.clock import Clock, SystemClock
+from consumer.delivery.backoff import JitteredBackoff
+from consumer.delivery.gpu_thread import GpuThread
+from consumer.delivery.job import Job, JobEnvironment, Outcome
+from consumer.delivery.options import Slots, WorkerOptions
+from consumer.delivery.runner import JobRunner
+from consumer.delivery.worker_state import StatusBoard, WorkerState
+from consumer.errors import Severity
+from consumer.metrics import Metrics
+from consumer.settings import Settings
+from pipeline.interface import Generator
+
+log = structlog.get_logger(__name__)
+
+# The longest a shutdown waits for one request's release.
+RELEASE_TIMEOUT_S = 5.0
+
+EXIT_OK, EXIT_FATAL = 0, 1
+
+
+class Worker:
+    """Consumes the request queue until drained, failed, or (burst) idle.
+
+    Args:
+        generator: a loaded generator.
+        clients: open SQS, S3 and SNS clients.
+        settings: the service settings (queue, topic, bucket, delivery).
+        clock: time source; the system clock by default.
+        options: loop behaviour (burst mode, poll wait, prefetch).
+        metrics: where to count; a fresh registry by default.
+        board: the status the sidecar reads; a fresh one by default.
+        gpu: the thread the generator was loaded on; a new one by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: Generator,
+        clients: AwsClients,
+        settings: Settings,
+        clock: Clock | None = None,
+        options: WorkerOptions | None = None,
+        metrics: Metrics | None = None,
+        board: StatusBoard | None = None,
+        gpu: GpuThread | None = None,
+    ) -> None:
+        self.generator = generator
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.options = options or WorkerOptions()
+        self.metrics = metrics or Metrics()
+        self._own_gpu = gpu is None
+        self.gpu = gpu or GpuThread()
+        self.board = board or StatusBoard(self.clock, settings.worker_id)
+        self.board.busy_probe = lambda: self.gpu.busy
+        self.board.loaded(generator.model_name)
+        self.queue = RequestQueue(clients.sqs, settings.sqs_queue_url, self.clock)
+        self.storage = Storage(clients.s3, settings.s3_bucket_name)
+        self.publisher = Publisher(clients.sns, settings.sns_topic_arn)
+        self.env: JobEnvironment | None = None
+        self.exit_code = EXIT_OK
+        self._slots = Slots(1 + self.options.prefetch)
+        self._jobs: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        self._backoff = JitteredBackoff(
+            self.options.loop_backoff_base_s, self.options.loop_backoff_max_s
+        )
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._job_ended = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._receiver: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # The public surface.
+
+    @property
+    def state(self) -> WorkerState:
+        """The worker's state, as the sidecar reports it."""
+        return self.board.state
+
+    @property
+    def jobs(self) -> list[Job]:
+        """The jobs in flight (received and not yet finished or released)."""
+        return [job for job, _ in self._jobs.values()]
+
+    def request_drain(self, reason: str, *, immediate: bool = False) -> None:
+        """Stop taking work and wind down; safe to call more than once.
+
+        The long poll is cancelled at once, prefetched requests are released,
+        and the running job gets ``DRAIN_TIMEOUT_S`` to finish (none with
+        `immediate`, as for a second signal). Call it from the event loop's
+        thread (from another thread, through ``loop.call_soon_threadsafe``).
+        """
+        if immediate:
+            self._hurry.set()
+        if self._stop.is_set():
+            return
+        log.info("drain_requested", reason=reason)
+        self.board.drain(reason)
+        self._halt()
+
+    async def wait_stopped(self) -> int:
+        """Wait until :meth:`run` has finished winding down; its exit status."""
+        await self._stopped.wait()
+        return self.exit_code
+
+    async def run(self) -> int:
+        """Consume until stopped; 0 after a drain or an idle burst, 1 after a fatal error."""
+        self._receiver = asyncio.create_task(self._receive_loop(), name="receive-loop")
+        self._receiver.add_done_callback(self._task_ended)
+        try:
+            await self._stop.wait()
+            await self._shutdown()
+        except asyncio.CancelledError:
+            self._cancel_tasks()  # the caller gave up on a clean drain
+            raise
+        finally:
+            self.board.loop_stopped()
+            if self._own_gpu:
+                self.gpu.close()
+            self._stopped.set()
+        log.info("worker_stopped", exit_code=self.exit_code, state=self.board.state.value)
+        return self.exit_code
+
+    # Stopping.
+
+    def _halt(self) -> None:
+        self._stop.set()
+        if self._receiver is not None:
+            self._receiver.cancel()  # also cancels a long poll in progress
+
+    def _cancel_tasks(self) -> None:
+        for task in (self._receiver, self._heartbeat, *(t for _, t in self._jobs.values())):
+            if task is not None:
+                task.cancel()
+
+    def _fatal(self, reason: str) -> None:
+        if self.board.fatal_reason is None:
+            log.critical("worker_fatal", reason=reason)
+        self.board.fail(reason)
+        self.exit_code = EXIT_FATAL
+        self._halt()
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("task_failed", task=task.get_name(), exc_info=error)
+            self._fatal(f"the {task.get_name()} task failed: {classify(error).message}")
+
+    async def _shutdown(self) -> None:
+        if self._receiver is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._receiver
+        released = await self._release_prefetched()
+        unfinished = await self._wait_for_running()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        log.info("drain_finished", released_prefetched=released, released_running=unfinished)
+
+    async def _release_prefetched(self) -> int:
+        withdrawn = [(job, task) for job, task in self._jobs.values() if job.withdraw()]
+        for job, task in withdrawn:
+            self._jobs.pop(job.message.receipt_handle, None)
+            task.cancel()
+        await asyncio.gather(*(task for _, task in withdrawn), return_exceptions=True)
+        await asyncio.gather(*(self._release(job) for job, _ in withdrawn))
+        return len(withdrawn)
+
+    async def _wait_for_running(self) -> int:
+        tasks = {task for _, task in self._jobs.values()}
+        if not tasks:
+            return 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout_s
+        hurry = asyncio.create_task(self._hurry.wait())
+        try:
+            while tasks and not self._hurry.is_set() and (left := deadline - loop.time()) > 0:
+                await asyncio.wait(tasks | {hurry}, timeout=left, return_when="FIRST_COMPLETED")
+                tasks = {task for task in tasks if not task.done()}
+        finally:
+            hurry.cancel()
+        if tasks:
+            await self._release_running(tasks)
+        return len(tasks)
+
+    async def _release_running(self, tasks: set[asyncio.Task[None]]) -> None:
+        late = [(job, task) for job, task in self._jobs.values() if task in tasks]
+        log.warning("drain_timeout", jobs=len(late), drain_timeout_s=self.settings.drain_timeout_s)
+        for _, task in late:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in late), return_exceptions=True)
+        # Whatever the job had done, its request comes back; a written output
+        # is then reused, not drawn again.
+        await asyncio.gather(*(self._release(job) for job, _ in late))
+
+    async def _release(self, job: Job) -> None:
+        message = job.message
+        await job.heartbeat.release(message)
+        try:
+            # Bounded: with AWS unreachable, botocore's retries would hold the
+            # exit for far longer than a release is worth.
+            await asyncio.wait_for(self.queue.set_visibility(message, 0), RELEASE_TIMEOUT_S)
+        except Exception as error:  # it comes back after its visibility timeout anyway
+            log.warning(
+                "release_failed", sqs_message_id=message.message_id, error=classify(error).message
+            )
+
+    # Receiving.
+
+    async def _receive_loop(self) -> None:
+        env = await self._setup()
+        if env is None:
+            return
+        runner = JobRunner(env)
+        self._heartbeat = asyncio.create_task(env.heartbeat.run(), name="heartbeat")
+        self._heartbeat.add_done_callback(self._task_ended)
+        self.board.loop_started()
+        log.info(
+            "worker_started",
+            model=self.generator.model_name,
+            visibility_timeout_s=env.heartbeat.visibility_s,
+            max_attempts=env.max_attempts,
+            burst=self.options.burst,
+        )
+        while not self._stop.is_set():
+            free = await self._slots.wait_free()
+            messages = await self._poll(env, free)
+            if messages is None:
+                continue
+            if not messages and self.options.burst:
+                if not self._jobs:
+                    self.board.drain("burst: the queue is empty")
+                    self._stop.set()
+                    return
+                self._job_ended.clear()
+                await self._job_ended.wait()
+            for message in messages:
+                self._start(runner, env, message)
+
+    async def _setup(self) -> JobEnvironment | None:
+        while True:
+            try:
+                info = await self.queue.describe()
+            except Exception as error:
+                if not await self._trouble("GetQueueAttributes", error):
+                    return None
+                continue
+            self.env = JobEnvironment.build(
+                settings=self.settings,
+                info=info,
+                generator=self.generator,
+                gpu=self.gpu,
+                queue=self.queue,
+                storage=self.storage,
+                publisher=self.publisher,
+                metrics=self.metrics,
+                clock=self.clock,
+            )
+            return self.env
+
+    async def _poll(self, env: JobEnvironment, free: int) -> list[ReceivedMessage] | None:
+        wait_s = self.options.poll_wait_s
+        try:
+            messages = await self.queue.receive(free, wait_s, env.heartbeat.receive_hold_s)
+        except Exception as error:
+            await self._trouble("ReceiveMessage", error)
+            return None
+        if self.board.trouble is not None:
+            log.info("aws_recovered")
+        self._backoff.reset()
+        self.board.polled()
+        self.metrics.last_poll.set(self.clock.now().timestamp())
+        return messages
+
+    async def _trouble(self, call: str, error: Exception) -> bool:
+        """Back off after a failed loop call; ``False`` when the error is fatal
+        (the worker is then stopping and the caller must give up)."""
+        verdict = classify(error)
+        if verdict.severity is Severity.FATAL:
+            self._fatal(verdict.message)
+            return False
+        delay = self._backoff.next_delay()
+        self.board.troubled(f"{call}: {verdict.message}")
+        self.metrics.loop_errors.inc()
+        log.warning(
+            "aws_call_failed",
+            call=call,
+            error=verdict.message,
+            retry_in_s=round(delay, 2),
+            failures=self._backoff.failures,
+            exc_info=None if verdict.expected else error,
+        )
+        await self.clock.sleep(delay)
+        return True
+
+    # Jobs.
+
+    def _start(self, runner: JobRunner, env: JobEnvironment, message: ReceivedMessage) -> None:
+        job = Job(message, self.clock, env.heartbeat, release_slot=self._slots.take())
+        env.heartbeat.track(message)
+        task = asyncio.create_task(self._run_job(runner, job), name=f"job-{message.message_id}")
+        self._jobs[message.receipt_handle] = (job, task)
+        self._count_in_flight()
+
+    async def _run_job(self, runner: JobRunner, job: Job) -> None:
+        try:
+            outcome = await runner.run(job)
+        finally:
+            job.release_slot()
+            self._jobs.pop(job.message.receipt_handle, None)
+            self._count_in_flight()
+            self._job_ended.set()
+        if outcome is Outcome.FATAL:
+            self._fatal(job.fatal_reason or "the generator failed")
+
+    def _count_in_flight(self) -> None:
+        self.board.jobs_in_flight = len(self._jobs)
+        self.metrics.in_flight.set(len(self._jobs))

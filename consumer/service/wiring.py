@@ -1,0 +1,160 @@
+"""`illustrator run` as a coroutine: sidecar, model, clients, worker, signals.
+
+The order matters to operations: the sidecar answers first (``starting``),
+so an orchestrator sees the process alive while the model loads; then the
+generator is built and loaded on the GPU thread; then the worker runs until
+drained. Companions (such as the EC2 lifecycle watcher) run beside the worker
+and get a moment after it stops to finish their own business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+import structlog
+
+from consumer.aws.clients import open_clients
+from consumer.classify import classify
+from consumer.clock import Clock, SystemClock
+from consumer.delivery.gpu_thread import GpuThread
+from consumer.delivery.options import WorkerOptions
+from consumer.delivery.worker import EXIT_FATAL, EXIT_OK, Worker
+from consumer.delivery.worker_state import StatusBoard
+from consumer.metrics import Metrics
+from consumer.service.lifecycle import Companion
+from consumer.service.sidecar import Sidecar
+from consumer.settings import Settings
+from pipeline.interface import Generator
+
+log = structlog.get_logger(__name__)
+
+GeneratorLoader = Callable[[Settings, GpuThread], Awaitable[Generator]]
+"""Builds and loads the generator; blocking work goes to the given GPU thread."""
+
+# How long companions may go on after the worker stopped.
+COMPANION_GRACE_S = 30.0
+
+
+class _Signals:
+    """SIGTERM and SIGINT: first a drain, then (a second one) an immediate stop."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+        self.early = asyncio.Event()
+        self.count = 0
+
+    def __call__(self, name: str) -> None:
+        self.count += 1
+        if self.worker is not None:
+            self.worker.request_drain(name, immediate=self.count > 1)
+        else:
+            log.info("stop_before_start", signal=name)
+            self.early.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self, sig.name)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+async def _until(awaitable: Awaitable[Generator], stop: asyncio.Event) -> Generator | None:
+    load = asyncio.ensure_future(awaitable)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if load.done():
+        return load.result()
+    load.cancel()
+    return None
+
+
+async def _load(
+    settings: Settings,
+    loader: GeneratorLoader,
+    gpu: GpuThread,
+    board: StatusBoard,
+    metrics: Metrics,
+    stop: asyncio.Event,
+    clock: Clock,
+) -> Generator | None:
+    started = clock.monotonic()
+    try:
+        generator = await _until(loader(settings, gpu), stop)
+    except Exception as error:
+        verdict = classify(error)
+        board.fail(f"the model could not be loaded: {verdict.message}")
+        log.critical("model_load_failed", error=verdict.message, exc_info=error)
+        return None
+    if generator is not None:
+        seconds = clock.monotonic() - started
+        metrics.model_load_seconds.set(seconds)
+        board.loaded(generator.model_name)
+        log.info("model_loaded", model=generator.model_name, seconds=round(seconds, 2))
+    return generator
+
+
+async def _accompany(worker: Worker, companions: Sequence[Companion]) -> int:
+    tasks = [asyncio.create_task(companion(worker)) for companion in companions]
+    code = await worker.run()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=COMPANION_GRACE_S)
+        for task in pending:
+            task.cancel()
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("companion_failed", exc_info=task.exception())
+    return code
+
+
+async def serve(
+    settings: Settings,
+    loader: GeneratorLoader,
+    *,
+    options: WorkerOptions | None = None,
+    companions: Sequence[Companion] = (),
+    clock: Clock | None = None,
+    handle_signals: bool = True,
+) -> int:
+    """Run the whole consumer; return the process exit status.
+
+    0 after a drain (signal, companion) or an idle burst; 1 when the model
+    cannot be loaded or the worker hits a fatal error.
+    """
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    board = StatusBoard(clock, settings.worker_id)
+    sidecar = Sidecar(board, metrics, settings.health_host, settings.health_port)
+    await sidecar.start()
+    log.info("sidecar_listening", url=sidecar.url)
+    signals = _Signals()
+    gpu = GpuThread()
+    try:
+        with signals.installed() if handle_signals else contextlib.nullcontext():
+            generator = await _load(settings, loader, gpu, board, metrics, signals.early, clock)
+            if generator is None:
+                return EXIT_OK if signals.early.is_set() else EXIT_FATAL
+            async with open_clients(settings.aws_region) as clients:
+                worker = Worker(
+                    generator=generator,
+                    clients=clients,
+                    settings=settings,
+                    clock=clock,
+                    options=options,
+                    metrics=metrics,
+                    board=board,
+                    gpu=gpu,
+                )
+                signals.worker = worker
+                return await _accompany(worker, companions)
+    finally:
+        gpu.close()
+        await sidecar.stop()

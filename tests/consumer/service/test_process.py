@@ -1,0 +1,209 @@
+"""`illustrator run` as a process: signals, a crash, configuration errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from tests.aws import Stack
+from tests.consumer.helpers import (
+    Observer,
+    eventually,
+    memory,
+    outputs,
+    put_input,
+    queue_counts,
+    running,
+    send,
+)
+from tests.recording import blank
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def consumer(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], IO[bytes]]]:
+    """`python -m consumer run` on the stack in the environment, logs to a file."""
+    environment = {
+        **os.environ,
+        "MODEL_PATH": "builtin:blank",
+        "HEALTH_HOST": "127.0.0.1",
+        "HEALTH_PORT": "0",
+        "LOG_FORMAT": "json",
+        "WORKER_ID": "proc-worker",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    log_path = tmp_path / f"consumer-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"], env=environment, stdout=log, stderr=log
+        )
+        try:
+            with log_path.open("rb") as reader:
+                yield process, reader
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            print(log_path.read_text())  # shown by pytest when a test fails
+
+
+def _log_events(reader: IO[bytes]) -> list[dict[str, Any]]:
+    reader.seek(0)
+    events = []
+    for line in reader.read().decode().splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+async def _exit(process: subprocess.Popen[bytes], within: float = 20) -> int:
+    return int(
+        await eventually(
+            lambda: process.poll() is not None, within=within, what="the process to exit"
+        )
+        and process.returncode
+    )
+
+
+async def test_sigterm_mid_job_finishes_it_and_exits_zero(stack: Stack, tmp_path: Path) -> None:
+    put_input(stack, "avatars/user1.png")
+    port = _free_port()
+    observer = Observer(stack)
+    with consumer(tmp_path, BLANK_LATENCY_MS="1500", HEALTH_PORT=str(port)) as (process, reader):
+        await eventually(lambda: _health(port) == 200, within=30, what="healthy")
+        send(stack, memory("term-1"))
+        send(stack, memory("term-2"))
+        await eventually(lambda: queue_counts(stack) == (0, 2), what="one running, one prefetched")
+        await eventually(lambda: _started(reader), what="the generation to start")
+        process.send_signal(signal.SIGTERM)
+        assert await _exit(process) == 0
+    (event,) = await observer.wait(1)
+    assert event["status"] == "succeeded"
+    assert event["worker_id"] == "proc-worker"
+    # The prefetched request went back at once; the running one finished.
+    assert queue_counts(stack) == (1, 0)
+    assert len(outputs(stack)) == 1
+
+
+async def test_sigterm_past_the_drain_timeout_releases_the_job(
+    stack: Stack, tmp_path: Path
+) -> None:
+    put_input(stack, "avatars/user1.png")
+    observer = Observer(stack)
+    # SQS (and moto) go on serving an interrupted long poll, which may take the
+    # released request and hide it for the receive hold, here 3 s.
+    env = {"BLANK_LATENCY_MS": "60000", "DRAIN_TIMEOUT_S": "0.5", "VISIBILITY_TIMEOUT_S": "3"}
+    with consumer(tmp_path, **env) as (process, reader):
+        send(stack, memory("term-slow"))
+        await eventually(lambda: queue_counts(stack) == (0, 1), within=30, what="running")
+        await eventually(lambda: _started(reader), what="the generation to start")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert await _exit(process) == 0
+        assert time.monotonic() - started < 10
+        names = [e["event"] for e in _log_events(reader)]
+    assert "drain_timeout" in names
+    await eventually(lambda: queue_counts(stack) == (1, 0), within=6, what="released")
+    assert await observer.settle(0.3) == []
+
+
+async def test_sigkill_mid_job_then_another_consumer_finishes_it_once(
+    make_env_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    stack = make_env_stack(visibility_timeout=2)
+    put_input(stack, "avatars/user1.png")
+    observer = Observer(stack)
+    with consumer(tmp_path, BLANK_LATENCY_MS="60000") as (process, reader):
+        send(stack, memory("kill-1"))
+        await eventually(lambda: _started(reader), within=30, what="the generation to start")
+        process.send_signal(signal.SIGKILL)
+        assert await _exit(process) == -signal.SIGKILL
+    # Nothing extends the request any more: it returns within the visibility timeout.
+    killed_at = time.monotonic()
+    generator = blank()
+    async with running(generator):
+        (event,) = await observer.wait(1, within=20)
+    assert time.monotonic() - killed_at < 10
+    assert event["status"] == "succeeded"
+    # 2, or 3 when the dead process's interrupted long poll took it once more.
+    assert event["attempts"] >= 2
+    assert event["worker_id"] == "test-worker"
+    assert len(generator.calls) == 1
+    assert outputs(stack) == ["generated/user1/memory_kill-1.png"]
+
+
+def test_missing_queue_url_exits_two_with_one_line(stack: Stack, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SQS_QUEUE_URL": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "illustrator: SQS_QUEUE_URL is required but not set"
+
+
+async def test_secrets_never_reach_the_logs(stack: Stack, tmp_path: Path) -> None:
+    secret = "a-secret-that-must-not-leak"
+    put_input(stack, "avatars/user1.png")
+    env = {"AUTH_ENABLED": "true", "AUTH_TOKEN": secret, "LOG_LEVEL": "debug"}
+    observer = Observer(stack)
+    with consumer(tmp_path, **env) as (process, reader):
+        send(stack, memory("unsigned-1"))
+        send(stack, memory("wrongly-signed-1"), token="not-the-secret")
+        send(stack, memory("signed-1"), token=secret)
+        await observer.wait(3, within=30)
+        process.send_signal(signal.SIGINT)
+        assert await _exit(process) == 0
+        reader.seek(0)
+        text = reader.read().decode()
+    logged = _log_events(reader_of(text))
+    failed = [e for e in logged if e["event"] == "job_failed"]
+    # Each job's lines carry its ids, bound once for the life of the job.
+    assert {(e["job_id"], e["user_id"]) for e in failed} == {
+        ("unsigned-1", "user1"),
+        ("wrongly-signed-1", "user1"),
+    }
+    assert {e["error_code"] for e in failed} == {"unauthorized"}
+    assert any(e["event"] == "job_succeeded" and e["job_id"] == "signed-1" for e in logged)
+    assert secret not in text
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in text
+
+
+def reader_of(text: str) -> IO[bytes]:
+    return io.BytesIO(text.encode())
+
+
+def _started(reader: IO[bytes]) -> bool:
+    return any(e["event"] == "generation_started" for e in _log_events(reader))
+
+
+def _health(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except OSError:
+        return 0

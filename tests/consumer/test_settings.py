@@ -1,0 +1,120 @@
+"""Configuration: defaults, `.env`, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from consumer.cli.main import main
+from consumer.errors import ConfigError
+from consumer.settings import load_settings
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / "env.example"
+
+
+def test_contract_defaults() -> None:
+    settings = load_settings()
+    assert settings.model_path == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert settings.model_s3_path == ""
+    assert settings.enable_ip_adapter is True
+    assert settings.enable_lora is False
+    assert settings.default_num_inference_steps == 50
+    assert settings.default_ip_adapter_scale == pytest.approx(0.33)
+    assert settings.default_guidance_scale == pytest.approx(5.0)
+    assert settings.default_negative_prompt == "error, glitch, mistake"
+    assert settings.aws_region == "us-east-1"
+    assert settings.s3_bucket_name == "auto-bio-illustrations"
+    assert (settings.s3_avatar_prefix, settings.s3_subject_prefix) == ("avatars/", "subjects/")
+    assert settings.s3_generated_prefix == "generated/"
+    assert settings.auth_enabled is False
+    assert settings.max_attempts is None
+    assert settings.visibility_timeout_s is None
+    assert (settings.retry_backoff_base_s, settings.retry_backoff_max_s) == (10, 900)
+    assert settings.drain_timeout_s == 90
+    assert (settings.health_host, settings.health_port) == ("0.0.0.0", 8080)
+    assert (settings.log_level, settings.log_format) == ("info", "json")
+    assert settings.max_input_bytes == 20 * 1024 * 1024
+    assert settings.max_input_pixels == 40_000_000
+
+
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SQS_QUEUE_URL=http://q\nDEFAULT_NUM_INFERENCE_STEPS=12\n")
+    settings = load_settings("sqs_queue_url")
+    assert settings.sqs_queue_url == "http://q"
+    assert settings.default_num_inference_steps == 12
+
+
+def test_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("HEALTH_PORT=1\n")
+    monkeypatch.setenv("HEALTH_PORT", "2")
+    assert load_settings().health_port == 2
+
+
+def test_missing_required_setting_names_it() -> None:
+    with pytest.raises(ConfigError, match=r"^SQS_QUEUE_URL is required"):
+        load_settings("sqs_queue_url")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("DEFAULT_NUM_INFERENCE_STEPS", "0", "DEFAULT_NUM_INFERENCE_STEPS"),
+        ("DEFAULT_IP_ADAPTER_SCALE", "nan", "DEFAULT_IP_ADAPTER_SCALE"),
+        ("HEALTH_PORT", "http", "HEALTH_PORT"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+        ("AUTH_ENABLED", "true", "AUTH_TOKEN is required"),
+        ("ENABLE_LORA", "true", "LORA_PATH is required"),
+    ],
+)
+def test_invalid_settings_give_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert needle in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_auth_token_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH_ENABLED", "true")
+    monkeypatch.setenv("AUTH_TOKEN", "s3cr3t-value")
+    settings = load_settings()
+    assert settings.auth_token.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings)
+    assert "s3cr3t-value" not in str(settings.model_dump())
+
+
+def test_env_example_lists_every_setting() -> None:
+    text = ENV_EXAMPLE.read_text()
+    listed = {line.lstrip("# ").split("=")[0] for line in text.splitlines() if "=" in line}
+    from consumer.settings import Settings
+
+    missing = {name.upper() for name in Settings.model_fields} - listed
+    assert not missing
+
+
+def test_cli_reports_config_errors_in_one_line_with_status_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consumer.cli import schema
+
+    monkeypatch.setenv("HEALTH_PORT", "not-a-port")
+    monkeypatch.setattr(schema, "main", lambda args: load_settings().health_port)
+    assert main(["schema"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("illustrator: invalid configuration: HEALTH_PORT")
+    assert len(err.splitlines()) == 1
+
+
+def test_python_dash_m_consumer_is_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "schema" in result.stdout
