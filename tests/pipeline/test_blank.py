@@ -11,7 +11,7 @@ from pipeline.blank import BlankGenerator
 from pipeline.config import BUILTIN_BLANK, PipelineConfig
 from pipeline.factory import create_generator
 from pipeline.interface import Generator
-from tests.pipeline.assets import noise_picture, spec
+from tests.pipeline.assets import noise_picture, one, spec
 
 AVATAR = noise_picture(1)
 
@@ -28,7 +28,7 @@ def test_factory_gives_the_blank_generator() -> None:
 def test_plain_picture_of_the_requested_size(width: int, height: int) -> None:
     generator = BlankGenerator()
     generator.load()
-    picture = generator.generate(spec(width=width, height=height), AVATAR)
+    picture = one(generator, spec(width=width, height=height), AVATAR)
     assert picture.size == (width, height)
     assert picture.mode == "RGB"
     assert len(picture.getcolors(maxcolors=2) or []) == 1
@@ -37,7 +37,7 @@ def test_plain_picture_of_the_requested_size(width: int, height: int) -> None:
 def test_it_takes_the_configured_latency() -> None:
     generator = BlankGenerator(latency_ms=150)
     started = time.perf_counter()
-    generator.generate(spec(), AVATAR)
+    one(generator, spec(), AVATAR)
     assert time.perf_counter() - started >= 0.15
 
 
@@ -46,7 +46,7 @@ def test_waiting_does_not_hold_the_gil() -> None:
     generator = BlankGenerator(latency_ms=300)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        pictures = list(pool.map(lambda _: generator.generate(spec(), AVATAR), range(4)))
+        pictures = list(pool.map(lambda _: one(generator, spec(), AVATAR), range(4)))
     elapsed = time.perf_counter() - started
     assert len(pictures) == 4
     assert 0.3 <= elapsed < 0.9
