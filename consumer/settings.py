@@ -13,10 +13,12 @@ import os
 import socket
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
+from pipeline.batch import DEFAULT_MAX_BATCH_PIXELS
+from pipeline.config import check_scheduler
 
 DEFAULT_NEGATIVE_PROMPT = "error, glitch, mistake"
 DEFAULT_MEMORY_STYLE_PROMPT = (
@@ -45,6 +47,8 @@ class GenerationDefaults(BaseSettings):
     s3_generated_prefix: str = "generated/"
     max_input_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_input_pixels: int = Field(40_000_000, gt=0)
+    # num_images x width x height of one request; above it the request is refused.
+    max_batch_pixels: int = Field(DEFAULT_MAX_BATCH_PIXELS, gt=0)
 
 
 class Settings(GenerationDefaults):
@@ -65,6 +69,15 @@ class Settings(GenerationDefaults):
     lora_path: str = ""
     lora_scale: float = Field(1.0, ge=0.0, le=4.0, allow_inf_nan=False)
     torch_compile: bool = False
+    torch_compile_mode: Literal["", "default", "reduce-overhead", "max-autotune"] = ""
+    device: Literal["", "cuda", "cpu"] = ""
+    dtype: Literal["", "bfloat16", "float16", "float32"] = ""
+    vae_path: str = ""
+    # Empty keeps the model's own scheduler class (Euler for SDXL).
+    scheduler: str = ""
+    scheduler_karras: bool = False
+    timestep_spacing: Literal["leading", "linspace", "trailing"] = "trailing"
+    vae_tiling_pixels: int = Field(0, ge=0)
     warmup: bool = True
     blank_latency_ms: int = Field(0, ge=0, le=3_600_000)
 
@@ -72,6 +85,7 @@ class Settings(GenerationDefaults):
     aws_region: str = "us-east-1"
     s3_bucket_name: str = "auto-bio-illustrations"
     sqs_queue_url: str = ""
+    sqs_priority_queue_url: str = ""
     sqs_dlq_url: str = ""
     sns_topic_arn: str = ""
 
@@ -97,6 +111,13 @@ class Settings(GenerationDefaults):
     health_port: int = Field(8080, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "console"] = "json"
+    metrics_namespace: str = Field("AutoBio/Illustrator", min_length=1, max_length=255)
+    publish_started_events: bool = False
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        return check_scheduler(name or None) or ""
 
     @model_validator(mode="after")
     def _check_dependencies(self) -> Settings:
@@ -104,6 +125,11 @@ class Settings(GenerationDefaults):
             raise ValueError("AUTH_TOKEN is required when AUTH_ENABLED=true")
         if self.enable_lora and not self.lora_path:
             raise ValueError("LORA_PATH is required when ENABLE_LORA=true")
+        if self.scheduler_karras:
+            try:
+                check_scheduler(self.scheduler or None, karras=True)
+            except ValueError as error:
+                raise ValueError(f"SCHEDULER_KARRAS: {error}") from None
         return self
 
     def require(self, *names: str) -> None:

@@ -37,3 +37,9 @@ class GenerationSpec:
     width: int
     height: int
     num_images: int = 1
+
+
+def uses_negative_prompt(guidance_scale: float) -> bool:
+    """Whether a negative prompt has any effect: only with classifier-free
+    guidance, which diffusers applies for a guidance scale above 1."""
+    return guidance_scale > 1.0

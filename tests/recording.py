@@ -53,7 +53,9 @@ class Recording:
     def load(self) -> None:
         self.inner.load()
 
-    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
+    def generate(
+        self, spec: GenerationSpec, image: Image.Image, stop: threading.Event | None = None
+    ) -> list[Image.Image]:
         started = time.monotonic()
         with self._lock:
             self.calls.append(spec)
@@ -66,7 +68,7 @@ class Recording:
                 raise TimeoutError("the test never opened the gate")
             if failure is not None:
                 raise failure
-            return self.inner.generate(spec, image)
+            return self.inner.generate(spec, image, stop)
         finally:
             with self._lock:
                 self.active -= 1

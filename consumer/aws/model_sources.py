@@ -1,9 +1,9 @@
 """Model artefacts from S3 into the local cache, and the pipeline's configuration.
 
 The pipeline reads local files only; this module is where remote sources
-(``MODEL_S3_PATH``, ``IP_ADAPTER_PATH``, ``IP_ADAPTER_IMAGE_ENCODER_PATH`` and
-``LORA_PATH`` given as ``s3://`` URIs) become local paths under
-``MODEL_CACHE_DIR`` (through :class:`~consumer.s3_cache.ArtifactCache`).
+(``MODEL_S3_PATH``, ``IP_ADAPTER_PATH``, ``IP_ADAPTER_IMAGE_ENCODER_PATH``,
+``VAE_PATH`` and ``LORA_PATH`` given as ``s3://`` URIs) become local paths under
+``MODEL_CACHE_DIR`` (through :class:`~consumer.aws.artifact_cache.ArtifactCache`).
 ``illustrator run`` calls::
 
     config = await prepare_pipeline_config(settings)
@@ -88,6 +88,7 @@ async def _prepare(settings: Settings, cache: ArtifactCache) -> PipelineConfig:
     if settings.enable_ip_adapter and model_path != BUILTIN_TINY:
         ip_adapter_path, image_encoder_path = await _resolve_ip_adapter(cache, settings)
     lora_path = await _resolve_file(cache, settings.lora_path) if settings.enable_lora else None
+    vae_path = await _resolve_folder(cache, settings.vae_path) if settings.vae_path else None
     return PipelineConfig(
         model_path=model_path,
         model_name=settings.model_s3_path or settings.model_path,
@@ -102,4 +103,12 @@ async def _prepare(settings: Settings, cache: ArtifactCache) -> PipelineConfig:
         torch_compile=settings.torch_compile,
         warmup=settings.warmup,
         blank_latency_ms=settings.blank_latency_ms,
+        device=settings.device or None,
+        dtype=settings.dtype or None,
+        vae_path=vae_path,
+        scheduler=settings.scheduler or None,
+        scheduler_karras=settings.scheduler_karras,
+        timestep_spacing=settings.timestep_spacing,
+        torch_compile_mode=settings.torch_compile_mode or None,
+        vae_tiling_pixels=settings.vae_tiling_pixels or None,
     )

@@ -20,6 +20,7 @@ class OutputRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     s3_uri: str
+    seed: int | None = None
 
 
 class EventError(BaseModel):
@@ -84,6 +85,9 @@ class CompletionEvent(BaseModel):
         """Serialise for SNS: ``data`` only on success, ``error`` only on failure."""
         payload = self.model_dump(mode="json")
         payload.pop("error" if self.status == "succeeded" else "data", None)
+        for ref in payload.get("data") or ():
+            if ref.get("seed") is None:  # an output written without its seed recorded
+                ref.pop("seed", None)
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
     def attributes(self) -> dict[str, dict[str, str]]:

@@ -21,9 +21,20 @@ def input_candidates(request: Request, defaults: GenerationDefaults) -> list[str
     return [f"{prefix}{request.user_id}{ext}" for ext in INPUT_EXTENSIONS]
 
 
-def output_key(defaults: GenerationDefaults, user_id: str, kind: JobKind, job_id: str) -> str:
-    """Where a job's PNG goes; it depends on the request alone (idempotency)."""
-    return f"{defaults.s3_generated_prefix}{user_id}/{kind.value}_{job_id}.png"
+def output_key(
+    defaults: GenerationDefaults, user_id: str, kind: JobKind, job_id: str, index: int = 0
+) -> str:
+    """Where picture `index` of a job goes; it depends on the request alone
+    (idempotency): ``<kind>_<job_id>.png`` for the first, ``_<index>`` after."""
+    suffix = f"_{index}" if index else ""
+    return f"{defaults.s3_generated_prefix}{user_id}/{kind.value}_{job_id}{suffix}.png"
+
+
+def output_keys(
+    defaults: GenerationDefaults, user_id: str, kind: JobKind, job_id: str, count: int
+) -> list[str]:
+    """The keys of a job's `count` pictures, in order."""
+    return [output_key(defaults, user_id, kind, job_id, i) for i in range(count)]
 
 
 def s3_uri(bucket: str, key: str) -> str:

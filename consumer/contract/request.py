@@ -7,6 +7,7 @@ seed for a request without one is drawn by :func:`effective_spec`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -16,11 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
-from pipeline.spec import GenerationSpec, JobKind
+from pipeline.batch import batch_pixels
+from pipeline.spec import GenerationSpec, JobKind, uses_negative_prompt
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_TEXT = 2000
 MAX_SEED = 2**32 - 1
+MAX_IMAGES = 4
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 T = TypeVar("T")
 
@@ -52,6 +55,7 @@ class Request(BaseModel):
     width: Side | None = None
     height: Side | None = None
     image_key: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    num_images: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | None = None
 
     @model_validator(mode="after")
     def _check_kind_rules(self) -> Request:
@@ -153,6 +157,18 @@ _FIELD_ADAPTERS: dict[str, TypeAdapter[object]] = {
 }
 
 
+def request_digest(request: Request) -> str:
+    """A digest of the request's fields, recorded on its outputs (``request-digest``).
+
+    The same fields give the same digest whatever the body's spacing or key
+    order, so a redelivery matches its output and a different request under
+    the same job id does not.
+    """
+    fields = request.model_dump(mode="json", exclude_none=True)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def _random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
@@ -163,7 +179,11 @@ def effective_spec(
     native_size: tuple[int, int],
     draw_seed: Callable[[], int] = _random_seed,
 ) -> GenerationSpec:
-    """Fill every unset field: settings defaults, native size, a random seed."""
+    """Fill every unset field: settings defaults, native size, a random seed.
+
+    Raises :class:`InvalidRequest` when the batch (``num_images`` pictures of
+    the effective size) passes ``MAX_BATCH_PIXELS``.
+    """
     style_default = (
         defaults.default_memory_style_prompt
         if request.kind is JobKind.MEMORY
@@ -172,20 +192,34 @@ def effective_spec(
     seed = request.seed
     if seed is None:
         seed = draw_seed()
-    return GenerationSpec(
+    guidance = _pick(request.guidance_scale, defaults.default_guidance_scale)
+    spec = GenerationSpec(
         kind=request.kind,
         prompt=request.prompt or "",
         style_prompt=_pick(request.style_prompt, style_default),
-        negative_prompt=_pick(request.negative_prompt, defaults.default_negative_prompt),
+        # Without classifier-free guidance (scale 1 or less) no negative
+        # prompt is used, and the event must not claim one was.
+        negative_prompt=(
+            _pick(request.negative_prompt, defaults.default_negative_prompt)
+            if uses_negative_prompt(guidance)
+            else ""
+        ),
         num_inference_steps=_pick(
             request.num_inference_steps, defaults.default_num_inference_steps
         ),
         ip_adapter_scale=_pick(request.ip_adapter_scale, defaults.default_ip_adapter_scale),
-        guidance_scale=_pick(request.guidance_scale, defaults.default_guidance_scale),
+        guidance_scale=guidance,
         seed=seed,
         width=_pick(request.width, native_size[0]),
         height=_pick(request.height, native_size[1]),
+        num_images=_pick(request.num_images, 1),
     )
+    if (pixels := batch_pixels(spec)) > defaults.max_batch_pixels:
+        raise InvalidRequest(
+            f"num_images x width x height is {pixels} pixels; "
+            f"the limit is {defaults.max_batch_pixels} (MAX_BATCH_PIXELS)"
+        )
+    return spec
 
 
 def _pick(value: T | None, default: T) -> T:

@@ -34,6 +34,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 # Keys of the output object's user metadata.
 META_JOB_ID, META_SEED, META_MODEL = "job-id", "seed", "model"
+META_DIGEST = "request-digest"
 
 
 class Outcome(enum.StrEnum):
@@ -174,7 +175,8 @@ class Prepared:
 
     request: Request
     spec: GenerationSpec
-    key: str
+    keys: list[str]
+    digest: str
     image: Image.Image
 
 

@@ -16,6 +16,7 @@ import structlog
 from PIL import Image
 
 from consumer.classify import Classification, classify
+from consumer.clock import epoch_ms
 from consumer.contract.event import (
     CompletionEvent,
     EventError,
@@ -24,12 +25,19 @@ from consumer.contract.event import (
     Status,
     utc_timestamp,
 )
-from consumer.contract.keys import input_candidates, output_key, s3_uri
-from consumer.contract.request import Request, effective_spec, identifying_fields, parse_request
+from consumer.contract.keys import input_candidates, output_keys, s3_uri
+from consumer.contract.request import (
+    Request,
+    effective_spec,
+    identifying_fields,
+    parse_request,
+    request_digest,
+)
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
 from consumer.delivery.backoff import retry_delay
 from consumer.delivery.gpu_thread import Timed
 from consumer.delivery.job import (
+    META_DIGEST,
     META_JOB_ID,
     META_MODEL,
     META_SEED,
@@ -40,7 +48,9 @@ from consumer.delivery.job import (
     encode_png,
     whole_ms,
 )
-from consumer.errors import GenerationFailed, IllustratorError, Severity
+from consumer.errors import GenerationFailed, IllustratorError, InvalidRequest, Severity
+from consumer.metrics import emf_record
+from pipeline.batch import image_seeds
 from pipeline.errors import PipelineError
 from pipeline.images import decode_image
 from pipeline.spec import GenerationSpec
@@ -71,8 +81,8 @@ class JobRunner:
             prepared = await self._prepare(job)
             if prepared is None:
                 return Outcome.REUSED
-            picture = await self._generate(job, prepared)
-            await self._deliver(job, prepared, picture)
+            pictures = await self._generate(job, prepared)
+            await self._deliver(job, prepared, pictures)
             return Outcome.SUCCEEDED
         except asyncio.CancelledError:
             raise
@@ -98,10 +108,19 @@ class JobRunner:
 
     async def _prepare(self, job: Job) -> Prepared | None:
         request, spec = self._parse(job)
-        key = output_key(self.settings, request.user_id, request.kind, request.job_id)
-        existing = await self.env.storage.head(key)
-        if existing is not None:
-            await self._reuse(job, spec, key, existing)
+        keys = output_keys(
+            self.settings, request.user_id, request.kind, request.job_id, spec.num_images
+        )
+        digest = request_digest(request)
+        existing = await asyncio.gather(*(self.env.storage.head(key) for key in keys))
+        for metadata in existing:
+            # Outputs written before digests were recorded count as matching.
+            if metadata is not None and metadata.get(META_DIGEST, digest) != digest:
+                raise InvalidRequest(
+                    f"job id {request.job_id} was already used for a different request"
+                )
+        if all(metadata is not None for metadata in existing):
+            await self._reuse(job, spec, keys, [m or {} for m in existing])
             return None
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
@@ -115,14 +134,14 @@ class JobRunner:
                 max_pixels=self.settings.max_input_pixels,
             )
         log.debug("input_fetched", key=found, size=image.size)
-        return Prepared(request, spec, key, image)
+        return Prepared(request, spec, keys, digest, image)
 
-    async def _generate(self, job: Job, prepared: Prepared) -> Image.Image:
+    async def _generate(self, job: Job, prepared: Prepared) -> list[Image.Image]:
         spec = prepared.spec
         future = self.env.gpu.submit(self._draw, spec, prepared.image)
         job.gpu_future = future
         try:
-            timed: Timed[Image.Image] = await asyncio.wrap_future(future)
+            timed: Timed[list[Image.Image]] = await asyncio.wrap_future(future)
         except Exception as error:
             if _is_declared(error):
                 raise
@@ -130,57 +149,80 @@ class JobRunner:
         finally:
             job.release_slot()
         job.timings["generate"] = whole_ms(timed.seconds)
-        picture = timed.value
-        if picture.size != (spec.width, spec.height):
+        pictures = timed.value
+        sizes = [picture.size for picture in pictures]
+        if sizes != [(spec.width, spec.height)] * spec.num_images:
             raise GenerationFailed(
-                f"the generator drew {picture.size[0]}x{picture.size[1]}, "
-                f"not {spec.width}x{spec.height}"
+                f"the generator drew {len(pictures)} pictures of {sizes}, "
+                f"not {spec.num_images} of {spec.width}x{spec.height}"
             )
-        return picture
+        return pictures
 
-    def _draw(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
+    def _draw(self, spec: GenerationSpec, image: Image.Image) -> list[Image.Image]:
         # On the GPU thread, with the job's log context.
         log.info(
-            "generation_started", steps=spec.num_inference_steps, size=[spec.width, spec.height]
+            "generation_started",
+            steps=spec.num_inference_steps,
+            size=[spec.width, spec.height],
+            num_images=spec.num_images,
         )
         return self.env.generator.generate(spec, image)
 
-    async def _deliver(self, job: Job, prepared: Prepared, picture: Image.Image) -> None:
+    async def _deliver(self, job: Job, prepared: Prepared, pictures: list[Image.Image]) -> None:
         job.committed = True
-        metadata = {
-            META_JOB_ID: prepared.request.job_id,
-            META_SEED: str(prepared.spec.seed),
-            META_MODEL: self.env.generator.model_name,
-        }
+        seeds = image_seeds(prepared.spec)
         with job.stage("upload"):
-            png = await asyncio.to_thread(encode_png, picture)
-            await self.env.storage.put_png(prepared.key, png, metadata)
-        uri = s3_uri(self.env.storage.bucket, prepared.key)
-        event = self._event(job, "succeeded", data=[OutputRef(s3_uri=uri)])
+            # Every picture is written before the event: a job succeeds with
+            # all of its outputs or not at all.
+            await asyncio.gather(
+                *(
+                    self._upload(prepared, key, picture, seed)
+                    for key, picture, seed in zip(prepared.keys, pictures, seeds, strict=True)
+                )
+            )
+        data = [
+            OutputRef(s3_uri=s3_uri(self.env.storage.bucket, key), seed=seed)
+            for key, seed in zip(prepared.keys, seeds, strict=True)
+        ]
+        event = self._event(job, "succeeded", data=data)
         await self._publish(job, event, Outcome.SUCCEEDED)
         await self._delete(job)
-        log.info("job_succeeded", s3_uri=uri, seed=prepared.spec.seed, timings_ms=event.timings_ms)
+        log.info(
+            "job_succeeded",
+            s3_uris=[ref.s3_uri for ref in data],
+            seed=prepared.spec.seed,
+            timings_ms=event.timings_ms,
+        )
+
+    async def _upload(self, prepared: Prepared, key: str, picture: Image.Image, seed: int) -> None:
+        metadata = {
+            META_JOB_ID: prepared.request.job_id,
+            META_SEED: str(seed),
+            META_MODEL: self.env.generator.model_name,
+            META_DIGEST: prepared.digest,
+        }
+        png = await asyncio.to_thread(encode_png, picture)
+        await self.env.storage.put_png(key, png, metadata)
 
     async def _reuse(
-        self, job: Job, spec: GenerationSpec, key: str, metadata: dict[str, str]
+        self, job: Job, spec: GenerationSpec, keys: list[str], metadata: list[dict[str, str]]
     ) -> None:
         job.committed = True
         job.release_slot()
-        # Report the seed and model the existing picture was made with.
-        seed = metadata.get(META_SEED, "")
-        if seed.isdigit():
-            job.spec = dataclasses.replace(spec, seed=int(seed))
-        uri = s3_uri(self.env.storage.bucket, key)
+        # Report the seeds and model the existing pictures were made with.
+        seeds = [int(m[META_SEED]) if m.get(META_SEED, "").isdigit() else None for m in metadata]
+        if seeds[0] is not None:
+            job.spec = dataclasses.replace(spec, seed=seeds[0])
+        data = [
+            OutputRef(s3_uri=s3_uri(self.env.storage.bucket, key), seed=seed)
+            for key, seed in zip(keys, seeds, strict=True)
+        ]
         event = self._event(
-            job,
-            "succeeded",
-            data=[OutputRef(s3_uri=uri)],
-            reused=True,
-            model=metadata.get(META_MODEL),
+            job, "succeeded", data=data, reused=True, model=metadata[0].get(META_MODEL)
         )
         await self._publish(job, event, Outcome.REUSED)
         await self._delete(job)
-        log.info("job_reused", s3_uri=uri)
+        log.info("job_reused", s3_uris=[ref.s3_uri for ref in data])
 
     async def _publish(
         self, job: Job, event: CompletionEvent, outcome: Outcome, error_code: str = ""
@@ -190,6 +232,15 @@ class JobRunner:
         job.outcome = outcome
         self.env.metrics.job_finished(event.kind, outcome.value, error_code)
         self.env.metrics.observe(event.timings_ms)
+        if self.settings.log_format == "json":
+            record = emf_record(
+                self.settings.metrics_namespace,
+                event.kind,
+                outcome.value,
+                event.timings_ms,
+                epoch_ms(self.env.clock.now()),
+            )
+            log.info("job_metrics", **record)
 
     async def _delete(self, job: Job) -> None:
         # Only once the event is out (contract section 4): a request deleted

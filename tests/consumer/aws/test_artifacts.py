@@ -253,6 +253,43 @@ async def test_local_sources_pass_through(tmp_path: Path) -> None:
     assert (config.lora_scale, config.torch_compile, config.weights_file) == (0.7, True, None)
 
 
+async def test_device_dtype_and_vae_reach_the_pipeline(tmp_path: Path) -> None:
+    settings = Settings(
+        model_path="/models/sdxl",
+        device="cpu",
+        dtype="float16",
+        vae_path="/models/vae-fp16-fix",
+        model_cache_dir=str(tmp_path),
+    )
+    config = await prepare_pipeline_config(settings)
+    assert (config.device, config.dtype, config.vae_path) == (
+        "cpu",
+        "float16",
+        "/models/vae-fp16-fix",
+    )
+    unset = await prepare_pipeline_config(Settings(model_path="/m", model_cache_dir=str(tmp_path)))
+    assert (unset.device, unset.dtype, unset.vae_path) == (None, None, None)
+
+
+async def test_vae_folder_from_s3_is_cached(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"weights" * 100)
+    uri = upload_folder(stack, folder, "models/vae")
+    settings = Settings(
+        model_path="/models/sdxl",
+        vae_path=uri,
+        model_cache_dir=str(tmp_path / "cache"),
+        s3_bucket_name=stack.bucket,
+    )
+    config = await prepare_pipeline_config(settings)
+    assert config.vae_path is not None
+    local = Path(config.vae_path)
+    assert local.is_relative_to(tmp_path / "cache")
+    assert (local / "config.json").read_text() == '{"_class_name": "AutoencoderKL"}'
+
+
 async def test_tiny_model_folder_from_s3_loads_and_is_cached(
     stack: Stack, tmp_path: Path, tiny_files: dict[str, Path]
 ) -> None:
@@ -284,7 +321,7 @@ async def test_tiny_model_folder_from_s3_loads_and_is_cached(
     )
     job = spec()
     assert np.array_equal(
-        pixels(from_s3.generate(job, AVATAR)), pixels(local.generate(job, AVATAR))
+        pixels(from_s3.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0])
     )
 
     before = mtimes(tmp_path / "cache" / "s3")
@@ -320,7 +357,9 @@ async def test_single_unet_weights_file_from_s3_over_the_base(
         )
     )
     job = spec()
-    assert np.array_equal(pixels(tuned.generate(job, AVATAR)), pixels(local.generate(job, AVATAR)))
+    assert np.array_equal(
+        pixels(tuned.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0])
+    )
 
     before = mtimes(tmp_path / "cache")
     cache = ArtifactCache(settings.model_cache_dir)

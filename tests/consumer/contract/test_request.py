@@ -240,3 +240,25 @@ def test_identifying_fields_keep_only_valid_values(
 ) -> None:
     fields = identifying_fields(body)
     assert (fields.job_id, fields.kind, fields.user_id) == expected
+
+
+def test_the_digest_names_the_fields_not_the_bytes() -> None:
+    from consumer.contract.request import request_digest
+
+    defaults = GenerationDefaults()
+    body = {"job_id": "j1", "kind": "memory", "user_id": "u1", "prompt": "a beach", "seed": 3}
+    spaced = json.dumps(dict(reversed(body.items())), indent=2).encode()
+    same = request_digest(parse_request(json.dumps(body).encode(), defaults))
+    assert request_digest(parse_request(spaced, defaults)) == same
+    other = {**body, "prompt": "a mountain"}
+    assert request_digest(parse_request(json.dumps(other).encode(), defaults)) != same
+
+
+def test_num_images_is_one_to_four() -> None:
+    defaults = GenerationDefaults()
+    base = {"job_id": "j1", "kind": "memory", "user_id": "u1", "prompt": "p"}
+    for good in (1, 4):
+        assert parse_request(json.dumps({**base, "num_images": good}).encode(), defaults)
+    for bad in (0, 5, 2.0, "2"):
+        with pytest.raises(InvalidRequest, match="num_images"):
+            parse_request(json.dumps({**base, "num_images": bad}).encode(), defaults)

@@ -42,7 +42,7 @@ async def test_memory_job_writes_png_then_event_then_deletes(stack: Stack) -> No
     assert event["reused"] is False
     assert "error" not in event
     key = "generated/user1/memory_m-001.png"
-    assert event["data"] == [{"s3_uri": f"s3://{stack.bucket}/{key}"}]
+    assert event["data"] == [{"s3_uri": f"s3://{stack.bucket}/{key}", "seed": 7}]
     assert event["model"] == "builtin:blank"
     assert event["attempts"] == 1
     assert event["worker_id"] == "test-worker"
@@ -57,7 +57,9 @@ async def test_memory_job_writes_png_then_event_then_deletes(stack: Stack) -> No
 
     obj = stack.client("s3").get_object(Bucket=stack.bucket, Key=key)
     assert obj["ContentType"] == "image/png"
-    assert obj["Metadata"] == {"job-id": "m-001", "seed": "7", "model": "builtin:blank"}
+    metadata = obj["Metadata"]
+    assert len(metadata.pop("request-digest")) == 64
+    assert metadata == {"job-id": "m-001", "seed": "7", "model": "builtin:blank"}
     picture = Image.open(io.BytesIO(obj["Body"].read()))
     assert picture.format == "PNG"
     assert picture.size == (128, 64)
