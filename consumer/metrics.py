@@ -41,6 +41,7 @@ class Metrics:
         model_load_seconds: how long loading the generator took.
         last_poll: Unix time of the last successful receive call.
         loop_errors: failed receive-loop calls (the worker's own AWS trouble).
+        started_events: started events published (``PUBLISH_STARTED_EVENTS``).
     """
 
     def __init__(self) -> None:
@@ -81,6 +82,9 @@ class Metrics:
         )
         self.loop_errors = Counter(
             f"{PREFIX}_loop_errors", "Failed receive-loop AWS calls.", registry=r
+        )
+        self.started_events = Counter(
+            f"{PREFIX}_started_events", "Started events published.", registry=r
         )
 
     def job_finished(self, kind: str | None, status: str, error_code: str = "") -> None:

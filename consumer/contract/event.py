@@ -12,6 +12,7 @@ from consumer.errors import ErrorCode
 from pipeline.spec import GenerationSpec
 
 Status = Literal["succeeded", "failed"]
+STARTED: Literal["started"] = "started"
 
 
 class OutputRef(BaseModel):
@@ -95,6 +96,37 @@ class CompletionEvent(BaseModel):
         return {
             "status": {"DataType": "String", "StringValue": self.status},
             "kind": {"DataType": "String", "StringValue": self.kind or "unknown"},
+        }
+
+
+class StartedEvent(BaseModel):
+    """A job began generating (published only with ``PUBLISH_STARTED_EVENTS=true``).
+
+    Subscribers that filter on ``status`` = ``succeeded`` or ``failed`` never
+    see it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    status: Literal["started"] = STARTED
+    job_id: str
+    kind: str
+    user_id: str
+    sqs_message_id: str
+    attempts: int = Field(ge=1)
+    worker_id: str
+    started_at: str
+
+    def to_json(self) -> str:
+        """Serialise for SNS."""
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+
+    def attributes(self) -> dict[str, dict[str, str]]:
+        """SNS message attributes, as for completion events."""
+        return {
+            "status": {"DataType": "String", "StringValue": self.status},
+            "kind": {"DataType": "String", "StringValue": self.kind},
         }
 
 

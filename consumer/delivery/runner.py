@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 import structlog
 from PIL import Image
@@ -22,6 +23,7 @@ from consumer.contract.event import (
     EventError,
     OutputRef,
     Parameters,
+    StartedEvent,
     Status,
     utc_timestamp,
 )
@@ -136,9 +138,36 @@ class JobRunner:
         log.debug("input_fetched", key=found, size=image.size)
         return Prepared(request, spec, keys, digest, image)
 
+    async def _announce(self, job: Job, request: Request) -> None:
+        """Publish the started event; best effort, since it only informs."""
+        event = StartedEvent(
+            job_id=request.job_id,
+            kind=request.kind.value,
+            user_id=request.user_id,
+            sqs_message_id=job.message.message_id,
+            attempts=job.message.receive_count,
+            worker_id=self.settings.worker_id,
+            started_at=utc_timestamp(self.env.clock.now()),
+        )
+        try:
+            await self.env.publisher.publish(event)
+        except Exception as error:
+            log.warning("started_event_not_published", error=classify(error).message)
+            return
+        self.env.metrics.started_events.inc()
+
     async def _generate(self, job: Job, prepared: Prepared) -> list[Image.Image]:
         spec = prepared.spec
-        future = self.env.gpu.submit(self._draw, spec, prepared.image)
+        on_start = None
+        if self.settings.publish_started_events:
+            loop = asyncio.get_running_loop()
+
+            def on_start() -> None:
+                # On the GPU thread as the generation begins (not while the
+                # job waits behind another): the event is published from the loop.
+                asyncio.run_coroutine_threadsafe(self._announce(job, prepared.request), loop)
+
+        future = self.env.gpu.submit(self._draw, spec, prepared.image, on_start)
         job.gpu_future = future
         try:
             timed: Timed[list[Image.Image]] = await asyncio.wrap_future(future)
@@ -158,8 +187,12 @@ class JobRunner:
             )
         return pictures
 
-    def _draw(self, spec: GenerationSpec, image: Image.Image) -> list[Image.Image]:
+    def _draw(
+        self, spec: GenerationSpec, image: Image.Image, on_start: Callable[[], None] | None
+    ) -> list[Image.Image]:
         # On the GPU thread, with the job's log context.
+        if on_start is not None:
+            on_start()
         log.info(
             "generation_started",
             steps=spec.num_inference_steps,
