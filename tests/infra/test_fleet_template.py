@@ -51,9 +51,16 @@ def test_scaling_tracks_backlog_of_both_queues_per_gpu_and_wakes_from_zero(
         "RequestQueue",
         "PriorityQueue",
     }
+    assert _queues_of(metrics, "ApproximateNumberOfMessagesNotVisible") == {
+        "RequestQueue",
+        "PriorityQueue",
+    }
+    work = next(m["Expression"] for m in metrics if m["Id"] == "work")
+    assert work == (
+        "FILL(backlog, 0) + FILL(priority, 0) + FILL(in_flight, 0) + FILL(priority_in_flight, 0)"
+    )
     assert _returned(metrics) == {
-        "Fn::Sub": "IF(workers > 0, (FILL(backlog, 0) + FILL(priority, 0))"
-        " / (workers * ${GpusPerInstance}), FILL(backlog, 0) + FILL(priority, 0))"
+        "Fn::Sub": "IF(workers > 0, work / (workers * ${GpusPerInstance}), work)"
     }
     wake = resources["WakeFromZeroAlarm"]["Properties"]
     assert wake["AlarmActions"] == [{"Ref": "WakeFromZero"}]
