@@ -104,36 +104,6 @@ def test_termination_hook_waits_for_the_drain(resources: dict[str, Any]) -> None
     assert "EC2_AUTOSCALING_GROUP_NAME=${AWS::StackName}-workers" in user_data
 
 
-def test_scaling_tracks_backlog_per_worker_and_wakes_from_zero(
-    resources: dict[str, Any],
-) -> None:
-    tracking = resources["BacklogPerWorkerTracking"]["Properties"]
-    assert tracking["PolicyType"] == "TargetTrackingScaling"
-    metrics = tracking["TargetTrackingConfiguration"]["CustomizedMetricSpecification"]["Metrics"]
-    [returned] = [m for m in metrics if m["ReturnData"]]
-    assert returned["Expression"] == "IF(workers > 0, backlog / workers, backlog)"
-    wake = resources["WakeFromZeroAlarm"]["Properties"]
-    assert wake["AlarmActions"] == [{"Ref": "WakeFromZero"}]
-    [expression] = [m["Expression"] for m in wake["Metrics"] if m["ReturnData"]]
-    assert expression == "IF(desired < 1, backlog, 0)"
-    assert resources["WakeFromZero"]["Properties"]["StepAdjustments"][0]["ScalingAdjustment"] == 1
-
-
-def test_alarms_cover_dead_letters_old_requests_and_stalled_backlog(
-    resources: dict[str, Any],
-) -> None:
-    dlq = resources["DeadLetterNotEmptyAlarm"]["Properties"]
-    assert dlq["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}
-    assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")
-    oldest = resources["OldestRequestTooOldAlarm"]["Properties"]
-    assert oldest["MetricName"] == "ApproximateAgeOfOldestMessage"
-    stalled = resources["StalledBacklogAlarm"]["Properties"]
-    names = {
-        m["MetricStat"]["Metric"]["MetricName"] for m in stalled["Metrics"] if "MetricStat" in m
-    }
-    assert names == {"ApproximateNumberOfMessagesVisible", "NumberOfMessagesDeleted"}
-
-
 def test_topic_queue_and_key_policies_let_sns_deliver(resources: dict[str, Any]) -> None:
     queue_policy = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     delivers = next(s for s in queue_policy if s["Sid"] == "CompletionTopicDelivers")
@@ -252,6 +222,19 @@ def test_request_queue_polls_long_is_encrypted_and_dead_letters_after_three(
     assert int(dlq["MessageRetentionPeriod"]) > int(queue["MessageRetentionPeriod"])
 
 
+def test_priority_queue_has_its_own_encrypted_dead_letter_queue(
+    deployed: tuple[Deployed, dict[str, str]],
+) -> None:
+    stack, outputs = deployed
+    queue = _queue_attributes(stack, outputs["PriorityQueueUrl"])
+    dlq = _queue_attributes(stack, outputs["PriorityDeadLetterQueueUrl"])
+    assert queue["KmsMasterKeyId"] == dlq["KmsMasterKeyId"] == stack.physical("Key")
+    assert queue["ReceiveMessageWaitTimeSeconds"] == "20"
+    redrive = json.loads(queue["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
+    assert dlq["QueueArn"] != _queue_attributes(stack, outputs["DeadLetterQueueUrl"])["QueueArn"]
+
+
 def test_topic_and_key(deployed: tuple[Deployed, dict[str, str]]) -> None:
     stack, outputs = deployed
     topic = stack.client("sns").get_topic_attributes(TopicArn=outputs["CompletionTopicArn"])
@@ -292,8 +275,16 @@ def test_worker_role_reaches_only_this_stacks_resources(
     queue_arn = _queue_attributes(stack, outputs["RequestQueueUrl"])["QueueArn"]
     dlq_arn = _queue_attributes(stack, outputs["DeadLetterQueueUrl"])["QueueArn"]
     bucket_arn = f"arn:aws:s3:::{outputs['BucketName']}"
-    assert statements["ConsumeRequests"]["Resource"] == queue_arn
-    assert statements["DeadLetterPermanentFailures"]["Resource"] == dlq_arn
+    priority_arn = _queue_attributes(stack, outputs["PriorityQueueUrl"])["QueueArn"]
+    priority_dlq_arn = _queue_attributes(stack, outputs["PriorityDeadLetterQueueUrl"])["QueueArn"]
+    assert statements["ConsumeRequests"]["Resource"] == [queue_arn, priority_arn]
+    assert statements["DeadLetterPermanentFailures"]["Resource"] == [dlq_arn, priority_dlq_arn]
+    report = statements["ReportUnhealthyInOwnGroup"]
+    assert report["Action"] == "autoscaling:SetInstanceHealth"
+    assert report["Resource"].endswith(f":autoScalingGroupName/{stack.name}-workers")
+    assert report["Condition"] == {
+        "StringEquals": {"autoscaling:ResourceTag/aws:cloudformation:stack-name": stack.name}
+    }
     assert statements["PublishCompletions"]["Resource"] == outputs["CompletionTopicArn"]
     assert sorted(statements["ReadInputsAndWeights"]["Resource"]) == [
         f"{bucket_arn}/avatars/*",
@@ -325,8 +316,17 @@ def test_launch_template_runs_the_container_with_imdsv2(
     assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     script = base64.b64decode(data["UserData"]).decode()
     assert script.startswith("#!/bin/bash\n")
-    assert "docker run -d --name illustrator --restart always --gpus all" in script
     assert f"SQS_QUEUE_URL={outputs['RequestQueueUrl']}" in script
+    assert f"SQS_PRIORITY_QUEUE_URL={outputs['PriorityQueueUrl']}" in script
+    assert "METRICS_NAMESPACE=AutoBio/Illustrator\n" in script
+    # The scripts arrive verbatim, and the boot runs the start-up, then the watchdog.
+    for name in ("start-workers.sh", "watchdog.sh"):
+        body = (ROOT / "infra" / name).read_text()
+        assert f"<<'ILLUSTRATOR_SCRIPT'\n{body}ILLUSTRATOR_SCRIPT\n" in script
+    tail = script.rsplit("ILLUSTRATOR_SCRIPT\n", 1)[1]
+    assert tail.index("/opt/illustrator/start-workers.sh\n") < tail.index(
+        "systemctl enable --now illustrator-watchdog.timer"
+    )
     assert f"SNS_TOPIC_ARN={outputs['CompletionTopicArn']}" in script
     assert f"S3_BUCKET_NAME={outputs['BucketName']}" in script
     assert f"IMAGE='{IMAGE}'" in script
