@@ -36,9 +36,11 @@ def test_no_module_is_too_long() -> None:
 
 
 def test_the_cli_loads_neither_torch_nor_diffusers() -> None:
-    # Every command module is imported to build the parser, as `--help` does.
+    # Every command module is imported to build the parser, as `--help` does;
+    # the contract and the settings are what `submit` and `dlq` load besides.
     code = (
         "import sys; from consumer.cli.main import build_parser; build_parser(); "
+        "import consumer.settings, consumer.contract.request, consumer.aws.queue_meta; "
         "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run(

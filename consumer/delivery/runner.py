@@ -269,7 +269,7 @@ class JobRunner:
             record = emf_record(
                 self.settings.metrics_namespace,
                 event.kind,
-                outcome.value,
+                event.status,  # a reused job succeeded, as its event says
                 event.timings_ms,
                 epoch_ms(self.env.clock.now()),
             )
