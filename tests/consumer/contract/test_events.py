@@ -78,3 +78,14 @@ def test_failed_event_has_error_and_no_data_and_nulls_for_unknown_fields() -> No
 def test_timestamp_format_is_utc_with_milliseconds() -> None:
     moment = dt.datetime(2026, 11, 24, 11, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert utc_timestamp(moment) == "2026-11-24T10:00:00.123Z"
+
+
+def test_the_event_parameters_are_the_spec_fields_of_the_same_names() -> None:
+    import dataclasses
+
+    from consumer.contract.event import Parameters
+    from pipeline.spec import GenerationSpec
+
+    spec_fields = {field.name for field in dataclasses.fields(GenerationSpec)}
+    # The spec's kind is the event's own field; num_images is the length of data.
+    assert set(Parameters.model_fields) == spec_fields - {"kind", "num_images"}
