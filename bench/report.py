@@ -303,6 +303,22 @@ def tiny_section(tiny: dict[str, Any]) -> list[str]:
         f"| {tiny['per_step_ms']:.0f} ms | {tiny['per_job_fixed_ms']:.0f} ms | "
         f"{tiny['job_2_steps_ms']:.0f} ms | {tiny['job_4_steps_ms']:.0f} ms | "
         f"{tiny['load_s']:.1f} s | {tiny['import_s']:.1f} s | {tiny['peak_rss_mb']:.0f} MB |",
+        *_tiny_batch_and_start(tiny),
+    ]
+
+
+def _tiny_batch_and_start(tiny: dict[str, Any]) -> list[str]:
+    """The batch-against-single-calls ratio and start to ready, when measured."""
+    if "singles_over_batch" not in tiny:
+        return []
+    n = tiny["batch"]
+    return [
+        "",
+        f"{n} pictures of {tiny['batch_steps']} steps in one call: {tiny['batch_call_ms']:.0f} ms; "
+        f"the same {n} in {n} one-picture calls: {tiny['single_calls_ms']:.0f} ms "
+        f"({tiny['singles_over_batch']:.2f}x the batch). Start to ready of the tiny model saved "
+        "to disk, in a fresh process (interpreter start, imports, reading the weights, warm-up): "
+        f"{tiny['start_to_ready_from_disk_s']:.1f} s.",
     ]
 
 

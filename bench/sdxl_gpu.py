@@ -11,6 +11,10 @@ from local disk, moving them to the GPU and the warm-up generation.
     python -m bench.sdxl_gpu                      # on a GPU: every variant
     python -m bench.sdxl_gpu --tiny               # in miniature on a CPU
 
+On a GPU each variant also times batches of 2 and 4 pictures, two other
+schedulers and the few-step recipe (``bench/sdxl_cases.py``); ``--batches``,
+``--schedulers`` and ``--few-step`` choose them in miniature too.
+
 Figures are printed and written to ``bench/results/sdxl_gpu-*.json``.
 """
 
@@ -34,6 +38,7 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 TARGETS = {"seconds_per_image": 1.5, "peak_gib": 11.0, "start_to_ready_s": 20.0}
 GPU_VARIANTS = ("bf16", "fp16", "bf16+compile", "fp16+compile")
 CPU_VARIANTS = ("fp32",)
+GPU_SCHEDULERS = "DPMSolverMultistepScheduler+karras,EulerAncestralDiscreteScheduler"
 GiB = 1024**3
 
 SDXL_UNET: dict[str, Any] = {
@@ -216,6 +221,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from PIL import Image
 
+    from bench.sdxl_cases import measure_cases
     from pipeline.config import PipelineConfig
     from pipeline.device import peak_memory_bytes, reset_peak_memory
     from pipeline.factory import create_generator
@@ -275,6 +281,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "peak_gib_loading": round(load_peak / GiB, 2),
         "peak_reserved_gib": round(_reserved(device) / GiB, 2),
         "weights_gib": _weights_gib(pipe),
+        **measure_cases(
+            generator,
+            config,
+            spec,
+            avatar,
+            args,
+            lambda: _synchronise(device),
+            lambda: peak_memory_bytes(device) / GiB,
+        ),
     }
 
 
@@ -324,6 +339,11 @@ def run_variant(variant: str, dirs: tuple[Path, Path], args: argparse.Namespace)
         str(args.runs),
         "--device",
         args.device,
+        "--batches",
+        ",".join(map(str, args.batches)),
+        "--schedulers",
+        ",".join(args.schedulers),
+        *(["--few-step"] if args.few_step else []),
         "--started-at",
         repr(time.time()),
     ]
@@ -378,6 +398,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         "miniature": args.tiny,
         "image_encoder": None if args.tiny else args.image_encoder,
         "workload": {"size": args.size, "steps": args.steps, "batch": 1, "runs": args.runs},
+        "cases": {
+            "batches": list(args.batches),
+            "schedulers": list(args.schedulers),
+            "few_step": args.few_step,
+        },
         "targets": TARGETS,
         "machine": _machine(),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -392,6 +417,12 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             f"{r['variant']:<14}{r['seconds_per_image']:>9.3f}{r['per_step_ms']:>9.1f}"
             f"{r['peak_reserved_gib']:>10.2f}{r['start_to_ready_s']:>9.1f}"
         )
+        for batch, figures in r.get("batches", {}).items():
+            print(f"  batch {batch}: {figures['seconds_per_image']:.3f} s/image")
+        for name, figures in r.get("schedulers", {}).items():
+            print(f"  {name}: {figures['seconds_per_image']:.3f} s/image")
+        if "few_step" in r:
+            print(f"  few-step recipe: {r['few_step']['seconds_per_image']:.3f} s/image")
     return document
 
 
@@ -410,6 +441,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--steps", type=int)
     add("--runs", type=int, default=3)
     add("--device", help="cuda or cpu (default: cuda for full size, cpu for --tiny)")
+    add("--batches", help="pictures per call, e.g. 1,2,4 (default: 1,2,4 on a GPU, 1 on a CPU)")
+    add("--schedulers", help="e.g. DDIMScheduler,DPMSolverMultistepScheduler+karras")
+    add("--few-step", action="store_true", help="also time the few-step recipe (on a GPU: always)")
     add("--workdir", type=Path, help="where the random weights are saved (kept for reruns)")
     add("--results-dir", type=Path, default=RESULTS_DIR)
     add("--timeout", type=float, default=900.0, help="seconds per variant")
@@ -424,6 +458,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.device = args.device or ("cpu" if args.tiny else "cuda")
     default = CPU_VARIANTS if args.device == "cpu" else GPU_VARIANTS
     args.variants = tuple(args.variants.split(",")) if args.variants else default
+    gpu = args.device != "cpu"
+    batches = args.batches or ("1,2,4" if gpu else "1")
+    args.batches = tuple(int(b) for b in batches.split(","))
+    schedulers = GPU_SCHEDULERS if args.schedulers is None and gpu else args.schedulers or ""
+    args.schedulers = tuple(name for name in schedulers.split(",") if name)
+    args.few_step = args.few_step or gpu
     return args
 
 

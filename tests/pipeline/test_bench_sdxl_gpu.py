@@ -52,3 +52,37 @@ def test_miniature_run_on_the_cpu(tmp_path: Path) -> None:
     assert "IPAdapterAttnProcessor2_0" in result["attention_processors"]
     assert 0 < result["seconds_per_image"] < result["start_to_ready_s"]
     assert result["per_step_ms"] > 0
+
+
+def test_miniature_run_with_batches_schedulers_and_the_few_step_recipe(tmp_path: Path) -> None:
+    status = sdxl_gpu.main(
+        [
+            "--tiny",
+            "--runs",
+            "1",
+            "--batches",
+            "1,2",
+            "--schedulers",
+            "DPMSolverMultistepScheduler+karras",
+            "--few-step",
+            "--results-dir",
+            str(tmp_path),
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
+    assert status == 0
+    [written] = tmp_path.glob("sdxl_gpu-tiny-*.json")
+    document = json.loads(written.read_text())
+    assert document["cases"] == {
+        "batches": [1, 2],
+        "schedulers": ["DPMSolverMultistepScheduler+karras"],
+        "few_step": True,
+    }
+    [result] = document["results"]
+    batch = result["batches"]["2"]
+    assert 0 < batch["seconds_per_image"] < batch["seconds_per_call"]
+    assert result["schedulers"]["DPMSolverMultistepScheduler+karras"]["seconds_per_image"] > 0
+    assert result["few_step"]["scheduler"] == "LCMScheduler"
+    assert result["few_step"]["steps"] == 4
+    assert result["few_step"]["seconds_per_image"] > 0

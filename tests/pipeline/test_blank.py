@@ -1,7 +1,8 @@
-"""`builtin:blank`: size, latency, and no GIL held while it waits."""
+"""`builtin:blank`: size, latency, batches, stops, and no GIL held while it waits."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,6 +10,7 @@ import pytest
 
 from pipeline.blank import BlankGenerator
 from pipeline.config import BUILTIN_BLANK, PipelineConfig
+from pipeline.errors import GenerationStopped
 from pipeline.factory import create_generator
 from pipeline.interface import Generator
 from tests.pipeline.assets import noise_picture, one, spec
@@ -55,3 +57,31 @@ def test_waiting_does_not_hold_the_gil() -> None:
 def test_negative_latency_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         BlankGenerator(latency_ms=-1)
+
+
+def test_a_batch_gives_one_picture_per_seed() -> None:
+    pictures = BlankGenerator().generate(spec(num_images=3, seed=2**32 - 1, width=64), AVATAR)
+    assert [p.size for p in pictures] == [(64, 128)] * 3
+    shades = [p.getpixel((0, 0)) for p in pictures]
+    # Seeds 2**32 - 1, 0 and 1: each picture its own shade.
+    assert shades == [(64 + (2**32 - 1) % 128,) * 3, (64,) * 3, (65,) * 3]
+
+
+def test_a_stop_ends_the_wait_at_once() -> None:
+    generator = BlankGenerator(latency_ms=60_000)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.perf_counter()
+        waiting = pool.submit(generator.generate, spec(), AVATAR, stop)
+        stop.set()
+        with pytest.raises(GenerationStopped):
+            waiting.result(timeout=10)
+    assert time.perf_counter() - started < 10
+
+
+def test_an_unset_stop_waits_the_latency_and_draws() -> None:
+    generator = BlankGenerator(latency_ms=100)
+    started = time.perf_counter()
+    [picture] = generator.generate(spec(), AVATAR, threading.Event())
+    assert time.perf_counter() - started >= 0.1
+    assert picture.size == (128, 128)
