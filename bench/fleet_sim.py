@@ -49,7 +49,7 @@ class InstanceType:
     speed: float = 1.0
 
 
-# us-east-1 Linux list prices in USD per hour; pass --price to use current ones.
+# us-east-1 Linux list prices in USD per hour (Spot: a typical price); update before use.
 INSTANCE_TYPES = (
     InstanceType("g5.xlarge", 1, 1.006, 0.45),
     InstanceType("g6.xlarge", 1, 0.805, 0.38, speed=1.1),
