@@ -30,7 +30,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 HOUR = 3600.0
@@ -49,7 +49,7 @@ class InstanceType:
     speed: float = 1.0
 
 
-# us-east-1 Linux list prices in USD per hour; pass --price to use current ones.
+# us-east-1 Linux list prices in USD per hour (Spot: a typical price); update before use.
 INSTANCE_TYPES = (
     InstanceType("g5.xlarge", 1, 1.006, 0.45),
     InstanceType("g6.xlarge", 1, 0.805, 0.38, speed=1.1),
@@ -328,12 +328,11 @@ def table(rows: list[dict[str, object]]) -> str:
         " | USD / 1000, On-Demand | USD / 1000, Spot |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['trace']} | {r['type']} | {r['pictures']} | {r['p50']:.0f} s"
-            f" | {r['p95']:.0f} s | {r['gpu_hours']:.1f} | {r['on_demand']:.2f}"
-            f" | {r['spot']:.2f} |"
-        )
+    lines += [
+        f"| {r['trace']} | {r['type']} | {r['pictures']} | {r['p50']:.0f} s | {r['p95']:.0f} s"
+        f" | {r['gpu_hours']:.1f} | {r['on_demand']:.2f} | {r['spot']:.2f} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -376,11 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=10.0, help="BacklogPerGpu (10)")
     parser.add_argument("--warmup", type=float, default=600.0, help="s to first job (600)")
     parser.add_argument("--max-size", type=int, default=8, help="MaxSize (8)")
-    parser.add_argument(
-        "--docs", action="store_true", help="write docs/fleet_sim.png and the table"
-    )
+    parser.add_argument("--visible-only", action="store_true", help="track waiting requests only")
+    parser.add_argument("--docs", action="store_true", help="write docs/fleet_sim.png, the table")
     args = parser.parse_args(argv)
-    policy = Policy(target=args.target, warmup_s=args.warmup, max_size=args.max_size)
+    policy = Policy(args.target, max_size=args.max_size, warmup_s=args.warmup)
+    policy = replace(policy, count_in_flight=not args.visible_only)
     rows, plotted = run_all(policy, args.gen_min, args.gen_max)
     text = (
         f"Generation {args.gen_min:g}-{args.gen_max:g} s per picture, BacklogPerGpu"

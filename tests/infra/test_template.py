@@ -1,10 +1,10 @@
 """infra/illustrator.yaml: cfn-lint, checkov, and a deployment into moto's CloudFormation.
 
 moto creates the queues, topic, bucket, key, log group, role, instance profile,
-security group, launch template and Auto Scaling group; it skips (with a
-warning) the queue, topic and bucket policies, the subscription, the scaling
-policies and the alarms, and applies only encryption and tags of a bucket, so
-those parts are checked on the template itself.
+security group, launch template, Auto Scaling group and dashboard; it skips
+(with a warning) the queue, topic and bucket policies, the subscription, the
+scaling policies and the alarms, and applies only encryption and tags of a
+bucket, so those parts are checked on the template itself.
 """
 
 from __future__ import annotations
@@ -233,6 +233,18 @@ def test_priority_queue_has_its_own_encrypted_dead_letter_queue(
     redrive = json.loads(queue["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
     assert dlq["QueueArn"] != _queue_attributes(stack, outputs["DeadLetterQueueUrl"])["QueueArn"]
+
+
+def test_dashboard_names_the_deployed_queues_and_group(
+    deployed: tuple[Deployed, dict[str, str]],
+) -> None:
+    stack, outputs = deployed
+    board = stack.client("cloudwatch").get_dashboard(DashboardName=outputs["DashboardName"])
+    text = json.dumps(json.loads(board["DashboardBody"]))
+    for url in ("RequestQueueUrl", "PriorityQueueUrl", "DeadLetterQueueUrl"):
+        assert f'"{outputs[url].rsplit("/", 1)[1]}"' in text
+    assert f'"{outputs["AutoScalingGroupName"]}"' in text
+    assert '"AutoBio/Illustrator", "GenerateSeconds"' in text
 
 
 def test_topic_and_key(deployed: tuple[Deployed, dict[str, str]]) -> None:
