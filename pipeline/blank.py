@@ -1,16 +1,21 @@
-"""`builtin:blank`: no model, a plain picture after a simulated GPU time.
+"""`builtin:blank`: no model, plain pictures after a simulated GPU time.
 
 For load tests of the queue path on machines without a GPU: it costs no
-memory, and while it "generates" it sleeps, which releases the GIL so the
-event loop keeps running as it would while a real GPU works.
+memory, and while it "generates" it waits, which releases the GIL so the
+event loop keeps running as it would while a real GPU works. The wait is on
+the stop event, so a stop ends it at once, as a real generation ends at its
+next step.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 from PIL import Image
 
+from pipeline.batch import image_seeds
+from pipeline.errors import GenerationStopped
 from pipeline.spec import GenerationSpec
 
 BLANK_NAME = "builtin:blank"
@@ -18,7 +23,7 @@ BLANK_NATIVE_SIZE = (1024, 1024)
 
 
 class BlankGenerator:
-    """A plain picture whose shade follows the seed, after `latency_ms`."""
+    """Plain pictures whose shade follows each picture's seed, after `latency_ms`."""
 
     def __init__(self, latency_ms: int = 0) -> None:
         if latency_ms < 0:
@@ -38,10 +43,24 @@ class BlankGenerator:
     def load(self) -> None:
         """Nothing to load."""
 
-    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
-        """A plain RGB picture of the requested size after the simulated latency."""
-        if self._latency_s:
+    def generate(
+        self,
+        spec: GenerationSpec,
+        image: Image.Image,
+        stop: threading.Event | None = None,
+    ) -> list[Image.Image]:
+        """``spec.num_images`` plain RGB pictures of the requested size after the latency.
+
+        One latency per call, as a batch costs one pipeline call; a set
+        `stop` (already, or during the wait) raises :class:`GenerationStopped`.
+        """
+        if stop is not None:
+            if stop.wait(self._latency_s):
+                raise GenerationStopped("generation stopped")
+        elif self._latency_s:
             time.sleep(self._latency_s)
         # A shade per seed, so pictures of different jobs are told apart.
-        shade = 64 + spec.seed % 128
-        return Image.new("RGB", (spec.width, spec.height), (shade, shade, shade))
+        return [
+            Image.new("RGB", (spec.width, spec.height), (shade, shade, shade))
+            for shade in (64 + seed % 128 for seed in image_seeds(spec))
+        ]

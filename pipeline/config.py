@@ -12,6 +12,21 @@ from dataclasses import dataclass
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_BLANK = "builtin:blank"
 
+# Diffusers' own class names, so a recipe copied from a model card works as is.
+SCHEDULERS = (
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DDIMScheduler",
+    "LCMScheduler",
+    "TCDScheduler",
+)
+# Those with a Karras sigma schedule: "DPM++ 2M Karras" is
+# DPMSolverMultistepScheduler with ``scheduler_karras``.
+KARRAS_SCHEDULERS = ("EulerDiscreteScheduler", "DPMSolverMultistepScheduler")
+TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
@@ -33,6 +48,18 @@ class PipelineConfig:
             bfloat16 on GPUs that support it, else float16, and float32 on a CPU.
         vae_path: a local folder or hub id of a replacement VAE, such as an
             fp16-safe one; ``None`` keeps the model's own.
+        scheduler: one of :data:`SCHEDULERS` (diffusers' class name), built
+            from the model's own scheduler configuration; ``None`` keeps the
+            model's scheduler class.
+        scheduler_karras: Karras sigmas (only for :data:`KARRAS_SCHEDULERS`).
+        timestep_spacing: one of :data:`TIMESTEP_SPACINGS`, applied to the
+            scheduler in use; ``"trailing"`` starts every run, however few its
+            steps, at the last training timestep.
+        torch_compile_mode: ``torch.compile``'s mode (one of
+            :data:`TORCH_COMPILE_MODES`) when ``torch_compile`` is on; ``None``
+            is torch's default.
+        vae_tiling_pixels: decode in tiles when ``width * height`` exceeds
+            this; ``None`` never tiles.
     """
 
     model_path: str
@@ -51,3 +78,46 @@ class PipelineConfig:
     model_name: str | None = None
     dtype: str | None = None
     vae_path: str | None = None
+    scheduler: str | None = None
+    scheduler_karras: bool = False
+    timestep_spacing: str = "trailing"
+    torch_compile_mode: str | None = None
+    vae_tiling_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        check_scheduler(self.scheduler, karras=self.scheduler_karras)
+        check_timestep_spacing(self.timestep_spacing)
+        check_torch_compile_mode(self.torch_compile_mode)
+        if self.vae_tiling_pixels is not None and self.vae_tiling_pixels <= 0:
+            raise ValueError(f"vae_tiling_pixels must be positive, got {self.vae_tiling_pixels}")
+
+
+def check_scheduler(name: str | None, *, karras: bool = False) -> str | None:
+    """`name` if it is one of :data:`SCHEDULERS` (or ``None``); else a one-line ValueError.
+
+    ``karras`` is refused unless the scheduler has Karras sigmas; with
+    ``None`` (the model's own scheduler) it is checked at load.
+    """
+    if name is not None and name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    if karras and name is not None and name not in KARRAS_SCHEDULERS:
+        raise ValueError(f"{name} has no Karras sigmas; only {', '.join(KARRAS_SCHEDULERS)} do")
+    return name
+
+
+def check_timestep_spacing(spacing: str) -> str:
+    """`spacing` if it is one of :data:`TIMESTEP_SPACINGS`; else a one-line ValueError."""
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(
+            f"unknown timestep spacing {spacing!r}; choose one of {', '.join(TIMESTEP_SPACINGS)}"
+        )
+    return spacing
+
+
+def check_torch_compile_mode(mode: str | None) -> str | None:
+    """`mode` if it is one of :data:`TORCH_COMPILE_MODES` (or ``None``); else a ValueError."""
+    if mode is not None and mode not in TORCH_COMPILE_MODES:
+        raise ValueError(
+            f"unknown torch.compile mode {mode!r}; choose one of {', '.join(TORCH_COMPILE_MODES)}"
+        )
+    return mode

@@ -3,6 +3,8 @@
 The consumer's classifier maps them: :class:`InvalidImageError` is permanent
 (`invalid_input`), :class:`GenerationOOMError` transient
 (`generation_failed`), :class:`PipelineBrokenError` fatal.
+:class:`GenerationStopped` follows a stop the caller asked for (a timeout,
+the end of a drain); the caller knows why and decides.
 """
 
 from __future__ import annotations
@@ -26,3 +28,10 @@ class PipelineBrokenError(PipelineError):
 
 class ModelLoadError(PipelineError):
     """The model or one of its parts could not be found or loaded."""
+
+
+class GenerationStopped(PipelineError):
+    """The caller's stop event was set: generation ended at a step boundary.
+
+    No picture was decoded; the generator stays loaded and usable.
+    """

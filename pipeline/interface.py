@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
@@ -11,7 +12,7 @@ from pipeline.spec import GenerationSpec
 
 @runtime_checkable
 class Generator(Protocol):
-    """Loaded once, then asked for one picture at a time from one thread.
+    """Loaded once, then asked for one batch of pictures at a time from one thread.
 
     Implementations: the SDXL generator (also behind `builtin:tiny`) and the
     blank generator. `generate` is blocking and is called from a single worker
@@ -32,6 +33,18 @@ class Generator(Protocol):
         """Load weights and warm up; called once before the first job."""
         ...
 
-    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
-        """Draw one RGB picture of exactly ``spec.width`` x ``spec.height``."""
+    def generate(
+        self,
+        spec: GenerationSpec,
+        image: Image.Image,
+        stop: threading.Event | None = None,
+    ) -> list[Image.Image]:
+        """Draw exactly ``spec.num_images`` RGB pictures of ``spec.width`` x ``spec.height``.
+
+        Picture i uses seed ``(spec.seed + i) % 2**32`` and equals, up to
+        floating-point batch effects, the one-picture result of that seed.
+        Setting `stop` (from any thread) ends the generation at its next
+        denoising step with :class:`~pipeline.errors.GenerationStopped`; the
+        generator stays usable.
+        """
         ...

@@ -16,11 +16,13 @@ def place(
     dtype: torch.dtype,
     *,
     compile_unet: bool,
+    compile_mode: str | None = None,
 ) -> None:
     """Move `pipe` to `device` and apply the GPU settings.
 
     On a GPU: channels-last memory for the convolutions, a VAE that cannot
-    overflow, and optionally a compiled UNet. Attention already runs through
+    overflow, and optionally a compiled UNet and VAE decoder (``compile_mode``
+    is ``torch.compile``'s mode; ``None`` for its default). Attention already runs through
     PyTorch's SDPA (diffusers' default processors, the IP-Adapter's included),
     so the processors are left as they are: replacing them would drop the
     IP-Adapter's.
@@ -41,8 +43,26 @@ def place(
         # Compiled in place, so the pipeline's attribute stays the UNet itself.
         # Shapes start static (the native size); a request of another size
         # recompiles once with dynamic shapes, which then serve every size.
-        pipe.unet.compile()
-        log.info("torch_compile_enabled", module="unet")
+        pipe.unet.compile(mode=compile_mode)
+        # The decoder alone: the encoder never runs when drawing from text.
+        pipe.vae.decoder.compile(mode=compile_mode)
+        log.info("torch_compile_enabled", modules=["unet", "vae.decoder"], mode=compile_mode)
+
+
+def set_vae_tiling(pipe: SDXLPipeline, pixels: int, threshold: int | None) -> bool:
+    """Tile the VAE decode of this call when `pixels` exceeds `threshold`; whether it does.
+
+    Decided per call, since one worker draws many sizes: tiling bounds the
+    decode's memory at large sizes but costs time (and blends tile seams) at
+    small ones. ``None`` never tiles.
+    """
+    tiled = threshold is not None and pixels > threshold
+    if tiled != bool(getattr(pipe.vae, "use_tiling", False)):
+        if tiled:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
+    return tiled
 
 
 def _guard_vae(pipe: SDXLPipeline, dtype: torch.dtype) -> None:

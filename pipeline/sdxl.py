@@ -1,4 +1,4 @@
-"""The SDXL + IP-Adapter generator: resident, one picture at a time.
+"""The SDXL + IP-Adapter generator: resident, one batch of pictures at a time.
 
 The same class runs the real model and ``builtin:tiny``; only the
 :class:`~pipeline.source.ModelSource` that builds the components differs.
@@ -15,14 +15,17 @@ import torch
 from PIL import Image
 
 from pipeline.adapters import attach_ip_adapter, fuse_lora
+from pipeline.batch import image_seeds
 from pipeline.config import PipelineConfig
 from pipeline.device import choose_device, choose_dtype, free_memory
 from pipeline.errors import GenerationOOMError, PipelineBrokenError, PipelineError
 from pipeline.ip_scale import IPAdapterScale
-from pipeline.placement import place
+from pipeline.placement import place, set_vae_tiling
 from pipeline.prompts import compose_prompt
+from pipeline.schedulers import configure_scheduler
 from pipeline.source import ModelSource
 from pipeline.spec import GenerationSpec, JobKind
+from pipeline.stopping import run_stoppable
 from pipeline.untyped import SDXLPipeline
 
 log = structlog.get_logger(__name__)
@@ -44,6 +47,8 @@ class SDXLGenerator:
     generation at a time. Out of memory once raises
     :class:`GenerationOOMError` after freeing the cache; twice in a row, or a
     CUDA error, raises :class:`PipelineBrokenError` now and on every later call.
+    A set stop event ends a generation at its next step with
+    :class:`~pipeline.errors.GenerationStopped`; the generator stays usable.
     """
 
     def __init__(self, config: PipelineConfig, source: ModelSource) -> None:
@@ -92,7 +97,14 @@ class SDXLGenerator:
                 "ip_adapter_disabled",
                 message="ENABLE_IP_ADAPTER=false: plain text-to-image, input images are ignored",
             )
-        place(pipe, self._device, dtype, compile_unet=config.torch_compile)
+        configure_scheduler(pipe, config)
+        place(
+            pipe,
+            self._device,
+            dtype,
+            compile_unet=config.torch_compile,
+            compile_mode=config.torch_compile_mode,
+        )
         self._pipe = pipe
         side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         self._native_size = (side, side)
@@ -131,20 +143,30 @@ class SDXLGenerator:
         self.generate(spec, Image.new("RGB", (_WARMUP_IMAGE_SIZE, _WARMUP_IMAGE_SIZE), "gray"))
         log.info("pipeline_warmed_up", seconds=round(time.perf_counter() - started, 3))
 
-    def generate(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
-        """Draw one RGB picture of exactly ``spec.width`` x ``spec.height``."""
+    def generate(
+        self,
+        spec: GenerationSpec,
+        image: Image.Image,
+        stop: threading.Event | None = None,
+    ) -> list[Image.Image]:
+        """Draw ``spec.num_images`` RGB pictures of exactly ``spec.width`` x ``spec.height``.
+
+        Picture i uses seed ``(spec.seed + i) % 2**32``. When `stop` is set,
+        the run ends at its next denoising step with
+        :class:`~pipeline.errors.GenerationStopped`.
+        """
         with self._lock:
             if self._broken:
                 raise PipelineBrokenError(self._broken)
             try:
-                picture = self._draw(spec, image)
+                pictures = self._draw(spec, image, stop)
             except torch.OutOfMemoryError as error:
                 raise self._out_of_memory(spec) from error
             except _DEVICE_ERRORS as error:
                 self._broken = f"the GPU failed and cannot be used again: {error}"
                 raise PipelineBrokenError(self._broken) from error
             self._oom_streak = 0
-            return picture
+            return pictures
 
     def _out_of_memory(self, spec: GenerationSpec) -> PipelineError:
         free_memory(self._device)
@@ -157,7 +179,9 @@ class SDXLGenerator:
         log.warning("generation_oom", streak=self._oom_streak, size=size)
         return GenerationOOMError(f"out of GPU memory at {size}; cache freed, try again later")
 
-    def _draw(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
+    def _draw(
+        self, spec: GenerationSpec, image: Image.Image, stop: threading.Event | None
+    ) -> list[Image.Image]:
         pipe = self.pipeline
         arguments: dict[str, Any] = {
             "prompt": compose_prompt(spec),
@@ -166,19 +190,26 @@ class SDXLGenerator:
             "guidance_scale": spec.guidance_scale,
             "width": spec.width,
             "height": spec.height,
-            # A CPU generator gives the same starting noise on every device
-            # type, and keeps per-job seeding independent of CUDA state.
-            "generator": torch.Generator(device="cpu").manual_seed(spec.seed),
+            "num_images_per_prompt": spec.num_images,
+            # CPU generators give the same starting noise on every device
+            # type, and keep per-job seeding independent of CUDA state; one
+            # per picture, so picture i is the one-picture job of seed + i.
+            "generator": [torch.Generator(device="cpu").manual_seed(s) for s in image_seeds(spec)],
             "output_type": "pil",
         }
         if self._ip_scale is not None:
             self._ip_scale.set(spec.ip_adapter_scale)
             arguments["ip_adapter_image"] = image.convert("RGB")
+        set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         with torch.inference_mode():
-            picture: Image.Image = pipe(**arguments).images[0]
-        picture = picture.convert("RGB")
-        if picture.size != (spec.width, spec.height):
-            raise PipelineError(
-                f"model drew {picture.width}x{picture.height}, asked for {spec.width}x{spec.height}"
-            )
-        return picture
+            drawn = run_stoppable(pipe, arguments, stop)
+        pictures = [picture.convert("RGB") for picture in drawn]
+        if len(pictures) != spec.num_images:
+            raise PipelineError(f"model drew {len(pictures)} pictures, asked for {spec.num_images}")
+        for picture in pictures:
+            if picture.size != (spec.width, spec.height):
+                raise PipelineError(
+                    f"model drew {picture.width}x{picture.height}, "
+                    f"asked for {spec.width}x{spec.height}"
+                )
+        return pictures

@@ -22,6 +22,8 @@ class GenerationSpec:
     """The effective parameters of one job, every default already filled in.
 
     `prompt` is empty for a subject job without one; `seed` is always set.
+    `num_images` pictures are drawn in one batch, picture i with seed
+    ``(seed + i) % 2**32`` (see :mod:`pipeline.batch`).
     """
 
     kind: JobKind
@@ -34,3 +36,4 @@ class GenerationSpec:
     seed: int
     width: int
     height: int
+    num_images: int = 1

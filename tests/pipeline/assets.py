@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from pipeline.config import PipelineConfig
 from pipeline.factory import create_generator
+from pipeline.interface import Generator
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import GenerationSpec, JobKind
 from pipeline.tiny import build_tiny
@@ -94,3 +95,9 @@ def make_finetuned_unet(path: Path, seed: int = 11) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tuned, str(path))
     return path
+
+
+def one(generator: Generator, job: GenerationSpec, image: Image.Image) -> Image.Image:
+    """The single picture a one-picture `job` draws."""
+    [picture] = generator.generate(job, image)
+    return picture

@@ -1,7 +1,8 @@
-"""`builtin:blank`: size, latency, and no GIL held while it waits."""
+"""`builtin:blank`: size, latency, batches, stops, and no GIL held while it waits."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,9 +10,10 @@ import pytest
 
 from pipeline.blank import BlankGenerator
 from pipeline.config import BUILTIN_BLANK, PipelineConfig
+from pipeline.errors import GenerationStopped
 from pipeline.factory import create_generator
 from pipeline.interface import Generator
-from tests.pipeline.assets import noise_picture, spec
+from tests.pipeline.assets import noise_picture, one, spec
 
 AVATAR = noise_picture(1)
 
@@ -28,7 +30,7 @@ def test_factory_gives_the_blank_generator() -> None:
 def test_plain_picture_of_the_requested_size(width: int, height: int) -> None:
     generator = BlankGenerator()
     generator.load()
-    picture = generator.generate(spec(width=width, height=height), AVATAR)
+    picture = one(generator, spec(width=width, height=height), AVATAR)
     assert picture.size == (width, height)
     assert picture.mode == "RGB"
     assert len(picture.getcolors(maxcolors=2) or []) == 1
@@ -37,7 +39,7 @@ def test_plain_picture_of_the_requested_size(width: int, height: int) -> None:
 def test_it_takes_the_configured_latency() -> None:
     generator = BlankGenerator(latency_ms=150)
     started = time.perf_counter()
-    generator.generate(spec(), AVATAR)
+    one(generator, spec(), AVATAR)
     assert time.perf_counter() - started >= 0.15
 
 
@@ -46,7 +48,7 @@ def test_waiting_does_not_hold_the_gil() -> None:
     generator = BlankGenerator(latency_ms=300)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        pictures = list(pool.map(lambda _: generator.generate(spec(), AVATAR), range(4)))
+        pictures = list(pool.map(lambda _: one(generator, spec(), AVATAR), range(4)))
     elapsed = time.perf_counter() - started
     assert len(pictures) == 4
     assert 0.3 <= elapsed < 0.9
@@ -55,3 +57,31 @@ def test_waiting_does_not_hold_the_gil() -> None:
 def test_negative_latency_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         BlankGenerator(latency_ms=-1)
+
+
+def test_a_batch_gives_one_picture_per_seed() -> None:
+    pictures = BlankGenerator().generate(spec(num_images=3, seed=2**32 - 1, width=64), AVATAR)
+    assert [p.size for p in pictures] == [(64, 128)] * 3
+    shades = [p.getpixel((0, 0)) for p in pictures]
+    # Seeds 2**32 - 1, 0 and 1: each picture its own shade.
+    assert shades == [(64 + (2**32 - 1) % 128,) * 3, (64,) * 3, (65,) * 3]
+
+
+def test_a_stop_ends_the_wait_at_once() -> None:
+    generator = BlankGenerator(latency_ms=60_000)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.perf_counter()
+        waiting = pool.submit(generator.generate, spec(), AVATAR, stop)
+        stop.set()
+        with pytest.raises(GenerationStopped):
+            waiting.result(timeout=10)
+    assert time.perf_counter() - started < 10
+
+
+def test_an_unset_stop_waits_the_latency_and_draws() -> None:
+    generator = BlankGenerator(latency_ms=100)
+    started = time.perf_counter()
+    [picture] = generator.generate(spec(), AVATAR, threading.Event())
+    assert time.perf_counter() - started >= 0.1
+    assert picture.size == (128, 128)

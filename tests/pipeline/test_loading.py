@@ -17,7 +17,14 @@ from pipeline.sdxl import SDXLGenerator
 from pipeline.tiny import build_tiny
 from pipeline.untyped import diffusers
 from pipeline.weights import WeightsKind, classify_keys, weights_kind
-from tests.pipeline.assets import load_generator, make_finetuned_unet, noise_picture, pixels, spec
+from tests.pipeline.assets import (
+    load_generator,
+    make_finetuned_unet,
+    noise_picture,
+    one,
+    pixels,
+    spec,
+)
 
 AVATAR = noise_picture(1)
 
@@ -32,7 +39,7 @@ def test_local_folder_draws_what_builtin_tiny_draws(
     assert loaded.model_name == str(model_dir)
     assert loaded.native_size == (128, 128)
     job = spec()
-    assert np.array_equal(pixels(loaded.generate(job, AVATAR)), pixels(tiny.generate(job, AVATAR)))
+    assert np.array_equal(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
 
 
 def test_separate_image_encoder_path(tiny: SDXLGenerator, tiny_on_disk: tuple[Path, Path]) -> None:
@@ -47,7 +54,7 @@ def test_separate_image_encoder_path(tiny: SDXLGenerator, tiny_on_disk: tuple[Pa
         )
     )
     job = spec()
-    assert np.array_equal(pixels(loaded.generate(job, AVATAR)), pixels(tiny.generate(job, AVATAR)))
+    assert np.array_equal(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
 
 
 def test_unet_weights_file_is_loaded_over_the_base(
@@ -68,9 +75,9 @@ def test_unet_weights_file_is_loaded_over_the_base(
         PipelineConfig(model_path=BUILTIN_TINY, weights_file=str(weights), warmup=False)
     )
     job = spec()
-    tuned = pixels(from_folder.generate(job, AVATAR))
-    assert np.array_equal(tuned, pixels(over_builtin.generate(job, AVATAR)))
-    assert np.abs(tuned - pixels(tiny.generate(job, AVATAR))).mean() > 1.0
+    tuned = pixels(one(from_folder, job, AVATAR))
+    assert np.array_equal(tuned, pixels(one(over_builtin, job, AVATAR)))
+    assert np.abs(tuned - pixels(one(tiny, job, AVATAR))).mean() > 1.0
 
 
 def test_missing_model_is_a_load_error_without_network(tmp_path: Path) -> None:
@@ -158,4 +165,4 @@ def test_whole_checkpoint_is_read_with_the_base_models_config(
     assert path == str(checkpoint)
     assert kwargs["config"] == str(model_dir)
     assert kwargs["local_files_only"] is True
-    assert loaded.generate(spec(), AVATAR).size == (128, 128)
+    assert one(loaded, spec(), AVATAR).size == (128, 128)

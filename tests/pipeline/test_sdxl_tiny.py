@@ -13,7 +13,7 @@ from pipeline.interface import Generator
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
 from pipeline.tiny import TINY_NATIVE_SIZE
-from tests.pipeline.assets import load_generator, noise_picture, pixels, spec
+from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
 
 AVATAR = noise_picture(1)
 OTHER = noise_picture(2)
@@ -32,8 +32,8 @@ def test_picture_follows_the_input_image_when_scale_above_zero(
     tiny: SDXLGenerator, kind: JobKind
 ) -> None:
     job = spec(kind=kind, ip_adapter_scale=0.8)
-    first = tiny.generate(job, AVATAR)
-    second = tiny.generate(job, OTHER)
+    first = one(tiny, job, AVATAR)
+    second = one(tiny, job, OTHER)
     assert first.mode == "RGB"
     assert first.size == (128, 128)
     assert np.abs(pixels(first) - pixels(second)).mean() > 1.0
@@ -42,38 +42,38 @@ def test_picture_follows_the_input_image_when_scale_above_zero(
 @pytest.mark.parametrize("kind", [JobKind.MEMORY, JobKind.SUBJECT])
 def test_input_image_has_no_effect_at_scale_zero(tiny: SDXLGenerator, kind: JobKind) -> None:
     job = spec(kind=kind, ip_adapter_scale=0.0)
-    assert np.array_equal(pixels(tiny.generate(job, AVATAR)), pixels(tiny.generate(job, OTHER)))
+    assert np.array_equal(pixels(one(tiny, job, AVATAR)), pixels(one(tiny, job, OTHER)))
 
 
 def test_memory_and_subject_draw_different_pictures(tiny: SDXLGenerator) -> None:
-    memory = tiny.generate(spec(kind=JobKind.MEMORY), AVATAR)
-    subject = tiny.generate(spec(kind=JobKind.SUBJECT), AVATAR)
+    memory = one(tiny, spec(kind=JobKind.MEMORY), AVATAR)
+    subject = one(tiny, spec(kind=JobKind.SUBJECT), AVATAR)
     assert not np.array_equal(pixels(memory), pixels(subject))
 
 
 def test_same_seed_same_picture_other_seed_other_picture(tiny: SDXLGenerator) -> None:
-    first = tiny.generate(spec(seed=42), AVATAR)
-    again = tiny.generate(spec(seed=42), AVATAR)
-    other = tiny.generate(spec(seed=43), AVATAR)
+    first = one(tiny, spec(seed=42), AVATAR)
+    again = one(tiny, spec(seed=42), AVATAR)
+    other = one(tiny, spec(seed=43), AVATAR)
     assert np.array_equal(pixels(first), pixels(again))
     assert np.abs(pixels(first) - pixels(other)).mean() > 1.0
 
 
 def test_largest_seed_is_accepted(tiny: SDXLGenerator) -> None:
-    assert tiny.generate(spec(seed=2**32 - 1), AVATAR).size == (128, 128)
+    assert one(tiny, spec(seed=2**32 - 1), AVATAR).size == (128, 128)
 
 
 @pytest.mark.parametrize(("width", "height"), [(192, 128), (64, 256)])
 def test_output_has_exactly_the_requested_size(
     tiny: SDXLGenerator, width: int, height: int
 ) -> None:
-    picture = tiny.generate(spec(width=width, height=height), AVATAR)
+    picture = one(tiny, spec(width=width, height=height), AVATAR)
     assert picture.size == (width, height)
     assert picture.mode == "RGB"
 
 
 def test_every_parameter_reaches_the_model(tiny: SDXLGenerator) -> None:
-    base = pixels(tiny.generate(spec(), AVATAR))
+    base = pixels(one(tiny, spec(), AVATAR))
     for change in (
         {"prompt": "a rainy street"},
         {"style_prompt": "watercolour"},
@@ -81,7 +81,7 @@ def test_every_parameter_reaches_the_model(tiny: SDXLGenerator) -> None:
         {"guidance_scale": 9.0},
         {"num_inference_steps": 3},
     ):
-        assert not np.array_equal(base, pixels(tiny.generate(spec(**change), AVATAR))), change
+        assert not np.array_equal(base, pixels(one(tiny, spec(**change), AVATAR))), change
 
 
 def test_ip_adapter_off_gives_plain_text_to_image() -> None:
@@ -92,7 +92,7 @@ def test_ip_adapter_off_gives_plain_text_to_image() -> None:
     assert any(entry["event"] == "ip_adapter_disabled" for entry in logs)
     assert plain.pipeline.image_encoder is None
     job = spec(ip_adapter_scale=1.0)
-    assert np.array_equal(pixels(plain.generate(job, AVATAR)), pixels(plain.generate(job, OTHER)))
+    assert np.array_equal(pixels(one(plain, job, AVATAR)), pixels(one(plain, job, OTHER)))
 
 
 def test_lora_is_fused_at_load_and_changes_the_picture(
@@ -106,10 +106,7 @@ def test_lora_is_fused_at_load_and_changes_the_picture(
     # Fused and unloaded: no LoRA layers remain to slow generation down.
     assert not any("lora" in name for name, _ in fused.pipeline.unet.named_modules())
     job = spec()
-    assert (
-        np.abs(pixels(fused.generate(job, AVATAR)) - pixels(tiny.generate(job, AVATAR))).mean()
-        > 1.0
-    )
+    assert np.abs(pixels(one(fused, job, AVATAR)) - pixels(one(tiny, job, AVATAR))).mean() > 1.0
 
 
 def test_warm_up_runs_at_load() -> None:
@@ -122,7 +119,7 @@ def test_warm_up_runs_at_load() -> None:
 def test_tiny_model_is_the_same_every_time(tiny: SDXLGenerator) -> None:
     rebuilt = load_generator(PipelineConfig(model_path=BUILTIN_TINY, warmup=False))
     job = spec()
-    assert np.array_equal(pixels(rebuilt.generate(job, AVATAR)), pixels(tiny.generate(job, AVATAR)))
+    assert np.array_equal(pixels(one(rebuilt, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
 
 
 def test_new_ip_adapter_scales_do_not_recompile_a_compiled_unet() -> None:
@@ -137,7 +134,7 @@ def test_new_ip_adapter_scales_do_not_recompile_a_compiled_unet() -> None:
     attention.compile(backend="eager")
     counters.clear()
     pictures = [
-        pixels(generator.generate(spec(ip_adapter_scale=scale, num_inference_steps=1), AVATAR))
+        pixels(one(generator, spec(ip_adapter_scale=scale, num_inference_steps=1), AVATAR))
         for scale in (0.3, 0.0, 0.7, 0.33)
     ]
     assert counters["stats"]["unique_graphs"] == 1

@@ -1,0 +1,23 @@
+"""Several pictures per request: their seeds and what a batch costs in pixels.
+
+Torch-free, so the consumer can bound a request's batch before any model
+work (``MAX_BATCH_PIXELS``).
+"""
+
+from __future__ import annotations
+
+from pipeline.spec import GenerationSpec
+
+SEED_MODULUS = 2**32
+# Four 1024x1024 pictures: SDXL's native size at the contract's largest batch.
+DEFAULT_MAX_BATCH_PIXELS = 4 * 1024 * 1024
+
+
+def image_seeds(spec: GenerationSpec) -> list[int]:
+    """The seed of each picture: ``(spec.seed + i) % 2**32`` for i in ``range(num_images)``."""
+    return [(spec.seed + i) % SEED_MODULUS for i in range(spec.num_images)]
+
+
+def batch_pixels(spec: GenerationSpec) -> int:
+    """The pixels one generation draws: ``num_images * width * height``."""
+    return spec.num_images * spec.width * spec.height
