@@ -30,6 +30,9 @@ class ReceivedMessage:
         received_at: monotonic time just before the receive call was sent, so
             deadlines computed from it err on the early side.
         received_at_ms: wall-clock time of the receipt, for ``queue_wait``.
+        returned_at: monotonic time just after the receive call returned, the
+            start of ``timings_ms.total`` (the long poll before it is idle
+            time, not the job's); ``None`` means `received_at`.
     """
 
     message_id: str
@@ -39,6 +42,12 @@ class ReceivedMessage:
     message_attributes: dict[str, Any]
     received_at: float
     received_at_ms: int
+    returned_at: float | None = None
+
+    @property
+    def arrived_at(self) -> float:
+        """When the request reached the worker (monotonic): the start of ``total``."""
+        return self.received_at if self.returned_at is None else self.returned_at
 
     @property
     def body_bytes(self) -> bytes:
@@ -112,6 +121,7 @@ class RequestQueue:
             MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
+        returned = self._clock.monotonic()
         now_ms = epoch_ms(self._clock.now())
         return [
             ReceivedMessage(
@@ -122,6 +132,7 @@ class RequestQueue:
                 message_attributes=dict(m.get("MessageAttributes", {})),
                 received_at=started,
                 received_at_ms=now_ms,
+                returned_at=returned,
             )
             for m in response.get("Messages", [])
         ]

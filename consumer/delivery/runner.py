@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from PIL import Image
@@ -41,7 +44,7 @@ from consumer.delivery.job import (
     whole_ms,
 )
 from consumer.errors import GenerationFailed, IllustratorError, Severity
-from pipeline.errors import PipelineError
+from pipeline.errors import GenerationStopped, PipelineBrokenError, PipelineError
 from pipeline.images import decode_image
 from pipeline.spec import GenerationSpec
 
@@ -71,8 +74,8 @@ class JobRunner:
             prepared = await self._prepare(job)
             if prepared is None:
                 return Outcome.REUSED
-            picture = await self._generate(job, prepared)
-            await self._deliver(job, prepared, picture)
+            pictures = await self._generate(job, prepared)
+            await self._deliver(job, prepared, pictures[0])
             return Outcome.SUCCEEDED
         except asyncio.CancelledError:
             raise
@@ -117,12 +120,23 @@ class JobRunner:
         log.debug("input_fetched", key=found, size=image.size)
         return Prepared(request, spec, key, image)
 
-    async def _generate(self, job: Job, prepared: Prepared) -> Image.Image:
+    async def _generate(self, job: Job, prepared: Prepared) -> list[Image.Image]:
         spec = prepared.spec
-        future = self.env.gpu.submit(self._draw, spec, prepared.image)
+        began = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        future = self.env.gpu.submit(
+            self._draw, spec, prepared.image, job.stop, lambda: loop.call_soon_threadsafe(began.set)
+        )
         job.gpu_future = future
         try:
-            timed: Timed[Image.Image] = await asyncio.wrap_future(future)
+            timed = await self._await_gpu(job, asyncio.wrap_future(future), began)
+        except GenerationStopped as error:
+            if not job.timed_out:
+                raise
+            raise GenerationFailed(
+                f"the generation ran past GENERATION_TIMEOUT_S "
+                f"({self.settings.generation_timeout_s:g} s) and was stopped"
+            ) from error
         except Exception as error:
             if _is_declared(error):
                 raise
@@ -130,20 +144,68 @@ class JobRunner:
         finally:
             job.release_slot()
         job.timings["generate"] = whole_ms(timed.seconds)
-        picture = timed.value
-        if picture.size != (spec.width, spec.height):
+        pictures = timed.value
+        if len(pictures) != spec.num_images:
             raise GenerationFailed(
-                f"the generator drew {picture.size[0]}x{picture.size[1]}, "
-                f"not {spec.width}x{spec.height}"
+                f"the generator drew {len(pictures)} pictures, not {spec.num_images}"
             )
-        return picture
+        for picture in pictures:
+            if picture.size != (spec.width, spec.height):
+                raise GenerationFailed(
+                    f"the generator drew {picture.size[0]}x{picture.size[1]}, "
+                    f"not {spec.width}x{spec.height}"
+                )
+        return pictures
 
-    def _draw(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
+    async def _await_gpu(
+        self, job: Job, result: asyncio.Future[Timed[list[Image.Image]]], began: asyncio.Event
+    ) -> Timed[list[Image.Image]]:
+        """The generation's result, stopped at ``GENERATION_TIMEOUT_S`` from its start.
+
+        A stopped generation that does not come back within the stop grace
+        means the GPU is wedged: fatal.
+        """
+        try:
+            starting = asyncio.ensure_future(began.wait())
+            try:
+                # The deadline counts from the start, not from the wait in line.
+                either: set[asyncio.Future[Any]] = {result, starting}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                starting.cancel()
+            if not result.done():
+                await asyncio.wait({result}, timeout=self.settings.generation_timeout_s)
+            if not result.done():
+                log.warning(
+                    "generation_timeout", generation_timeout_s=self.settings.generation_timeout_s
+                )
+                job.timed_out = True
+                job.stop.set()
+                await asyncio.wait({result}, timeout=self.env.stop_grace_s)
+            if not result.done():
+                raise PipelineBrokenError(
+                    f"the GPU did not come back within {self.env.stop_grace_s:g} s "
+                    "of stopping a generation past its deadline: it is wedged"
+                )
+        except asyncio.CancelledError:
+            # A queued call is withdrawn; a running one is the drain's to stop.
+            result.cancel()
+            raise
+        return result.result()
+
+    def _draw(
+        self,
+        spec: GenerationSpec,
+        image: Image.Image,
+        stop: threading.Event,
+        began: Callable[[], object],
+    ) -> list[Image.Image]:
         # On the GPU thread, with the job's log context.
+        began()
         log.info(
             "generation_started", steps=spec.num_inference_steps, size=[spec.width, spec.height]
         )
-        return self.env.generator.generate(spec, image)
+        return self.env.generator.generate(spec, image, stop)
 
     async def _deliver(self, job: Job, prepared: Prepared, picture: Image.Image) -> None:
         job.committed = True
