@@ -24,6 +24,8 @@ class Recording:
     job); a set stop event ends that wait with the inner generator's
     ``GenerationStopped`` unless `ignore_stop` (a wedged GPU). `started` is
     set once a generation has begun; `stops` holds each call's stop event.
+    `step_s` is how long a held generation takes to notice a stop (the rest
+    of its denoising step).
     """
 
     def __init__(
@@ -33,11 +35,13 @@ class Recording:
         failures: Sequence[BaseException] = (),
         gate: threading.Event | None = None,
         ignore_stop: bool = False,
+        step_s: float = 0.0,
     ) -> None:
         self.inner = inner or BlankGenerator()
         self.failures = list(failures)
         self.gate = gate
         self.ignore_stop = ignore_stop
+        self.step_s = step_s
         self.stops: list[threading.Event | None] = []
         self.calls: list[GenerationSpec] = []
         self.images: list[Image.Image] = []
@@ -74,7 +78,7 @@ class Recording:
         self.started.set()
         try:
             if self.gate is not None:
-                self._hold(self.gate, None if self.ignore_stop else stop)
+                self._hold(self.gate, None if self.ignore_stop else stop, self.step_s)
             if failure is not None:
                 raise failure
             return self.inner.generate(spec, image, None if self.ignore_stop else stop)
@@ -85,10 +89,11 @@ class Recording:
                 self.spans.append((started, time.monotonic()))
 
     @staticmethod
-    def _hold(gate: threading.Event, stop: threading.Event | None) -> None:
+    def _hold(gate: threading.Event, stop: threading.Event | None, step_s: float) -> None:
         deadline = time.monotonic() + 60
         while not gate.is_set():
             if stop is not None and stop.is_set():
+                time.sleep(step_s)  # the step under way ends first
                 return  # the inner generator raises GenerationStopped
             if time.monotonic() > deadline:
                 raise TimeoutError("the test never opened the gate")

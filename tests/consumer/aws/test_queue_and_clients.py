@@ -12,10 +12,13 @@ from botocore.exceptions import ClientError
 
 from consumer.aws.clients import client_config
 from consumer.aws.request_queue import MAX_MESSAGE_ATTRIBUTES, RequestQueue, dead_letter_attributes
-from consumer.clock import SystemClock
-from tests.aws import REGION, Stack
+from consumer.cli.local_aws import REGION
+from consumer.clock import SystemClock, epoch_ms
+from consumer.delivery.heartbeat import Heartbeat
+from consumer.delivery.job import Job
+from tests.aws import Stack
 from tests.chaos.proxy import Fault, FaultProxy, Rule, Service, proxy_in_thread
-from tests.consumer.fakes import message
+from tests.consumer.fakes import FakeClock, FakeQueue, message
 
 
 @pytest.fixture
@@ -91,3 +94,28 @@ def test_a_redriven_copy_replaces_its_old_error_attributes() -> None:
     # Eight places: the signature and the first seven others; the old errors go.
     assert list(kept) == ["signature", *(f"x{i}" for i in range(7))]
     assert dropped == ["x7"]
+
+
+class _IdlePoll:
+    """An SQS client whose long poll waits `idle_s` (on a fake clock) before one message."""
+
+    def __init__(self, clock: FakeClock, idle_s: float) -> None:
+        self.clock, self.idle_s = clock, idle_s
+
+    async def receive_message(self, **_: Any) -> dict[str, Any]:
+        self.clock.advance(self.idle_s)
+        sent = epoch_ms(self.clock.now()) - 12
+        attributes = {"ApproximateReceiveCount": "1", "SentTimestamp": str(sent)}
+        return {"Messages": [{"MessageId": "m", "ReceiptHandle": "r", "Attributes": attributes}]}
+
+
+async def test_total_counts_from_the_receipt_not_the_idle_long_poll() -> None:
+    clock = FakeClock()
+    sqs: Any = _IdlePoll(clock, idle_s=19.0)
+    (received,) = await RequestQueue(sqs, "url", clock).receive(1, 20, 10)
+    # Deadlines still count from before the call; the job's total from after it.
+    assert received.returned_at is not None
+    assert received.returned_at - received.received_at == 19.0
+    job = Job(received, clock, Heartbeat(FakeQueue(), 30, clock))  # type: ignore[arg-type]
+    clock.advance(0.5)
+    assert job.final_timings() == {"queue_wait": 12, "total": 500}
