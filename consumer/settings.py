@@ -99,6 +99,8 @@ class Settings(GenerationDefaults):
     retry_backoff_max_s: float = Field(900.0, ge=0.0, le=43_200.0)
     visibility_timeout_s: int | None = Field(None, ge=1, le=43_200)
     drain_timeout_s: float = Field(90.0, ge=0.0)
+    # A generation still running this long is stopped and retried later.
+    generation_timeout_s: float = Field(600.0, gt=0.0, le=43_200.0)
     worker_id: str = Field(default_factory=socket.gethostname, max_length=256)
     ec2_lifecycle_watch: bool = False
     ec2_autoscaling_group_name: str = Field("", max_length=255)

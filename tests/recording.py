@@ -21,7 +21,11 @@ class Recording:
 
     `failures` are raised by the first calls, one each, in order.
     `gate`, when given, holds every generation until it is set (a long GPU
-    job); `started` is set once a generation has begun.
+    job); a set stop event ends that wait with the inner generator's
+    ``GenerationStopped`` unless `ignore_stop` (a wedged GPU). `started` is
+    set once a generation has begun; `stops` holds each call's stop event.
+    `step_s` is how long a held generation takes to notice a stop (the rest
+    of its denoising step).
     """
 
     def __init__(
@@ -30,10 +34,15 @@ class Recording:
         *,
         failures: Sequence[BaseException] = (),
         gate: threading.Event | None = None,
+        ignore_stop: bool = False,
+        step_s: float = 0.0,
     ) -> None:
         self.inner = inner or BlankGenerator()
         self.failures = list(failures)
         self.gate = gate
+        self.ignore_stop = ignore_stop
+        self.step_s = step_s
+        self.stops: list[threading.Event | None] = []
         self.calls: list[GenerationSpec] = []
         self.images: list[Image.Image] = []
         self.finished = 0
@@ -54,26 +63,42 @@ class Recording:
         self.inner.load()
 
     def generate(
-        self, spec: GenerationSpec, image: Image.Image, stop: threading.Event | None = None
+        self,
+        spec: GenerationSpec,
+        image: Image.Image,
+        stop: threading.Event | None = None,
     ) -> list[Image.Image]:
         started = time.monotonic()
         with self._lock:
             self.calls.append(spec)
             self.images.append(image)
+            self.stops.append(stop)
             self.active += 1
             failure = self.failures.pop(0) if self.failures else None
         self.started.set()
         try:
-            if self.gate is not None and not self.gate.wait(60):
-                raise TimeoutError("the test never opened the gate")
+            if self.gate is not None:
+                self._hold(self.gate, None if self.ignore_stop else stop, self.step_s)
             if failure is not None:
                 raise failure
-            return self.inner.generate(spec, image, stop)
+            return self.inner.generate(spec, image, None if self.ignore_stop else stop)
         finally:
             with self._lock:
                 self.active -= 1
                 self.finished += 1
                 self.spans.append((started, time.monotonic()))
+
+    @staticmethod
+    def _hold(gate: threading.Event, stop: threading.Event | None, step_s: float) -> None:
+        deadline = time.monotonic() + 60
+        while not gate.is_set():
+            if stop is not None and stop.is_set():
+                time.sleep(step_s)  # the step under way ends first
+                return  # the inner generator raises GenerationStopped
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            # Both events matter and threading cannot wait on two: short waits.
+            gate.wait(0.01)
 
 
 def blank(latency_ms: int = 0, **kwargs: Any) -> Recording:

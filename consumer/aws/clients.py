@@ -29,12 +29,15 @@ def client_config(
 ) -> AioConfig:
     """The client configuration: adaptive retries and a pooled connector.
 
-    `read_timeout` must exceed the SQS long-poll wait (20 s). `max_attempts=1`
-    turns retries off, for probing an API the endpoint may not have: retrying
-    would only repeat the same refusal.
+    `max_attempts` counts every attempt, the first included: 5 is one call and
+    up to four retries, and ``max_attempts=1`` turns retries off, for probing an
+    API the endpoint may not have (retrying would only repeat the same
+    refusal). botocore's own ``max_attempts`` key counts retries only, so
+    ``total_max_attempts`` is the one set. `read_timeout` must exceed the SQS
+    long-poll wait (20 s).
     """
     return AioConfig(
-        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=MAX_POOL_CONNECTIONS,

@@ -3,6 +3,14 @@
 Only what the worker needs, as small methods over an aioboto3 SQS client.
 Every call here may raise botocore errors; :mod:`consumer.classify` decides
 what they mean.
+
+Dead-letter copies and SQS's limit of 10 message attributes: the copy keeps
+the body and the attributes unchanged and adds ``error_code`` and
+``error_message``. When that would pass 10, ``error_code``,
+``error_message`` and ``signature`` are always kept, and of the others the
+first by name (ordinal order of the names) fill the remaining places; the
+names of the ones left out are appended to ``error_message`` as
+``" (attributes dropped: a, b)"``, so an operator can tell.
 """
 
 from __future__ import annotations
@@ -12,14 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.aws.queue_meta import copyable_attributes, redrive_policy, url_of_arn
 from consumer.clock import Clock, epoch_ms
+from consumer.contract.signing import SIGNATURE_ATTRIBUTE
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
 
 ERROR_CODE_ATTRIBUTE = "error_code"
 ERROR_MESSAGE_ATTRIBUTE = "error_message"
 # SQS counts attribute values towards the message size; keep ours small.
 MAX_ERROR_MESSAGE = 1000
+# SQS rejects a message with more message attributes than this.
+MAX_MESSAGE_ATTRIBUTES = 10
+# Kept on a dead-letter copy whatever else must go.
+_ALWAYS_KEPT = (SIGNATURE_ATTRIBUTE,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +44,9 @@ class ReceivedMessage:
         received_at: monotonic time just before the receive call was sent, so
             deadlines computed from it err on the early side.
         received_at_ms: wall-clock time of the receipt, for ``queue_wait``.
+        returned_at: monotonic time just after the receive call returned, the
+            start of ``timings_ms.total`` (the long poll before it is idle
+            time, not the job's); ``None`` means `received_at`.
     """
 
     message_id: str
@@ -39,6 +56,12 @@ class ReceivedMessage:
     message_attributes: dict[str, Any]
     received_at: float
     received_at_ms: int
+    returned_at: float | None = None
+
+    @property
+    def arrived_at(self) -> float:
+        """When the request reached the worker (monotonic): the start of ``total``."""
+        return self.received_at if self.returned_at is None else self.returned_at
 
     @property
     def body_bytes(self) -> bytes:
@@ -112,6 +135,7 @@ class RequestQueue:
             MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
+        returned = self._clock.monotonic()
         now_ms = epoch_ms(self._clock.now())
         return [
             ReceivedMessage(
@@ -122,6 +146,7 @@ class RequestQueue:
                 message_attributes=dict(m.get("MessageAttributes", {})),
                 received_at=started,
                 received_at_ms=now_ms,
+                returned_at=returned,
             )
             for m in response.get("Messages", [])
         ]
@@ -140,13 +165,32 @@ class RequestQueue:
         self, message: ReceivedMessage, dlq_url: str, code: str, error: str
     ) -> None:
         """Copy `message` to the dead-letter queue: body and attributes
-        unchanged, plus ``error_code`` and ``error_message``."""
-        attributes = copyable_attributes(message.message_attributes)
+        unchanged, plus ``error_code`` and ``error_message`` (within SQS's
+        attribute limit, as the module says)."""
+        attributes, dropped = dead_letter_attributes(message.message_attributes)
+        text = error[:MAX_ERROR_MESSAGE] or code
+        if dropped:
+            text += f" (attributes dropped: {', '.join(dropped)})"
         attributes[ERROR_CODE_ATTRIBUTE] = {"DataType": "String", "StringValue": code}
-        attributes[ERROR_MESSAGE_ATTRIBUTE] = {
-            "DataType": "String",
-            "StringValue": error[:MAX_ERROR_MESSAGE] or code,
-        }
+        attributes[ERROR_MESSAGE_ATTRIBUTE] = {"DataType": "String", "StringValue": text}
         await self.sqs.send_message(
             QueueUrl=dlq_url, MessageBody=message.body, MessageAttributes=attributes
         )
+
+
+def dead_letter_attributes(
+    received: dict[str, Any],
+) -> tuple[dict[str, MessageAttributeValueTypeDef], list[str]]:
+    """The attributes a dead-letter copy carries over, and the names left out.
+
+    Room is kept for ``error_code`` and ``error_message`` (a redriven copy's
+    old ones are replaced); ``signature`` is kept first, then the others in
+    name order until :data:`MAX_MESSAGE_ATTRIBUTES` is reached.
+    """
+    ours = (ERROR_CODE_ATTRIBUTE, ERROR_MESSAGE_ATTRIBUTE)
+    copied = copyable_attributes(received, drop=ours)
+    room = MAX_MESSAGE_ATTRIBUTES - len(ours)
+    names = [n for n in _ALWAYS_KEPT if n in copied]
+    names += sorted(n for n in copied if n not in _ALWAYS_KEPT)
+    kept, dropped = names[:room], sorted(names[room:])
+    return {name: copied[name] for name in kept}, dropped

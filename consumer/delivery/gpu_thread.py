@@ -1,9 +1,11 @@
 """The one thread that talks to the GPU, awaited from the event loop.
 
 Generation is blocking and must be serial, so it runs on a single dedicated
-thread; the event loop awaits its futures and never blocks. The thread is a
-daemon: when a drain gives up on a running job, the process can still exit
-without waiting for the generation to end.
+thread; the event loop awaits its futures and never blocks. A process that
+exits while this thread is inside torch dies of SIGABRT, so a drain stops
+the running generation (its stop event) and waits for the thread to come
+back before exiting. The thread is still a daemon, so that a wedged GPU call
+cannot hold a fatal exit forever.
 
 Work queued behind the running call can be withdrawn (its future cancelled)
 until the thread picks it up; that is how a drain releases a prefetched job.
@@ -74,6 +76,12 @@ class GpuThread:
     def close(self) -> None:
         """Let the thread end after the calls already queued."""
         self._queue.put(None)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the thread to end (after :meth:`close`);
+        whether it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _serve(self) -> None:
         while (item := self._queue.get()) is not None:

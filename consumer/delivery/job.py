@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import io
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class Job:
         committed: the job generates or reports its outcome; a drain waits
             for it instead of withdrawing it.
         reported: its completion event is published.
+        stop: set to stop its generation at the next denoising step (the
+            deadline, the end of a drain).
+        timed_out: its generation ran past ``GENERATION_TIMEOUT_S``.
     """
 
     message: ReceivedMessage
@@ -75,6 +79,8 @@ class Job:
     reported: bool = False
     outcome: Outcome | None = None
     fatal_reason: str | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    timed_out: bool = False
 
     def withdraw(self) -> bool:
         """Stop the job if it has not begun generating; True when it never will."""
@@ -92,12 +98,16 @@ class Job:
             self.timings[name] = whole_ms(self.clock.monotonic() - started)
 
     def final_timings(self) -> dict[str, int]:
-        """The stage timings plus ``queue_wait`` and ``total``."""
+        """The stage timings plus ``queue_wait`` and ``total``.
+
+        ``total`` counts from the moment the receive call returned the
+        request, not from the long poll that waited for it.
+        """
         timings = dict(self.timings)
         wait = self.message.queue_wait_ms
         if wait is not None:
             timings["queue_wait"] = wait
-        timings["total"] = whole_ms(self.clock.monotonic() - self.message.received_at)
+        timings["total"] = whole_ms(self.clock.monotonic() - self.message.arrived_at)
         return timings
 
 
@@ -121,6 +131,7 @@ class JobEnvironment:
     clock: Clock
     max_attempts: int
     dlq_url: str | None
+    stop_grace_s: float
 
     @classmethod
     def build(
@@ -135,6 +146,7 @@ class JobEnvironment:
         publisher: Publisher,
         metrics: Metrics,
         clock: Clock,
+        stop_grace_s: float,
     ) -> JobEnvironment:
         """The environment for the queue described by `info`: the settings
         win, else the queue's own visibility timeout, DLQ and receive count."""
@@ -166,6 +178,7 @@ class JobEnvironment:
             clock=clock,
             max_attempts=max_attempts,
             dlq_url=dlq_url,
+            stop_grace_s=stop_grace_s,
         )
 
 

@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# How long a stopped generation may take to come back before the worker
+# counts the GPU as wedged. Read at use time, so tests can lower it.
+STOP_GRACE_S = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -18,6 +22,8 @@ class WorkerOptions:
         prefetch: requests held beyond the one generating.
         loop_backoff_base_s, loop_backoff_max_s: the jittered backoff of the
             loop's own failing AWS calls.
+        stop_grace_s: how long a stopped generation may take to come back
+            before the GPU counts as wedged; ``None`` for :data:`STOP_GRACE_S`.
     """
 
     burst: bool = False
@@ -25,6 +31,11 @@ class WorkerOptions:
     prefetch: int = 1
     loop_backoff_base_s: float = 1.0
     loop_backoff_max_s: float = 60.0
+    stop_grace_s: float | None = None
+
+    def stop_grace(self) -> float:
+        """The stop grace in seconds."""
+        return STOP_GRACE_S if self.stop_grace_s is None else self.stop_grace_s
 
 
 class Slots:

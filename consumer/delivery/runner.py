@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 
 import structlog
 from PIL import Image
@@ -37,7 +36,7 @@ from consumer.contract.request import (
 )
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
 from consumer.delivery.backoff import retry_delay
-from consumer.delivery.gpu_thread import Timed
+from consumer.delivery.generation import generate_on_gpu
 from consumer.delivery.job import (
     META_DIGEST,
     META_JOB_ID,
@@ -48,22 +47,14 @@ from consumer.delivery.job import (
     Outcome,
     Prepared,
     encode_png,
-    whole_ms,
 )
-from consumer.errors import GenerationFailed, IllustratorError, InvalidRequest, Severity
+from consumer.errors import InvalidRequest, Severity
 from consumer.metrics import emf_record
 from pipeline.batch import image_seeds
-from pipeline.errors import PipelineError
 from pipeline.images import decode_image
 from pipeline.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
-
-
-def _is_declared(error: Exception) -> bool:
-    # Errors the generator does not declare (a torch RuntimeError, say) are
-    # this job's generation failing, not a bug of the consumer.
-    return isinstance(error, IllustratorError | PipelineError | MemoryError)
 
 
 class JobRunner:
@@ -157,49 +148,16 @@ class JobRunner:
         self.env.metrics.started_events.inc()
 
     async def _generate(self, job: Job, prepared: Prepared) -> list[Image.Image]:
-        spec = prepared.spec
-        on_start = None
+        announce = None
         if self.settings.publish_started_events:
             loop = asyncio.get_running_loop()
 
-            def on_start() -> None:
-                # On the GPU thread as the generation begins (not while the
-                # job waits behind another): the event is published from the loop.
+            def announce() -> None:
+                # From the GPU thread as the generation begins (not while the
+                # job waits behind another); published from the event loop.
                 asyncio.run_coroutine_threadsafe(self._announce(job, prepared.request), loop)
 
-        future = self.env.gpu.submit(self._draw, spec, prepared.image, on_start)
-        job.gpu_future = future
-        try:
-            timed: Timed[list[Image.Image]] = await asyncio.wrap_future(future)
-        except Exception as error:
-            if _is_declared(error):
-                raise
-            raise GenerationFailed(f"{type(error).__name__}: {error}") from error
-        finally:
-            job.release_slot()
-        job.timings["generate"] = whole_ms(timed.seconds)
-        pictures = timed.value
-        sizes = [picture.size for picture in pictures]
-        if sizes != [(spec.width, spec.height)] * spec.num_images:
-            raise GenerationFailed(
-                f"the generator drew {len(pictures)} pictures of {sizes}, "
-                f"not {spec.num_images} of {spec.width}x{spec.height}"
-            )
-        return pictures
-
-    def _draw(
-        self, spec: GenerationSpec, image: Image.Image, on_start: Callable[[], None] | None
-    ) -> list[Image.Image]:
-        # On the GPU thread, with the job's log context.
-        if on_start is not None:
-            on_start()
-        log.info(
-            "generation_started",
-            steps=spec.num_inference_steps,
-            size=[spec.width, spec.height],
-            num_images=spec.num_images,
-        )
-        return self.env.generator.generate(spec, image)
+        return await generate_on_gpu(self.env, job, prepared, announce)
 
     async def _deliver(self, job: Job, prepared: Prepared, pictures: list[Image.Image]) -> None:
         job.committed = True

@@ -10,13 +10,19 @@ The worker stops when :meth:`Worker.request_drain` is called (signals, the
 EC2 lifecycle watcher), on a fatal error, or, in burst mode, when the queue
 is empty. Stopping cancels the long poll at once, releases prefetched
 requests (visibility 0), and gives the running job ``DRAIN_TIMEOUT_S`` to
-finish before releasing it too.
+finish. At the end of that time, or on a second signal, its generation is
+stopped at the next denoising step, its request released, and the worker
+waits for the GPU thread to come back: a process that exits while torch
+runs aborts. A GPU that does not come back within the stop grace is wedged:
+the worker stops with status 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+from typing import Any
 
 import structlog
 
@@ -214,12 +220,29 @@ class Worker:
     async def _release_running(self, tasks: set[asyncio.Task[None]]) -> None:
         late = [(job, task) for job, task in self._jobs.values() if task in tasks]
         log.warning("drain_timeout", jobs=len(late), drain_timeout_s=self.settings.drain_timeout_s)
-        for _, task in late:
+        generating = [job.gpu_future for job, _ in late if job.gpu_future is not None]
+        for job, task in late:
+            job.stop.set()
             task.cancel()
         await asyncio.gather(*(task for _, task in late), return_exceptions=True)
         # Whatever the job had done, its request comes back; a written output
-        # is then reused, not drawn again.
+        # is then reused, not drawn again. A cancelled job writes nothing more.
         await asyncio.gather(*(self._release(job) for job, _ in late))
+        await self._wait_for_gpu(generating)
+
+    async def _wait_for_gpu(self, futures: list[concurrent.futures.Future[Any]]) -> None:
+        if not futures:
+            return
+        grace = self.options.stop_grace()
+        waiting = {asyncio.wrap_future(future) for future in futures}
+        done, pending = await asyncio.wait(waiting, timeout=grace)
+        for future in done:  # their GenerationStopped is expected: no one awaits it
+            if not future.cancelled():
+                future.exception()
+        if pending:
+            self._fatal(f"the GPU did not come back within {grace:g} s of a stop: it is wedged")
+        else:
+            log.info("generation_stopped")
 
     async def _release(self, job: Job) -> None:
         message = job.message
@@ -283,6 +306,7 @@ class Worker:
                 publisher=self.publisher,
                 metrics=self.metrics,
                 clock=self.clock,
+                stop_grace_s=self.options.stop_grace(),
             )
             return self.env
 

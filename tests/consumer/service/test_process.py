@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -39,8 +39,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def consumer(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], IO[bytes]]]:
-    """`python -m consumer run` on the stack in the environment, logs to a file."""
+def consumer(
+    tmp_path: Path, *, command: Sequence[str] = ("-m", "consumer", "run"), **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], IO[bytes]]]:
+    """`python -m consumer run` (or `command`) on the stack in the environment, logs to a file."""
     environment = {
         **os.environ,
         "MODEL_PATH": "builtin:blank",
@@ -54,7 +56,7 @@ def consumer(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen[byte
     log_path = tmp_path / f"consumer-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run"], env=environment, stdout=log, stderr=log
+            [sys.executable, *command], env=environment, stdout=log, stderr=log
         )
         try:
             with log_path.open("rb") as reader:
@@ -207,3 +209,98 @@ def _health(port: int) -> int:
         return int(error.code)
     except OSError:
         return 0
+
+
+# The tiny model at a size and step count that runs for several seconds on a CPU.
+TINY = {"MODEL_PATH": "builtin:tiny", "WARMUP": "false", "VISIBILITY_TIMEOUT_S": "3"}
+LONG = {"num_inference_steps": 150, "width": 128, "height": 128}
+ABORT = "terminate called"
+
+# A consumer whose generator never returns and ignores its stop (a wedged
+# GPU), with a short stop grace.
+WEDGED = """
+import sys, threading
+import consumer.delivery.options as options
+import pipeline.blank as blank
+options.STOP_GRACE_S = 1.0
+def generate(self, spec, image, stop=None):
+    threading.Event().wait(3600)
+blank.BlankGenerator.generate = generate
+from consumer.cli.main import main
+sys.exit(main(["run"]))
+"""
+
+
+def _logged(reader: IO[bytes], name: str) -> bool:
+    return any(e["event"] == name for e in _log_events(reader))
+
+
+def _text(reader: IO[bytes]) -> str:
+    reader.seek(0)
+    return reader.read().decode()
+
+
+async def _stopped_cleanly(stack: Stack, observer: Observer, reader: IO[bytes]) -> None:
+    """The request is back on the queue, nothing was written or reported, no abort."""
+    assert ABORT not in _text(reader)
+    await eventually(lambda: queue_counts(stack) == (1, 0), within=10, what="released")
+    assert outputs(stack) == []
+    assert await observer.settle(0.3) == []
+
+
+async def test_tiny_sigterm_past_the_drain_timeout_stops_the_generation(
+    stack: Stack, tmp_path: Path
+) -> None:
+    put_input(stack, "avatars/user1.png")
+    observer = Observer(stack)
+    with consumer(tmp_path, **TINY, DRAIN_TIMEOUT_S="0.5") as (process, reader):
+        send(stack, memory("tiny-term", **LONG))
+        await eventually(lambda: _started(reader), within=40, what="the generation to start")
+        process.send_signal(signal.SIGTERM)
+        assert await _exit(process) == 0
+        assert _logged(reader, "drain_timeout")
+        assert _logged(reader, "generation_stopped")
+        await _stopped_cleanly(stack, observer, reader)
+
+
+async def test_tiny_second_signal_stops_the_generation(stack: Stack, tmp_path: Path) -> None:
+    put_input(stack, "avatars/user1.png")
+    observer = Observer(stack)
+    with consumer(tmp_path, **TINY, DRAIN_TIMEOUT_S="600") as (process, reader):
+        send(stack, memory("tiny-twice", **LONG))
+        await eventually(lambda: _started(reader), within=40, what="the generation to start")
+        process.send_signal(signal.SIGTERM)
+        await eventually(lambda: _logged(reader, "drain_requested"), what="the drain")
+        process.send_signal(signal.SIGINT)
+        assert await _exit(process) == 0
+        assert _logged(reader, "generation_stopped")
+        await _stopped_cleanly(stack, observer, reader)
+
+
+async def test_tiny_generation_past_its_deadline_is_stopped_and_retried(
+    stack: Stack, tmp_path: Path
+) -> None:
+    put_input(stack, "avatars/user1.png")
+    observer = Observer(stack)
+    env = {**TINY, "GENERATION_TIMEOUT_S": "1", "RETRY_BACKOFF_BASE_S": "2"}
+    with consumer(tmp_path, **env) as (process, reader):
+        send(stack, memory("tiny-late", **LONG))
+        await eventually(lambda: _logged(reader, "job_retry_scheduled"), within=40, what="retry")
+        process.send_signal(signal.SIGTERM)
+        assert await _exit(process) == 0
+        (failed,) = [e for e in _log_events(reader) if e["event"] == "job_failed"]
+        assert failed["error_code"] == "generation_failed"
+        assert failed["severity"] == "transient"
+        await _stopped_cleanly(stack, observer, reader)
+
+
+async def test_wedged_gpu_past_the_deadline_exits_one(stack: Stack, tmp_path: Path) -> None:
+    put_input(stack, "avatars/user1.png")
+    observer = Observer(stack)
+    env = {"GENERATION_TIMEOUT_S": "0.5", "VISIBILITY_TIMEOUT_S": "3"}
+    with consumer(tmp_path, command=("-c", WEDGED), **env) as (process, reader):
+        send(stack, memory("wedged-proc"))
+        assert await _exit(process, within=30) == 1
+        fatal = [e for e in _log_events(reader) if e["event"] == "worker_fatal"]
+        assert "wedged" in fatal[0]["reason"]
+        await _stopped_cleanly(stack, observer, reader)

@@ -1,0 +1,135 @@
+"""The generate stage: a job's pictures drawn on the GPU thread, within its deadline.
+
+The deadline (``GENERATION_TIMEOUT_S``) counts from the moment the GPU begins
+the job, not from its wait behind another. At the deadline the job's stop
+event is set, so the generation ends at its next denoising step; a GPU that
+does not come back within the stop grace after that is wedged, which is fatal
+for the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from PIL import Image
+
+from consumer.delivery.gpu_thread import Timed
+from consumer.delivery.job import Job, JobEnvironment, Prepared, whole_ms
+from consumer.errors import GenerationFailed, IllustratorError
+from pipeline.errors import GenerationStopped, PipelineBrokenError, PipelineError
+from pipeline.interface import Generator
+from pipeline.spec import GenerationSpec
+
+log = structlog.get_logger(__name__)
+
+
+def _is_declared(error: Exception) -> bool:
+    # Errors the generator does not declare (a torch RuntimeError, say) are
+    # this job's generation failing, not a bug of the consumer.
+    return isinstance(error, IllustratorError | PipelineError | MemoryError)
+
+
+async def generate_on_gpu(
+    env: JobEnvironment, job: Job, prepared: Prepared, announce: Callable[[], None] | None
+) -> list[Image.Image]:
+    """Draw the job's pictures on the GPU thread and check them.
+
+    `announce`, when given, runs on the GPU thread as the generation begins.
+    A generation stopped at its deadline is a transient ``generation_failed``,
+    and so is any error the generator does not declare.
+    """
+    spec = prepared.spec
+    began = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_begin() -> None:
+        loop.call_soon_threadsafe(began.set)
+        if announce is not None:
+            announce()
+
+    future = env.gpu.submit(_draw, env.generator, spec, prepared.image, job.stop, on_begin)
+    job.gpu_future = future
+    try:
+        timed = await _await_gpu(env, job, asyncio.wrap_future(future), began)
+    except GenerationStopped as error:
+        if not job.timed_out:
+            raise
+        raise GenerationFailed(
+            f"the generation ran past GENERATION_TIMEOUT_S "
+            f"({env.settings.generation_timeout_s:g} s) and was stopped"
+        ) from error
+    except Exception as error:
+        if _is_declared(error):
+            raise
+        raise GenerationFailed(f"{type(error).__name__}: {error}") from error
+    finally:
+        job.release_slot()
+    job.timings["generate"] = whole_ms(timed.seconds)
+    pictures = timed.value
+    if len(pictures) != spec.num_images:
+        raise GenerationFailed(
+            f"the generator drew {len(pictures)} pictures, not {spec.num_images}"
+        )
+    for picture in pictures:
+        if picture.size != (spec.width, spec.height):
+            raise GenerationFailed(
+                f"the generator drew {picture.size[0]}x{picture.size[1]}, "
+                f"not {spec.width}x{spec.height}"
+            )
+    return pictures
+
+
+async def _await_gpu(
+    env: JobEnvironment,
+    job: Job,
+    result: asyncio.Future[Timed[list[Image.Image]]],
+    began: asyncio.Event,
+) -> Timed[list[Image.Image]]:
+    timeout_s = env.settings.generation_timeout_s
+    try:
+        starting = asyncio.ensure_future(began.wait())
+        try:
+            # The deadline counts from the start, not from the wait in line.
+            either: set[asyncio.Future[Any]] = {result, starting}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            starting.cancel()
+        if not result.done():
+            await asyncio.wait({result}, timeout=timeout_s)
+        if not result.done():
+            log.warning("generation_timeout", generation_timeout_s=timeout_s)
+            job.timed_out = True
+            job.stop.set()
+            await asyncio.wait({result}, timeout=env.stop_grace_s)
+        if not result.done():
+            raise PipelineBrokenError(
+                f"the GPU did not come back within {env.stop_grace_s:g} s "
+                "of stopping a generation past its deadline: it is wedged"
+            )
+    except asyncio.CancelledError:
+        # A queued call is withdrawn; a running one is the drain's to stop.
+        result.cancel()
+        raise
+    return result.result()
+
+
+def _draw(
+    generator: Generator,
+    spec: GenerationSpec,
+    image: Image.Image,
+    stop: threading.Event,
+    began: Callable[[], object],
+) -> list[Image.Image]:
+    # On the GPU thread, with the job's log context.
+    began()
+    log.info(
+        "generation_started",
+        steps=spec.num_inference_steps,
+        size=[spec.width, spec.height],
+        num_images=spec.num_images,
+    )
+    return generator.generate(spec, image, stop)
