@@ -179,6 +179,8 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
     adopt_library_loggers()
+    # Off then on: a second configuration captures afresh, not twice.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     # A crash's traceback becomes one scrubbed line rather than raw text.
     sys.excepthook = _uncaught

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.aws import Stack
+from tests.consumer.helpers import memory, put_input, send
 
 ROOT = Path(__file__).resolve().parents[3]
 # Each refusal comes before any model, AWS client or torch import.
@@ -90,3 +94,36 @@ def test_the_help_lists_required_settings_and_exit_codes() -> None:
         assert name in done.stdout
     for code in ("0 ", "1 ", "2 "):
         assert f"\n  {code}" in done.stdout
+
+
+PROMPT = "my grandmother's lighthouse at dusk"
+
+
+def test_a_running_consumer_writes_only_json_lines_without_prompts(stack: Stack) -> None:
+    put_input(stack, "avatars/user1.png")
+    send(stack, memory("ok-1", prompt=PROMPT))
+    # Fails (no input picture for this user): the failure is logged, not the prompt.
+    send(stack, memory("missing-1", user_id="nobody", prompt=PROMPT))
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "MODEL_PATH": "builtin:blank"}
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "run", "--burst"],
+        env={
+            **environment,
+            "HEALTH_HOST": "127.0.0.1",
+            "HEALTH_PORT": "0",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "debug",
+            "RETRY_BACKOFF_BASE_S": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    events = {(r.get("event"), r.get("job_id")) for r in records}
+    assert ("job_succeeded", "ok-1") in events
+    assert ("job_failed", "missing-1") in events
+    assert PROMPT not in done.stderr
+    assert done.stdout == ""
