@@ -126,6 +126,11 @@ async def _redrive(sqs: SQSClient, url: str, settings: Settings, args: argparse.
     if report is None:
         report = await CopyRedrive(sqs, url, settings.sqs_queue_url, _progress).run(args.max)
     print(f"redrive ({report.method}): moved {report.moved} message(s) to {settings.sqs_queue_url}")
+    if report.failed_again:
+        print(
+            f"{report.failed_again} moved by this run failed again and were left on the DLQ "
+            "(not moved twice)"
+        )
     if report.not_deleted:
         print(f"{report.not_deleted} were sent but are still on the DLQ (duplicates later)")
     for message_id, reason in report.failed.items():
