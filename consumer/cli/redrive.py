@@ -373,6 +373,12 @@ class MoveTaskRedrive:
         return results[0] if results else {"Status": "RUNNING"}
 
 
-async def purge(sqs: SQSClient, url: str) -> None:
-    """Delete every message on the queue (SQS allows this once a minute)."""
+async def purge(sqs: SQSClient, url: str) -> int:
+    """Delete every message on the queue (SQS allows this once a minute).
+
+    Returns how many it held just before, visible or in flight: SQS reports
+    no count of its own, and finishes a purge within a minute.
+    """
+    count = await dlq_size(sqs, url)
     await sqs.purge_queue(QueueUrl=url)
+    return count
