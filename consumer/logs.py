@@ -1,4 +1,4 @@
-"""structlog set-up: JSON lines by default, console for people, no secrets.
+"""structlog set-up: one stream of JSON lines by default, console for people, no secrets.
 
 Context is bound with :func:`structlog.contextvars.bind_contextvars` once per
 job (``job_id``, ``user_id``) and reaches the GPU thread because
@@ -13,9 +13,11 @@ import os
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
+from types import TracebackType
 from typing import Any, TextIO, cast
 
 import structlog
+from structlog.typing import EventDict
 
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|credential|authorization|api_key", re.I)
@@ -93,24 +95,56 @@ class _ScrubbedRenderer:
         return self._scrubber.scrub_text(str(self._renderer(logger, method, event_dict)))
 
 
-class _ScrubbingFormatter(logging.Formatter):
-    """The standard library's records (botocore, aiohttp), scrubbed likewise."""
-
-    def __init__(self, scrubber: SecretScrubber) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
-        self._scrubber = scrubber
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self._scrubber.scrub_text(super().format(record))
-
-
 def environment_secrets(extra: Iterable[str] = ()) -> list[str]:
     """The secret values known from the environment, plus `extra`."""
     return [v for v in (*(os.environ.get(n, "") for n in _SECRET_ENV), *extra) if v]
 
 
+# Libraries that install their own stream handler and stop propagation
+# (transformers, diffusers): their lines would bypass the JSON renderer.
+SELF_HANDLED_LOGGERS = ("transformers", "diffusers")
+
+
+def adopt_library_loggers() -> None:
+    """Route the self-handled libraries' loggers through the root handler.
+
+    Their own handlers are removed and propagation is turned back on, by
+    logger name, so nothing here imports them. Called by
+    :func:`configure_logging`, and again once the model is loaded, because a
+    library imported later installs its handler on first use.
+    """
+    for name in SELF_HANDLED_LOGGERS:
+        library = logging.getLogger(name)
+        for handler in library.handlers[:]:
+            library.removeHandler(handler)
+        library.propagate = True
+
+
+def _add_logger_name(logger: Any, method: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    if isinstance(record, logging.LogRecord):
+        event_dict.setdefault("logger", record.name)
+        if record.name == "py.warnings":
+            # warnings.formatwarning ends with the source line; one line will do.
+            event_dict["event"] = str(event_dict.get("event", "")).strip().splitlines()[0]
+    return event_dict
+
+
+def _uncaught(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    structlog.get_logger("consumer").critical("uncaught_exception", exc_info=(kind, error, tb))
+
+
 def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
-    """Configure structlog (and the standard library's logging under it)."""
+    """Configure structlog and the standard library's logging into one stream.
+
+    Every record, whether from structlog, the standard library (botocore,
+    aiohttp), the self-handled libraries or Python's warnings, goes through
+    the same processors, the scrubber and the same renderer: with
+    ``fmt="json"`` each line on stderr is one JSON object.
+    """
     numeric = logging.getLevelNamesMapping()[level.upper()]
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -118,7 +152,7 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
         else structlog.processors.JSONRenderer()
     )
     scrubber = SecretScrubber(environment_secrets(secrets))
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -126,16 +160,27 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
         # scrubbed too.
         structlog.processors.format_exc_info,
         scrubber,
-        _ScrubbedRenderer(renderer, scrubber),
     ]
+    final = _ScrubbedRenderer(renderer, scrubber)
     structlog.configure(
-        processors=processors,
+        processors=[*shared, final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
     # Libraries (botocore, aiohttp) log through the standard library; keep
-    # them quiet unless asked and on the same stream.
+    # them quiet unless asked, on the same stream and in the same format.
     handler = logging.StreamHandler(cast(TextIO, _CurrentStderr()))
-    handler.setFormatter(_ScrubbingFormatter(scrubber))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[_add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, final],
+        )
+    )
     logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
+    adopt_library_loggers()
+    # Off then on: a second configuration captures afresh, not twice.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
+    # A crash's traceback becomes one scrubbed line rather than raw text.
+    sys.excepthook = _uncaught

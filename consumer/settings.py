@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -18,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
 from pipeline.batch import DEFAULT_MAX_BATCH_PIXELS
-from pipeline.config import check_scheduler
+from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, check_scheduler
 
 DEFAULT_NEGATIVE_PROMPT = "error, glitch, mistake"
 DEFAULT_MEMORY_STYLE_PROMPT = (
@@ -160,3 +161,57 @@ def load_settings(*required: str) -> Settings:
         raise ConfigError(f"invalid configuration: {_describe(error)}") from None
     settings.require(*required)
     return settings
+
+
+BUILTIN_MODELS = (BUILTIN_BLANK, BUILTIN_TINY)
+
+
+def hub_cache_dir() -> Path:
+    """The local Hugging Face hub cache, found as ``huggingface_hub`` finds it."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "huggingface" / "hub"
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    # The cache's layout: models--<org>--<name>/snapshots/<revision>/...
+    snapshots = hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not value.startswith((".", "~"))
+
+
+def check_model_source(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when ``MODEL_PATH`` cannot name a model here.
+
+    Checked before anything heavy is loaded, without the network: a known
+    built-in, an existing local folder, or a hub id already in the local hub
+    cache (the pipeline reads local files only). Skipped when
+    ``MODEL_S3_PATH`` is set, because that source is fetched at start and wins.
+    """
+    value = settings.model_path
+    if settings.model_s3_path:
+        return
+    valid = ", ".join(BUILTIN_MODELS)
+    if value.startswith("builtin:"):
+        if value not in BUILTIN_MODELS:
+            raise ConfigError(f"MODEL_PATH={value}: unknown built-in model (valid: {valid})")
+        return
+    if not value:
+        raise ConfigError(f"MODEL_PATH is empty: give a folder, a cached hub id or one of {valid}")
+    if Path(value).expanduser().is_dir():
+        return
+    if _looks_like_hub_id(value) and _in_hub_cache(value):
+        return
+    if _looks_like_hub_id(value) and not Path(value).exists():
+        reason = f"not a local folder, nor a hub id in the local hub cache {hub_cache_dir()}"
+    else:
+        reason = "not a local folder"
+    raise ConfigError(f"MODEL_PATH={value}: {reason} (built-ins: {valid})")

@@ -20,16 +20,37 @@ EXIT_USAGE = 2
 DEFAULT_LIST_LIMIT = 50
 
 
+RECEIVE_NOTE = (
+    "listing counts as a receive: each message listed has its receive count raised by one"
+)
+ERROR_MESSAGE_WIDTH = 60
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the subcommands and their options."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="show what waits in the DLQ (leaves it there)")
+
+    def action(name: str, summary: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=summary, description=summary, epilog=epilog)
+
+    listing = action(
+        "list",
+        "show what waits in the DLQ: message id, job, error code and message (leaves it there)",
+        epilog=f"Note: {RECEIVE_NOTE}.",
+    )
     listing.add_argument(
-        "--limit", type=int, default=DEFAULT_LIST_LIMIT, help="show at most N (default 50)"
+        "--limit",
+        type=int,
+        default=DEFAULT_LIST_LIMIT,
+        metavar="N",
+        help=f"show at most N (default {DEFAULT_LIST_LIMIT})",
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    redrive = actions.add_parser("redrive", help="move DLQ messages back to the request queue")
-    redrive.add_argument("--max", type=int, help="move at most N messages (default: all)")
+    redrive = action(
+        "redrive",
+        "move DLQ messages back to the request queue (at most those there when it starts)",
+    )
+    redrive.add_argument("--max", type=int, metavar="N", help="move at most N (default: all)")
     redrive.add_argument(
         "--method",
         choices=["auto", "move-task", "copy"],
@@ -38,22 +59,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "delete, dropping the error attributes; auto (default): move-task where the "
         "endpoint has it and no --max is given, else copy",
     )
-    purge = actions.add_parser("purge", help="delete every message in the DLQ")
+    purge = action("purge", "delete every message in the DLQ and say how many")
     purge.add_argument("--yes", action="store_true", help="really delete them")
+
+
+def _one_line(text: str | None, width: int) -> str:
+    if not text:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 def _table(letters: list[DeadLetter]) -> str:
     from consumer.cli.terminal import duration
 
-    rows = [("JOB", "KIND", "USER", "ERROR", "AGE", "RECEIVES")]
+    rows = [("MESSAGE ID", "JOB", "KIND", "USER", "ERROR", "AGE", "RECEIVES", "MESSAGE")]
     rows += [
         (
+            d.message_id,
             d.job_id or "-",
             d.kind or "-",
             d.user_id or "-",
             d.error_code or "-",
             duration(d.age_s),
             str(d.receive_count),
+            _one_line(d.error_message, ERROR_MESSAGE_WIDTH),
         )
         for d in letters
     ]
@@ -66,6 +96,7 @@ def _table(letters: list[DeadLetter]) -> str:
 
 async def _list(sqs: SQSClient, url: str, args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from consumer.cli.redrive import peek
 
@@ -77,10 +108,13 @@ async def _list(sqs: SQSClient, url: str, args: argparse.Namespace) -> int:
     if args.json:
         for letter in letters:
             print(json.dumps(letter.as_dict(), ensure_ascii=False))
+        # On stderr, so that the output stays one JSON object per line.
+        print(f"note: {RECEIVE_NOTE}", file=sys.stderr)
         return 0
     print(f"{url}: about {total} message(s); showing {len(letters)}")
     if letters:
         print(_table(letters))
+    print(f"note: {RECEIVE_NOTE}")
     return 0
 
 
@@ -126,6 +160,11 @@ async def _redrive(sqs: SQSClient, url: str, settings: Settings, args: argparse.
     if report is None:
         report = await CopyRedrive(sqs, url, settings.sqs_queue_url, _progress).run(args.max)
     print(f"redrive ({report.method}): moved {report.moved} message(s) to {settings.sqs_queue_url}")
+    if report.failed_again:
+        print(
+            f"{report.failed_again} moved by this run failed again and were left on the DLQ "
+            "(not moved twice)"
+        )
     if report.not_deleted:
         print(f"{report.not_deleted} were sent but are still on the DLQ (duplicates later)")
     for message_id, reason in report.failed.items():
@@ -152,8 +191,8 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             return await _list(sqs, url, args)
         if args.action == "redrive":
             return await _redrive(sqs, url, settings, args)
-        await purge(sqs, url)
-        print(f"purged {url}")
+        deleted = await purge(sqs, url)
+        print(f"purged {url}: deleted {deleted} message(s)")
         return 0
 
 
@@ -180,5 +219,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_dlq(args, settings))
     except (ClientError, BotoCoreError) as error:
-        print(f"illustrator dlq: AWS error: {error}", file=sys.stderr)
+        from consumer.cli.terminal import aws_error_line
+
+        print(aws_error_line("illustrator dlq", error, "sqs"), file=sys.stderr)
         return EXIT_FAILED

@@ -16,6 +16,7 @@ from types import ModuleType
 from consumer.errors import ConfigError
 
 EXIT_CONFIG = 2
+DISTRIBUTION = "autobio-illustrator"
 
 
 # The subcommands, each a module of this package; the package's other
@@ -30,11 +31,23 @@ def _command_modules() -> dict[str, ModuleType]:
     }
 
 
+def version() -> str:
+    """The installed package's version: ``pyproject.toml`` is its one source."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with one subcommand per module of :mod:`consumer.cli`."""
     parser = argparse.ArgumentParser(
         prog="illustrator", description="AutoBio illustration service (SQS -> SDXL -> S3 -> SNS)."
     )
+    parser.add_argument("--version", action="version", version=f"illustrator {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in _command_modules().items():
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)

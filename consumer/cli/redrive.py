@@ -1,16 +1,37 @@
 """The dead-letter queue seen from outside: peek at it, move it back, empty it.
 
 Peeking never deletes: messages are hidden briefly while they are read (so
-that more than one batch can be seen) and released again at the end. A
-redrive sends each message to the request queue before deleting it from the
-DLQ, so an interruption can duplicate a request but never lose one;
-duplicates are harmless because the consumer is idempotent by ``job_id``.
+that more than one batch can be seen) and released again at the end; each
+read still counts as a receive in SQS. A redrive sends each message to the
+request queue before deleting it from the DLQ, so an interruption can
+duplicate a request but never lose one; duplicates are harmless because the
+consumer is idempotent by ``job_id``.
+
+A redrive ends by itself, even while consumers run and dead-letter again
+what it moved (each time as a new message with a new id). Two rules bound it:
+
+* a budget: it moves at most the number of messages the DLQ held when it
+  began (visible plus in flight, as SQS counts them; with ``--max``, at most
+  that many);
+* a mark: every copy it sends carries the ``redrive_run`` attribute with the
+  run's id. The consumer's dead-letter copy keeps a request's attributes, so
+  a request that fails again during the run comes back marked, and the run
+  leaves it on the DLQ. A later run moves it again (with its own mark).
+
+The mark is the exact rule; the budget is the backstop where the mark cannot
+be added (a request already carrying so many attributes that the consumer's
+two error attributes would pass SQS's limit of 10) and against requests
+dead-lettered by other traffic while the run goes on. Clocks are not
+compared: the DLQ's timestamps come from SQS, the run's from this machine.
+The move task (StartMessageMoveTask) is bounded by SQS itself: it counts the
+messages to move when it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +54,11 @@ SQS_BATCH = 10
 MAX_BATCH_BYTES = 256 * 1024
 MOVE_TASK_POLL_S = 2.0
 MOVE_TASK_DONE = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
+RUN_ATTRIBUTE = "redrive_run"
+# SQS allows 10 attributes; a consumer adds two (error code and message) when
+# it dead-letters, so the mark goes only where 7 or fewer remain.
+MAX_ATTRIBUTES = 10
+CONSUMER_ADDED_ATTRIBUTES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +166,27 @@ class RedriveReport:
     moved: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     not_deleted: int = 0
+    # Copy runs only: the DLQ's size when the run began, and the messages
+    # this run had already moved that were dead-lettered again meanwhile.
+    budget: int | None = None
+    failed_again: int = 0
 
 
-def _entry(index: int, message: MessageTypeDef) -> SendMessageBatchRequestEntryTypeDef:
+def run_mark(message: MessageTypeDef) -> str | None:
+    """The id of the redrive run that last sent `message`, if it carries one."""
+    return _string_attribute(message, RUN_ATTRIBUTE)
+
+
+def _entry(index: int, message: MessageTypeDef, run_id: str) -> SendMessageBatchRequestEntryTypeDef:
     entry: SendMessageBatchRequestEntryTypeDef = {
         "Id": str(index),
         "MessageBody": message.get("Body", ""),
     }
-    attributes = copyable_attributes(message.get("MessageAttributes", {}), ERROR_ATTRIBUTES)
+    attributes = copyable_attributes(
+        message.get("MessageAttributes", {}), ERROR_ATTRIBUTES | {RUN_ATTRIBUTE}
+    )
+    if len(attributes) + 1 + CONSUMER_ADDED_ATTRIBUTES <= MAX_ATTRIBUTES:
+        attributes[RUN_ATTRIBUTE] = {"DataType": "String", "StringValue": run_id}
     if attributes:
         entry["MessageAttributes"] = attributes
     return entry
@@ -178,11 +217,24 @@ def size_chunks(
     return chunks
 
 
+async def dlq_size(sqs: SQSClient, url: str) -> int:
+    """The messages on the queue, visible or in flight, as SQS counts them."""
+    response = await sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    counts = response.get("Attributes", {})
+    visible = int(counts.get("ApproximateNumberOfMessages", "0"))
+    return visible + int(counts.get("ApproximateNumberOfMessagesNotVisible", "0"))
+
+
 class CopyRedrive:
     """Send-then-delete redrive, batch by batch, for endpoints without move tasks.
 
     Every message received and not deleted is made visible again at the end,
     however the run ends, so an interrupted redrive leaves the rest on view.
+    The run ends once it has moved its budget, or when a receive brings
+    nothing it has not seen (see the module's notes).
     """
 
     def __init__(
@@ -201,27 +253,40 @@ class CopyRedrive:
         # Sent but not deleted, or refused by the request queue: not retried
         # in this run, or the loop could go round forever.
         self._skip: set[str] = set()
+        self._seen: set[str] = set()
+        self.run_id = uuid.uuid4().hex
         self.report = RedriveReport(method="copy")
 
     async def run(self, max_messages: int | None = None) -> RedriveReport:
-        """Move up to `max_messages` (all when ``None``) and return the report."""
+        """Move up to `max_messages` (at most what the DLQ held at the start,
+        when ``None``) and return the report."""
+        budget = await dlq_size(self._sqs, self._dlq_url)
+        if max_messages is not None:
+            budget = min(budget, max_messages)
+        self.report.budget = budget
         try:
-            while max_messages is None or self.report.moved < max_messages:
-                wanted = SQS_BATCH if max_messages is None else max_messages - self.report.moved
+            while self.report.moved < budget:
+                wanted = budget - self.report.moved
                 batch = await _receive(self._sqs, self._dlq_url, wanted, REDRIVE_HIDE_S)
                 self._held.update((m["MessageId"], m["ReceiptHandle"]) for m in batch)
-                fresh = [m for m in batch if m["MessageId"] not in self._skip]
-                if not fresh:
+                new = [m for m in batch if m["MessageId"] not in self._seen]
+                if not new:
+                    # Empty, or only messages seen before (their hiding ran out).
                     break
-                await self._move(fresh)
-                self._progress(self.report)
+                self._seen.update(m["MessageId"] for m in new)
+                ours = {m["MessageId"] for m in new if run_mark(m) == self.run_id}
+                self.report.failed_again += len(ours)
+                fresh = [m for m in new if m["MessageId"] not in self._skip | ours]
+                if fresh:
+                    await self._move(fresh)
+                    self._progress(self.report)
         finally:
             await release(self._sqs, self._dlq_url, list(self._held.values()))
         return self.report
 
     async def _move(self, messages: Sequence[MessageTypeDef]) -> None:
         by_id = {str(i): m for i, m in enumerate(messages)}
-        entries = [_entry(i, m) for i, m in enumerate(messages)]
+        entries = [_entry(i, m, self.run_id) for i, m in enumerate(messages)]
         for chunk in size_chunks(entries):
             response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=chunk)
             for failure in response.get("Failed", []):
@@ -308,6 +373,12 @@ class MoveTaskRedrive:
         return results[0] if results else {"Status": "RUNNING"}
 
 
-async def purge(sqs: SQSClient, url: str) -> None:
-    """Delete every message on the queue (SQS allows this once a minute)."""
+async def purge(sqs: SQSClient, url: str) -> int:
+    """Delete every message on the queue (SQS allows this once a minute).
+
+    Returns how many it held just before, visible or in flight: SQS reports
+    no count of its own, and finishes a purge within a minute.
+    """
+    count = await dlq_size(sqs, url)
     await sqs.purge_queue(QueueUrl=url)
+    return count

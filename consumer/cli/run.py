@@ -14,10 +14,26 @@ if TYPE_CHECKING:
 
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
 REQUIRED = ("sqs_queue_url", "sns_topic_arn")
+EPILOG = """\
+required settings (environment or .env):
+  SQS_QUEUE_URL   the request queue
+  SNS_TOPIC_ARN   the topic completion events are published on
+  AWS_REGION and the standard AWS chain (credentials, AWS_ENDPOINT_URL) apply;
+  MODEL_PATH (a local folder, a hub id in the local hub cache, builtin:tiny
+  or builtin:blank), HEALTH_HOST/HEALTH_PORT, LOG_LEVEL, LOG_FORMAT and the
+  rest are listed in env.example.
+
+exit status:
+  0  drained (SIGTERM/SIGINT, or --burst with nothing left to do)
+  1  fatal error (the model cannot be loaded, the worker broke)
+  2  bad configuration (one line on stderr naming the setting)
+"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's options."""
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--burst",
         action="store_true",
@@ -31,6 +47,7 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
     torch and diffusers are imported here, on first use, never at start-up.
     """
     from consumer.aws.model_sources import prepare_pipeline_config
+    from consumer.logs import adopt_library_loggers
     from pipeline.factory import create_generator
 
     # Downloads run on the event loop, so the sidecar answers meanwhile.
@@ -38,7 +55,13 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
 
     def build() -> Generator:
         generator = create_generator(config)
-        generator.load()
+        adopt_library_loggers()
+        try:
+            generator.load()
+        finally:
+            # transformers and diffusers install their handlers on first use,
+            # during the load: bring their lines back into the one stream.
+            adopt_library_loggers()
         return generator
 
     return await gpu.run(build)
@@ -59,9 +82,10 @@ def main(args: argparse.Namespace) -> int:
     from consumer.delivery.options import WorkerOptions
     from consumer.logs import configure_logging
     from consumer.service.wiring import serve
-    from consumer.settings import load_settings
+    from consumer.settings import check_model_source, load_settings
 
     settings = load_settings(*REQUIRED)
+    check_model_source(settings)
     configure_logging(
         settings.log_level, settings.log_format, secrets=[settings.auth_token.get_secret_value()]
     )

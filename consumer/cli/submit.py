@@ -42,19 +42,29 @@ IMAGE_TYPES[".webp"] = "image/webp"
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's options."""
     parser.add_argument("kind", choices=["memory", "subject"], help="the kind of illustration")
-    parser.add_argument("--user-id", dest="user_id", required=True, help="the AutoBio user")
-    parser.add_argument("--prompt", help="what to draw (required for memory)")
     parser.add_argument(
-        "--steps", dest="num_inference_steps", type=int, help="num_inference_steps (1-150)"
+        "--user-id", dest="user_id", required=True, metavar="ID", help="the AutoBio user"
     )
-    parser.add_argument("--ip-adapter-scale", type=float, help="0.0-1.0")
-    parser.add_argument("--guidance-scale", type=float, help="0.0-20.0")
-    parser.add_argument("--negative-prompt", help="what to avoid")
-    parser.add_argument("--style-prompt", help="the style (default: the kind's style)")
-    parser.add_argument("--seed", type=int, help="0 to 2^32-1 (default: random, reported)")
-    parser.add_argument("--width", type=int, help="multiple of 64, 64-2048")
-    parser.add_argument("--height", type=int, help="multiple of 64, 64-2048")
-    parser.add_argument("--job-id", help="idempotency key (default: a new one)")
+    parser.add_argument("--prompt", metavar="TEXT", help="what to draw (required for memory)")
+    parser.add_argument(
+        "--steps",
+        dest="num_inference_steps",
+        type=int,
+        metavar="N",
+        help="num_inference_steps (1-150)",
+    )
+    parser.add_argument("--ip-adapter-scale", type=float, metavar="X", help="0.0-1.0")
+    parser.add_argument("--guidance-scale", type=float, metavar="X", help="0.0-20.0")
+    parser.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
+    parser.add_argument(
+        "--style-prompt", metavar="TEXT", help="the style (default: the kind's style)"
+    )
+    parser.add_argument(
+        "--seed", type=int, metavar="N", help="0 to 2^32-1 (default: random, reported)"
+    )
+    parser.add_argument("--width", type=int, metavar="N", help="multiple of 64, 64-2048")
+    parser.add_argument("--height", type=int, metavar="N", help="multiple of 64, 64-2048")
+    parser.add_argument("--job-id", metavar="ID", help="idempotency key (default: a new one)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--image",
@@ -63,7 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="upload FILE as the user's avatar (memory) or photo (subject) first, "
         "and name it in the request's image_key",
     )
-    source.add_argument("--image-key", help="use this existing S3 key as the input")
+    source.add_argument("--image-key", metavar="KEY", help="use this existing S3 key as the input")
     parser.add_argument("--wait", action="store_true", help="wait for the completion event")
     parser.add_argument(
         "--timeout",
@@ -83,7 +93,7 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> tuple[bytes, Reque
     """The validated body; with ``--image`` its key is set to the upload's."""
     fields = request_fields(args)
     if args.image is not None:
-        check_image(args.image, settings.max_input_bytes)
+        check_image(args.image, settings.max_input_bytes, settings.max_input_pixels)
         fields["image_key"] = image_key_for(args.image, JobKind(args.kind), args.user_id, settings)
     return build_body(fields, settings)
 
@@ -207,7 +217,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"illustrator submit: invalid request: {error.message}", file=sys.stderr)
         return EXIT_INVALID
     except (ClientError, BotoCoreError) as error:
-        print(f"illustrator submit: AWS error: {error}", file=sys.stderr)
+        from consumer.cli.terminal import aws_error_line
+
+        print(aws_error_line("illustrator submit", error, "sqs"), file=sys.stderr)
         return EXIT_FAILED
     except asyncio.CancelledError:
         return EXIT_TERMINATED
@@ -253,13 +265,26 @@ def request_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in Request.model_fields if name != "version"}
 
 
-def check_image(path: Path, max_bytes: int) -> None:
-    """Refuse a missing or oversized image before anything is uploaded."""
+def check_image(path: Path, max_bytes: int, max_pixels: int) -> None:
+    """Refuse a missing, oversized or undecodable image before anything is uploaded.
+
+    The picture is decoded by the consumer's own safe decoder, with its
+    limits, so what the consumer would refuse is refused here, at once.
+    """
+    from pipeline.errors import InvalidImageError
+    from pipeline.images import decode_image
+
     if not path.is_file():
         raise InvalidRequest(f"--image {str(path)!r} is not a readable file")
     size = path.stat().st_size
     if size > max_bytes:
         raise InvalidRequest(f"--image is {size} bytes; the service accepts at most {max_bytes}")
+    try:
+        decode_image(path.read_bytes(), max_bytes=max_bytes, max_pixels=max_pixels)
+    except InvalidImageError as error:
+        raise InvalidRequest(f"--image {path.name}: {error}") from None
+    except OSError as error:
+        raise InvalidRequest(f"--image {str(path)!r} cannot be read: {error.strerror}") from None
 
 
 async def upload_image(s3: S3Client, bucket: str, key: str, path: Path) -> None:

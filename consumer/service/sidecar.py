@@ -9,10 +9,12 @@ with the worker, an answer at all means the loop is not blocked.
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from aiohttp import web
 
 from consumer.delivery.worker_state import HealthReport, StatusBoard
+from consumer.errors import ConfigError
 from consumer.metrics import CONTENT_TYPE, Metrics
 
 
@@ -69,9 +71,21 @@ class Sidecar:
         self.port: int | None = None
 
     async def start(self) -> int:
-        """Listen; return the port actually bound."""
+        """Listen; return the port actually bound.
+
+        Raises :class:`ConfigError` naming ``HEALTH_PORT`` when the address
+        cannot be bound (in use, not permitted, not an address of this host).
+        """
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        try:
+            await web.TCPSite(self._runner, self._host, self._port).start()
+        except OSError as error:
+            await self._runner.cleanup()
+            # aiohttp's text repeats the address; the errno's own words do not.
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            raise ConfigError(
+                f"HEALTH_PORT={self._port}: cannot listen on {self._host}:{self._port}: {reason}"
+            ) from None
         self.port = int(self._runner.addresses[0][1])
         return self.port
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import structlog
 
-from consumer.logs import REDACTED, configure_logging
+from consumer.logs import REDACTED, adopt_library_loggers, configure_logging
 
 
 def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
@@ -58,7 +58,7 @@ def test_console_format_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
         json.loads(err.splitlines()[0])
 
 
-def test_standard_library_records_are_printed_and_scrubbed(
+def test_standard_library_records_are_json_and_scrubbed(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import logging
@@ -67,7 +67,87 @@ def test_standard_library_records_are_printed_and_scrubbed(
     configure_logging("info", "json")
     logging.getLogger("botocore").warning("credential %s rejected", "wJalrXUtnFEMI-secret")
     structlog.get_logger().warning("retry", error=RuntimeError("no wJalrXUtnFEMI-secret"))
-    err = capsys.readouterr().err
-    assert f"botocore credential {REDACTED} rejected" in err
-    assert f"RuntimeError('no {REDACTED}')" in err
-    assert "wJalrXUtnFEMI-secret" not in err
+    botocore, retry = lines(capsys)
+    assert botocore["event"] == f"credential {REDACTED} rejected"
+    assert (botocore["logger"], botocore["level"]) == ("botocore", "warning")
+    assert "timestamp" in botocore
+    assert retry["error"] == f"RuntimeError('no {REDACTED}')"
+
+
+def test_library_loggers_with_their_own_handler_are_adopted() -> None:
+    import logging
+
+    library = logging.getLogger("diffusers")
+    own = logging.StreamHandler()
+    library.addHandler(own)
+    library.propagate = False
+    try:
+        adopt_library_loggers()
+        assert own not in library.handlers
+        assert library.propagate is True
+    finally:
+        library.removeHandler(own)
+        library.propagate = True
+
+
+SECRET = "wJalrXUtnFEMI-planted-secret"
+PROMPT = "a lighthouse at dusk with my grandmother"
+# Each route by which a line reaches stderr in a running consumer, each
+# carrying the secret; run in a fresh interpreter so nothing of pytest's
+# (its warning capture, its handlers) stands between the routes and stderr.
+ROUTES = f"""
+import logging, warnings
+import structlog
+from consumer.logs import configure_logging
+noisy = logging.getLogger("transformers")
+noisy.addHandler(logging.StreamHandler())
+noisy.propagate = False
+configure_logging("info", "json")
+structlog.get_logger().info("structlog {SECRET}", job_id="m-1")
+logging.getLogger("aiohttp.access").warning("stdlib %s", "{SECRET}")
+logging.getLogger("botocore.credentials").error("botocore {SECRET}")
+logging.getLogger("transformers.modeling_utils").warning("transformers {SECRET}")
+late = logging.getLogger("diffusers")
+late.addHandler(logging.StreamHandler())
+late.propagate = False
+from consumer.logs import adopt_library_loggers
+adopt_library_loggers()
+logging.getLogger("diffusers.models").warning("diffusers {SECRET}")
+warnings.warn("warning {SECRET}", UserWarning)
+raise RuntimeError("uncaught {SECRET}")
+"""
+
+
+def test_every_line_of_every_route_is_scrubbed_json() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "AUTH_TOKEN": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-c", ROUTES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    events = [str(r["event"]) for r in records]
+    assert [e.split()[0] for e in events[:5]] == [
+        "structlog",
+        "stdlib",
+        "botocore",
+        "transformers",
+        "diffusers",
+    ]
+    assert events[5].endswith(f"UserWarning: warning {REDACTED}")
+    assert events[6] == "uncaught_exception"
+    assert SECRET not in done.stderr
+    assert done.stderr.count(REDACTED) == 7
+    assert records[-1]["level"] == "critical"
+    assert f"RuntimeError: uncaught {REDACTED}" in str(records[-1]["exception"])
+    assert records[5]["logger"] == "py.warnings"

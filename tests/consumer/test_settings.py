@@ -118,3 +118,60 @@ def test_python_dash_m_consumer_is_the_cli() -> None:
     )
     assert result.returncode == 0
     assert "schema" in result.stdout
+
+
+def _model(monkeypatch: pytest.MonkeyPatch, value: str, **env: str) -> None:
+    from consumer.settings import Settings, check_model_source
+
+    monkeypatch.setenv("MODEL_PATH", value)
+    for name, setting in env.items():
+        monkeypatch.setenv(name, setting)
+    check_model_source(Settings())
+
+
+@pytest.mark.parametrize("value", ["builtin:tiny", "builtin:blank"])
+def test_builtin_models_pass_the_model_check(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    _model(monkeypatch, value)
+
+
+def test_a_local_folder_passes_the_model_check(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _model(monkeypatch, str(tmp_path))
+
+
+def test_a_hub_id_passes_only_when_it_is_in_the_local_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ConfigError, match="nor a hub id in the local hub cache"):
+        _model(monkeypatch, "org/model")
+    (tmp_path / "models--org--model" / "snapshots" / "0123abc").mkdir(parents=True)
+    _model(monkeypatch, "org/model")
+
+
+def test_hf_home_locates_the_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    (tmp_path / "hub" / "models--org--model" / "snapshots" / "0123abc").mkdir(parents=True)
+    _model(monkeypatch, "org/model", HF_HOME=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("builtin:tinyy", "MODEL_PATH=builtin:tinyy: unknown built-in model"),
+        ("/nope/model", "MODEL_PATH=/nope/model: not a local folder"),
+        ("", "MODEL_PATH is empty"),
+    ],
+)
+def test_bad_model_paths_name_the_setting_and_the_built_ins(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _model(monkeypatch, value)
+    assert raised.value.message.startswith(message)
+    assert "builtin:blank, builtin:tiny" in raised.value.message
+
+
+def test_an_s3_model_source_skips_the_model_path_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    _model(monkeypatch, "/nope/model", MODEL_S3_PATH="s3://bucket/models/")

@@ -129,7 +129,7 @@ def test_redrive_keeps_bodies_and_attributes_but_drops_error_attributes(
     assert {m["Body"] for m in moved} == bodies
     for message in moved:
         attributes = message["MessageAttributes"]
-        assert set(attributes) == {"signature", "trace", "extra"}
+        assert set(attributes) == {"signature", "trace", "extra", "redrive_run"}
         assert attributes["signature"]["StringValue"] == "ab" * 32
         assert attributes["trace"]["BinaryValue"] == b"\x00\x01"
         assert attributes["extra"]["StringValue"] == "kept"
@@ -317,3 +317,100 @@ def test_purge_with_yes_empties_the_dlq(stack: Stack) -> None:
 
     assert _drain(stack, stack.dlq_url) == []
     assert _visible(stack, stack.queue_url) == 0
+
+
+class _Interleaved:
+    """An SQS client that makes a redrive meet a running consumer at its worst.
+
+    The DLQ hands out at most two messages per receive, and after each batch
+    is moved the redrive waits until the consumer has dead-lettered every
+    moved request again, so each next receive can bring back those copies
+    (new message ids) before the originals are all moved.
+    """
+
+    def __init__(self, real: Any, dlq_url: str, full: int) -> None:
+        self._real = real
+        self._dlq_url = dlq_url
+        self._full = full
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def receive_message(self, **kwargs: Any) -> Any:
+        if kwargs["QueueUrl"] == self._dlq_url:
+            kwargs["MaxNumberOfMessages"] = min(2, kwargs["MaxNumberOfMessages"])
+        return await self._real.receive_message(**kwargs)
+
+    async def delete_message_batch(self, **kwargs: Any) -> Any:
+        from consumer.cli.redrive import dlq_size
+        from tests.consumer.helpers import eventually
+
+        response = await self._real.delete_message_batch(**kwargs)
+
+        async def back() -> bool:
+            return await dlq_size(self._real, self._dlq_url) >= self._full
+
+        await eventually(back, within=30, what="the consumer to dead-letter them again")
+        return response
+
+
+def _poison(job: str) -> str:
+    # Zero steps: refused by the consumer's parser, dead-lettered at once.
+    return json.dumps(
+        {
+            "job_id": job,
+            "kind": "memory",
+            "user_id": "user1",
+            "prompt": "x",
+            "num_inference_steps": 0,
+        }
+    )
+
+
+@pytest.mark.parametrize("crowded", [False, True], ids=["marked", "budget-only"])
+async def test_redrive_ends_with_a_consumer_running(stack: Stack, crowded: bool) -> None:
+    """Each poison request is moved once, by the mark or, where the mark cannot
+    be added (eight attributes already), by the budget."""
+    from consumer.aws.clients import client_config, make_session
+    from consumer.cli.redrive import RUN_ATTRIBUTE, dlq_size
+    from tests.consumer.helpers import running
+    from tests.recording import blank
+
+    extra = {f"a{i}": "x" for i in range(6)} if crowded else {}
+    poison = {_poison(f"poison-{i}") for i in range(6)}
+    for body in poison:
+        _dead_letter(stack, body, **extra)
+    # Two more, in flight elsewhere for the whole run: counted in the budget
+    # (8) but never received, so only the mark can stop the marked run at 6.
+    sqs_sync = stack.client("sqs")
+    sqs_sync.send_message(QueueUrl=stack.dlq_url, MessageBody="held-1")
+    sqs_sync.send_message(QueueUrl=stack.dlq_url, MessageBody="held-2")
+    held = sqs_sync.receive_message(
+        QueueUrl=stack.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=600, WaitTimeSeconds=0
+    )["Messages"]
+    held_bodies = {m["Body"] for m in held}
+    assert held_bodies >= {"held-1", "held-2"}
+    for message in held:
+        if message["Body"] not in {"held-1", "held-2"}:
+            sqs_sync.change_message_visibility(
+                QueueUrl=stack.dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+
+    session = make_session("us-east-1")
+    async with running(blank()), session.client("sqs", config=client_config()) as sqs:
+        assert await dlq_size(sqs, stack.dlq_url) == 8
+        redrive = CopyRedrive(_Interleaved(sqs, stack.dlq_url, 8), stack.dlq_url, stack.queue_url)  # type: ignore[arg-type]
+        report = await asyncio.wait_for(redrive.run(), timeout=90)
+
+    assert report.budget == 8
+    # The marked run stops at the six poison requests; the crowded one, which
+    # cannot mark, stops at its budget (moving two copies a second time).
+    assert report.moved == (8 if crowded else 6)
+    left = _drain(stack, stack.dlq_url)
+    assert {m["Body"] for m in left} == poison
+    if not crowded:
+        assert report.failed_again >= 1
+        marks = {m["MessageAttributes"][RUN_ATTRIBUTE]["StringValue"] for m in left}
+        assert marks == {redrive.run_id}
+    else:
+        assert all(RUN_ATTRIBUTE not in m["MessageAttributes"] for m in left)

@@ -1,0 +1,129 @@
+"""`illustrator run` refuses bad configuration in one line, exit 2, before loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.aws import Stack
+from tests.consumer.helpers import memory, put_input, send
+
+ROOT = Path(__file__).resolve().parents[3]
+# Each refusal comes before any model, AWS client or torch import.
+FAST_S = 10.0
+
+
+def _run(**env: str) -> tuple[int, list[str], float]:
+    environment = {
+        **os.environ,
+        "SQS_QUEUE_URL": "http://127.0.0.1:1/000000000000/requests",
+        "SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:000000000000:events",
+        "HEALTH_HOST": "127.0.0.1",
+        "HEALTH_PORT": "0",
+        "LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stderr.splitlines(), time.monotonic() - started
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("builtin:tinyy", "MODEL_PATH=builtin:tinyy: unknown built-in model"),
+        ("/nope/model", "MODEL_PATH=/nope/model: not a local folder"),
+        ("nobody/no-such-model", "MODEL_PATH=nobody/no-such-model: not a local folder, nor a hub"),
+    ],
+)
+def test_a_bad_model_path_is_one_line_and_exit_two(
+    model: str, expected: str, tmp_path: Path
+) -> None:
+    code, lines, seconds = _run(MODEL_PATH=model, HF_HUB_CACHE=str(tmp_path))
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"illustrator: {expected}")
+    assert "builtin:blank, builtin:tiny" in lines[0]
+    assert seconds < FAST_S
+
+
+def test_a_health_port_in_use_is_one_line_and_exit_two(busy_port: int) -> None:
+    code, lines, seconds = _run(MODEL_PATH="builtin:blank", HEALTH_PORT=str(busy_port))
+    assert code == 2
+    assert lines == [
+        f"illustrator: HEALTH_PORT={busy_port}: cannot listen on 127.0.0.1:{busy_port}: "
+        "address already in use"
+    ]
+    assert seconds < FAST_S
+
+
+def test_the_help_lists_required_settings_and_exit_codes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "run", "--help"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for name in ("SQS_QUEUE_URL", "SNS_TOPIC_ARN", "MODEL_PATH", "HEALTH_PORT"):
+        assert name in done.stdout
+    for code in ("0 ", "1 ", "2 "):
+        assert f"\n  {code}" in done.stdout
+
+
+PROMPT = "my grandmother's lighthouse at dusk"
+
+
+def test_a_running_consumer_writes_only_json_lines_without_prompts(stack: Stack) -> None:
+    put_input(stack, "avatars/user1.png")
+    send(stack, memory("ok-1", prompt=PROMPT))
+    # Fails (no input picture for this user): the failure is logged, not the prompt.
+    send(stack, memory("missing-1", user_id="nobody", prompt=PROMPT))
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "MODEL_PATH": "builtin:blank"}
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "run", "--burst"],
+        env={
+            **environment,
+            "HEALTH_HOST": "127.0.0.1",
+            "HEALTH_PORT": "0",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "debug",
+            "RETRY_BACKOFF_BASE_S": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    events = {(r.get("event"), r.get("job_id")) for r in records}
+    assert ("job_succeeded", "ok-1") in events
+    assert ("job_failed", "missing-1") in events
+    assert PROMPT not in done.stderr
+    assert done.stdout == ""
