@@ -24,6 +24,9 @@ class WorkerOptions:
             loop's own failing AWS calls.
         stop_grace_s: how long a stopped generation may take to come back
             before the GPU counts as wedged; ``None`` for :data:`STOP_GRACE_S`.
+        priority_check_s: with a priority queue, the request queue's long
+            poll is cut to this, the longest a priority request waits for an
+            idle worker to look again.
     """
 
     burst: bool = False
@@ -32,6 +35,7 @@ class WorkerOptions:
     loop_backoff_base_s: float = 1.0
     loop_backoff_max_s: float = 60.0
     stop_grace_s: float | None = None
+    priority_check_s: int = 1
 
     def stop_grace(self) -> float:
         """The stop grace in seconds."""

@@ -37,6 +37,7 @@ from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.job import Job, JobEnvironment, Outcome
 from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.runner import JobRunner
+from consumer.delivery.sources import Source, receive_first
 from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.errors import Severity
 from consumer.metrics import Metrics
@@ -88,6 +89,11 @@ class Worker:
         self.board.busy_probe = lambda: self.gpu.busy
         self.board.loaded(generator.model_name)
         self.queue = RequestQueue(clients.sqs, settings.sqs_queue_url, self.clock)
+        self.priority_queue = (
+            RequestQueue(clients.sqs, settings.sqs_priority_queue_url, self.clock)
+            if settings.sqs_priority_queue_url
+            else None
+        )
         self.storage = Storage(clients.s3, settings.s3_bucket_name)
         self.publisher = Publisher(clients.sns, settings.sns_topic_arn)
         self.env: JobEnvironment | None = None
@@ -102,7 +108,7 @@ class Worker:
         self._job_ended = asyncio.Event()
         self._stopped = asyncio.Event()
         self._receiver: asyncio.Task[None] | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeats: list[asyncio.Task[None]] = []
 
     # The public surface.
 
@@ -163,7 +169,7 @@ class Worker:
             self._receiver.cancel()  # also cancels a long poll in progress
 
     def _cancel_tasks(self) -> None:
-        for task in (self._receiver, self._heartbeat, *(t for _, t in self._jobs.values())):
+        for task in (self._receiver, *self._heartbeats, *(t for _, t in self._jobs.values())):
             if task is not None:
                 task.cancel()
 
@@ -185,10 +191,10 @@ class Worker:
                 await self._receiver
         released = await self._release_prefetched()
         unfinished = await self._wait_for_running()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for heartbeat in self._heartbeats:
+            heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+                await heartbeat
         log.info("drain_finished", released_prefetched=released, released_running=unfinished)
 
     async def _release_prefetched(self) -> int:
@@ -250,7 +256,9 @@ class Worker:
         try:
             # Bounded: with AWS unreachable, botocore's retries would hold the
             # exit for far longer than a release is worth.
-            await asyncio.wait_for(self.queue.set_visibility(message, 0), RELEASE_TIMEOUT_S)
+            await asyncio.wait_for(
+                job.heartbeat.queue.set_visibility(message, 0), RELEASE_TIMEOUT_S
+            )
         except Exception as error:  # it comes back after its visibility timeout anyway
             log.warning(
                 "release_failed", sqs_message_id=message.message_id, error=classify(error).message
@@ -259,61 +267,77 @@ class Worker:
     # Receiving.
 
     async def _receive_loop(self) -> None:
-        env = await self._setup()
-        if env is None:
+        sources = await self._setup()
+        if sources is None:
             return
-        runner = JobRunner(env)
-        self._heartbeat = asyncio.create_task(env.heartbeat.run(), name="heartbeat")
-        self._heartbeat.add_done_callback(self._task_ended)
+        for source in sources:
+            task = asyncio.create_task(source.env.heartbeat.run(), name="heartbeat")
+            task.add_done_callback(self._task_ended)
+            self._heartbeats.append(task)
         self.board.loop_started()
         log.info(
             "worker_started",
             model=self.generator.model_name,
-            visibility_timeout_s=env.heartbeat.visibility_s,
-            max_attempts=env.max_attempts,
+            visibility_timeout_s=sources[-1].env.heartbeat.visibility_s,
+            max_attempts=sources[-1].env.max_attempts,
+            priority_queue=len(sources) > 1,
             burst=self.options.burst,
         )
         while not self._stop.is_set():
             free = await self._slots.wait_free()
-            messages = await self._poll(env, free)
-            if messages is None:
+            received = await self._poll(sources, free)
+            if received is None:
                 continue
-            if not messages and self.options.burst:
+            if not received and self.options.burst:
                 if not self._jobs:
                     self.board.drain("burst: the queue is empty")
                     self._stop.set()
                     return
                 self._job_ended.clear()
                 await self._job_ended.wait()
-            for message in messages:
-                self._start(runner, env, message)
+            for source, message in received:
+                self._start(source, message)
 
-    async def _setup(self) -> JobEnvironment | None:
+    async def _setup(self) -> list[Source] | None:
+        """The sources to receive from, the priority queue first."""
+        queues = [q for q in (self.priority_queue, self.queue) if q is not None]
+        sources = []
+        for queue in queues:
+            env = await self._describe(queue)
+            if env is None:
+                return None
+            sources.append(Source(queue, env, JobRunner(env)))
+        self.env = sources[-1].env
+        return sources
+
+    async def _describe(self, queue: RequestQueue) -> JobEnvironment | None:
         while True:
             try:
-                info = await self.queue.describe()
+                info = await queue.describe()
             except Exception as error:
                 if not await self._trouble("GetQueueAttributes", error):
                     return None
                 continue
-            self.env = JobEnvironment.build(
+            return JobEnvironment.build(
                 settings=self.settings,
                 info=info,
                 generator=self.generator,
                 gpu=self.gpu,
-                queue=self.queue,
+                queue=queue,
                 storage=self.storage,
                 publisher=self.publisher,
                 metrics=self.metrics,
                 clock=self.clock,
                 stop_grace_s=self.options.stop_grace(),
             )
-            return self.env
 
-    async def _poll(self, env: JobEnvironment, free: int) -> list[ReceivedMessage] | None:
-        wait_s = self.options.poll_wait_s
+    async def _poll(
+        self, sources: list[Source], free: int
+    ) -> list[tuple[Source, ReceivedMessage]] | None:
         try:
-            messages = await self.queue.receive(free, wait_s, env.heartbeat.receive_hold_s)
+            received = await receive_first(
+                sources, free, self.options.poll_wait_s, self.options.priority_check_s
+            )
         except Exception as error:
             await self._trouble("ReceiveMessage", error)
             return None
@@ -322,7 +346,7 @@ class Worker:
         self._backoff.reset()
         self.board.polled()
         self.metrics.last_poll.set(self.clock.now().timestamp())
-        return messages
+        return received
 
     async def _trouble(self, call: str, error: Exception) -> bool:
         """Back off after a failed loop call; ``False`` when the error is fatal
@@ -347,10 +371,12 @@ class Worker:
 
     # Jobs.
 
-    def _start(self, runner: JobRunner, env: JobEnvironment, message: ReceivedMessage) -> None:
-        job = Job(message, self.clock, env.heartbeat, release_slot=self._slots.take())
-        env.heartbeat.track(message)
-        task = asyncio.create_task(self._run_job(runner, job), name=f"job-{message.message_id}")
+    def _start(self, source: Source, message: ReceivedMessage) -> None:
+        heartbeat = source.env.heartbeat
+        job = Job(message, self.clock, heartbeat, release_slot=self._slots.take())
+        heartbeat.track(message)
+        name = f"job-{message.message_id}"
+        task = asyncio.create_task(self._run_job(source.runner, job), name=name)
         self._jobs[message.receipt_handle] = (job, task)
         self._count_in_flight()
 

@@ -1,0 +1,81 @@
+"""The priority queue (contract 8.3): its requests start before waiting ones."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from tests.aws import Stack
+from tests.consumer.helpers import (
+    Observer,
+    eventually,
+    memory,
+    put_input,
+    queue_counts,
+    receive_all,
+    running,
+    send,
+    settings,
+)
+from tests.recording import blank
+
+
+def _priority_queue(stack: Stack) -> tuple[str, str]:
+    """A priority queue with a dead-letter queue of its own."""
+    sqs = stack.client("sqs")
+    name = stack.queue_url.rsplit("/", 1)[1]
+    dlq = sqs.create_queue(QueueName=f"{name}-priority-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})
+    url = sqs.create_queue(
+        QueueName=f"{name}-priority",
+        Attributes={"VisibilityTimeout": "30", "RedrivePolicy": policy},
+    )["QueueUrl"]
+    return url, dlq
+
+
+def _send_to(stack: Stack, url: str, body: dict[str, object] | str) -> None:
+    text = body if isinstance(body, str) else json.dumps(body)
+    stack.client("sqs").send_message(QueueUrl=url, MessageBody=text)
+
+
+async def test_a_priority_request_is_taken_next_ahead_of_the_backlog(stack: Stack) -> None:
+    put_input(stack, "avatars/user1.png")
+    priority_url, _ = _priority_queue(stack)
+    gate = threading.Event()
+    generator = blank(gate=gate)
+    observer = Observer(stack)
+    for seed in (1, 2, 3, 4):
+        send(stack, memory(f"n{seed}", seed=seed))
+    config = settings(sqs_priority_queue_url=priority_url)
+    async with running(generator, config):
+        # One request on the GPU (held), one prefetched, two waiting.
+        await eventually(generator.started.is_set, what="the first generation")
+        await eventually(lambda: queue_counts(stack) == (2, 2), what="two taken, two waiting")
+        _send_to(stack, priority_url, memory("p", seed=100))
+        gate.set()
+        await observer.wait(5, within=30)
+    order = [spec.seed for spec in generator.calls]
+    # The priority request waits only for the two the worker had already
+    # taken (a standard queue keeps no order within a receive).
+    assert sorted(order[:2]) == [1, 2]
+    assert order[2] == 100
+    assert sorted(order[3:]) == [3, 4]
+
+
+async def test_a_failed_priority_request_goes_to_its_own_dead_letter_queue(
+    stack: Stack,
+) -> None:
+    priority_url, priority_dlq = _priority_queue(stack)
+    observer = Observer(stack)
+    async with running(blank(), settings(sqs_priority_queue_url=priority_url)):
+        _send_to(stack, priority_url, "not json")
+        (event,) = await observer.wait(1)
+        await eventually(
+            lambda: queue_counts(stack, priority_url) == (0, 0), what="the request removed"
+        )
+    assert event["error"]["code"] == "invalid_request"
+    assert [m["Body"] for m in receive_all(stack, priority_dlq)] == ["not json"]
+    assert receive_all(stack, stack.dlq_url) == []
