@@ -28,6 +28,12 @@ ERROR_MESSAGE_WIDTH = 60
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the subcommands and their options."""
+    parser.add_argument(
+        "--priority",
+        action="store_true",
+        help="work on the priority queue's DLQ (from SQS_PRIORITY_QUEUE_URL's RedrivePolicy) "
+        "and redrive back to the priority queue",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, summary: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -151,15 +157,15 @@ async def _move_task(
     return await MoveTaskRedrive(sqs, dlq_arn, target_arn, _progress).follow(handle)
 
 
-async def _redrive(sqs: SQSClient, url: str, settings: Settings, args: argparse.Namespace) -> int:
+async def _redrive(sqs: SQSClient, url: str, target: str, args: argparse.Namespace) -> int:
     from consumer.cli.redrive import CopyRedrive
 
     report = None
     if args.method == "move-task" or (args.method == "auto" and args.max is None):
-        report = await _move_task(sqs, url, settings.sqs_queue_url, args.method == "move-task")
+        report = await _move_task(sqs, url, target, args.method == "move-task")
     if report is None:
-        report = await CopyRedrive(sqs, url, settings.sqs_queue_url, _progress).run(args.max)
-    print(f"redrive ({report.method}): moved {report.moved} message(s) to {settings.sqs_queue_url}")
+        report = await CopyRedrive(sqs, url, target, _progress).run(args.max)
+    print(f"redrive ({report.method}): moved {report.moved} message(s) to {target}")
     if report.failed_again:
         print(
             f"{report.failed_again} moved by this run failed again and were left on the DLQ "
@@ -179,18 +185,24 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.aws.queue_meta import dead_letter_url
     from consumer.cli.redrive import purge
 
+    if args.priority:
+        queue_url, configured, name = settings.sqs_priority_queue_url, "", "the priority queue"
+    else:
+        queue_url, configured, name = (
+            settings.sqs_queue_url,
+            settings.sqs_dlq_url,
+            "the request queue",
+        )
     async with make_session(settings.aws_region).client("sqs", config=client_config()) as sqs:
-        url = await dead_letter_url(sqs, settings.sqs_queue_url, settings.sqs_dlq_url)
+        url = await dead_letter_url(sqs, queue_url, configured)
         if url is None:
-            print(
-                "illustrator dlq: the request queue has no RedrivePolicy; set SQS_DLQ_URL",
-                file=sys.stderr,
-            )
+            hint = "give it one" if args.priority else "set SQS_DLQ_URL"
+            print(f"illustrator dlq: {name} has no RedrivePolicy; {hint}", file=sys.stderr)
             return EXIT_USAGE
         if args.action == "list":
             return await _list(sqs, url, args)
         if args.action == "redrive":
-            return await _redrive(sqs, url, settings, args)
+            return await _redrive(sqs, url, queue_url, args)
         deleted = await purge(sqs, url)
         print(f"purged {url}: deleted {deleted} message(s)")
         return 0
@@ -214,7 +226,9 @@ def main(args: argparse.Namespace) -> int:
         print("illustrator dlq: --limit and --max must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     settings = load_settings()
-    if args.action == "redrive" or not settings.sqs_dlq_url:
+    if args.priority:
+        settings.require("sqs_priority_queue_url")
+    elif args.action == "redrive" or not settings.sqs_dlq_url:
         settings.require("sqs_queue_url")
     try:
         return asyncio.run(_dlq(args, settings))

@@ -74,6 +74,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "and name it in the request's image_key",
     )
     source.add_argument("--image-key", metavar="KEY", help="use this existing S3 key as the input")
+    parser.add_argument(
+        "--priority",
+        action="store_true",
+        help="send to the priority queue (SQS_PRIORITY_QUEUE_URL): started before waiting requests",
+    )
     parser.add_argument("--wait", action="store_true", help="wait for the completion event")
     parser.add_argument(
         "--timeout",
@@ -184,7 +189,8 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
                 f"uploaded {args.image} to {s3_uri(settings.s3_bucket_name, request.image_key)}",
                 file=sys.stderr,
             )
-        message_id = await send_request(sqs, settings.sqs_queue_url, body, token)
+        queue_url = settings.sqs_priority_queue_url if args.priority else settings.sqs_queue_url
+        message_id = await send_request(sqs, queue_url, body, token, request.user_id)
         print(f"sent job {request.job_id} (message {message_id})", file=sys.stderr)
         if waiter is None:
             print(request.job_id)
@@ -209,7 +215,8 @@ def main(args: argparse.Namespace) -> int:
         print("illustrator submit: --timeout must be positive", file=sys.stderr)
         return EXIT_INVALID
     args.timeout_s = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout
-    required = ["sqs_queue_url", "s3_bucket_name"] + (["sns_topic_arn"] if args.wait else [])
+    queue = "sqs_priority_queue_url" if args.priority else "sqs_queue_url"
+    required = [queue, "s3_bucket_name"] + (["sns_topic_arn"] if args.wait else [])
     settings = load_settings(*required)
     try:
         return asyncio.run(_submit(args, settings))
@@ -299,12 +306,21 @@ async def upload_image(s3: S3Client, bucket: str, key: str, path: Path) -> None:
     )
 
 
-async def send_request(sqs: SQSClient, queue_url: str, body: bytes, token: str | None) -> str:
-    """Send `body`, signed with `token` when given; the SQS message id."""
+async def send_request(
+    sqs: SQSClient, queue_url: str, body: bytes, token: str | None, user_id: str
+) -> str:
+    """Send `body`, signed with `token` when given; the SQS message id.
+
+    The message group is the user (SQS fair queues): one user's large
+    backlog then does not hold up the other users' requests.
+    """
     attributes: dict[str, MessageAttributeValueTypeDef] = {}
     if token is not None:
         attributes[SIGNATURE_ATTRIBUTE] = {"DataType": "String", "StringValue": sign(body, token)}
     response = await sqs.send_message(
-        QueueUrl=queue_url, MessageBody=body.decode("utf-8"), MessageAttributes=attributes
+        QueueUrl=queue_url,
+        MessageBody=body.decode("utf-8"),
+        MessageAttributes=attributes,
+        MessageGroupId=user_id,
     )
     return response["MessageId"]

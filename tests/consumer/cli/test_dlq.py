@@ -414,3 +414,28 @@ async def test_redrive_ends_with_a_consumer_running(stack: Stack, crowded: bool)
         assert marks == {redrive.run_id}
     else:
         assert all(RUN_ATTRIBUTE not in m["MessageAttributes"] for m in left)
+
+
+def test_priority_selects_the_priority_queues_dlq_and_redrives_back_to_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sqs = stack.client("sqs")
+    name = stack.queue_url.rsplit("/", 1)[1]
+    dlq = sqs.create_queue(QueueName=f"{name}-pdlq")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]
+    policy = json.dumps({"deadLetterTargetArn": arn["QueueArn"], "maxReceiveCount": "3"})
+    priority = sqs.create_queue(QueueName=f"{name}-priority", Attributes={"RedrivePolicy": policy})[
+        "QueueUrl"
+    ]
+    monkeypatch.setenv("SQS_PRIORITY_QUEUE_URL", priority)
+    sqs.send_message(QueueUrl=dlq, MessageBody=_body("p-1"))
+    _dead_letter(stack, _body("n-1"))  # on the request queue's DLQ: not touched
+
+    assert cli.main(["dlq", "--priority", "list", "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [item["job_id"] for item in listed] == ["p-1"]
+    assert cli.main(["dlq", "--priority", "redrive", "--method", "copy"]) == 0
+    assert _visible(stack, priority) == 1
+    assert _visible(stack, dlq) == 0
+    assert _visible(stack, stack.dlq_url) == 1
+    assert _visible(stack, stack.queue_url) == 0

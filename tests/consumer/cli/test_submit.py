@@ -310,3 +310,26 @@ def _requests_visible(stack: Stack) -> bool:
         QueueUrl=stack.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
     )
     return int(attributes["Attributes"]["ApproximateNumberOfMessages"]) > 0
+
+
+def test_submit_groups_by_user_and_can_send_to_the_priority_queue(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = stack.client("sqs")
+    priority = sqs.create_queue(QueueName=f"{stack.queue_url.rsplit('/', 1)[1]}-priority")
+    monkeypatch.setenv("SQS_PRIORITY_QUEUE_URL", priority["QueueUrl"])
+    argv = ["submit", "memory", "--user-id", "user-9", "--prompt", "a lake", "--job-id", "m-9"]
+    assert cli.main(argv) == 0
+    assert cli.main([*argv[:-1], "m-10", "--priority"]) == 0
+
+    def received(url: str) -> list[dict[str, Any]]:
+        return sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+        ).get("Messages", [])
+
+    [normal] = received(stack.queue_url)
+    [urgent] = received(priority["QueueUrl"])
+    assert json.loads(normal["Body"])["job_id"] == "m-9"
+    assert json.loads(urgent["Body"])["job_id"] == "m-10"
+    assert normal["Attributes"]["MessageGroupId"] == "user-9"
+    assert urgent["Attributes"]["MessageGroupId"] == "user-9"
