@@ -1,4 +1,8 @@
-"""The text prompt of each kind of job (contract section 1)."""
+"""The text prompt of each kind of job (contract section 1).
+
+Torch-free: the consumer uses :func:`uses_negative` to report the negative
+prompt a job really used.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,25 @@ def compose_prompt(spec: GenerationSpec) -> str:
     A memory job draws its prompt in the style of the style prompt; a subject
     job draws a portrait in that style, with the prompt added when given. The
     person's likeness comes from the input image through the IP-Adapter.
+
+    The style comes before the story: the whole text is encoded window by
+    window (:mod:`pipeline.long_prompt`), but SDXL's pooled text embedding,
+    which conditions the whole picture, is taken from the first 75 tokens
+    only, and CLIP weighs early tokens most. A long story put first would
+    leave the style to the later windows, where it carries little weight.
     """
     if spec.kind is JobKind.MEMORY:
-        parts = [spec.prompt, spec.style_prompt]
+        parts = [spec.style_prompt, spec.prompt]
     else:
         parts = [SUBJECT_LEAD, spec.style_prompt, spec.prompt]
     return ", ".join(part.strip() for part in parts if part.strip())
+
+
+def uses_negative(guidance_scale: float) -> bool:
+    """Whether a job with `guidance_scale` uses its negative prompt.
+
+    Diffusers runs classifier-free guidance, the only use of the negative
+    prompt, only above a scale of 1; at or below it the negative is neither
+    encoded nor used, and the completion event reports it empty.
+    """
+    return guidance_scale > 1.0

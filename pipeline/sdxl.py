@@ -18,9 +18,11 @@ from pipeline.adapters import attach_ip_adapter, fuse_lora
 from pipeline.config import PipelineConfig
 from pipeline.device import choose_device, choose_dtype, free_memory
 from pipeline.errors import GenerationOOMError, PipelineBrokenError, PipelineError
+from pipeline.framing import frame_person
 from pipeline.ip_scale import IPAdapterScale
+from pipeline.long_prompt import encode_prompts
 from pipeline.placement import place
-from pipeline.prompts import compose_prompt
+from pipeline.prompts import compose_prompt, uses_negative
 from pipeline.source import ModelSource
 from pipeline.spec import GenerationSpec, JobKind
 from pipeline.untyped import SDXLPipeline
@@ -160,8 +162,6 @@ class SDXLGenerator:
     def _draw(self, spec: GenerationSpec, image: Image.Image) -> Image.Image:
         pipe = self.pipeline
         arguments: dict[str, Any] = {
-            "prompt": compose_prompt(spec),
-            "negative_prompt": spec.negative_prompt,
             "num_inference_steps": spec.num_inference_steps,
             "guidance_scale": spec.guidance_scale,
             "width": spec.width,
@@ -173,8 +173,12 @@ class SDXLGenerator:
         }
         if self._ip_scale is not None:
             self._ip_scale.set(spec.ip_adapter_scale)
-            arguments["ip_adapter_image"] = image.convert("RGB")
+            # Square before the encoder's centre crop, so it sees the whole person.
+            arguments["ip_adapter_image"] = frame_person(image)
+        negative = spec.negative_prompt if uses_negative(spec.guidance_scale) else None
         with torch.inference_mode():
+            # Embeddings, not strings: diffusers would cut the text at 77 tokens.
+            arguments |= encode_prompts(pipe, compose_prompt(spec), negative).as_arguments()
             picture: Image.Image = pipe(**arguments).images[0]
         picture = picture.convert("RGB")
         if picture.size != (spec.width, spec.height):

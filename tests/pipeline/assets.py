@@ -94,3 +94,49 @@ def make_finetuned_unet(path: Path, seed: int = 11) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tuned, str(path))
     return path
+
+
+_STORY_WORDS = tuple(
+    [
+        "we",
+        "walked",
+        "along",
+        "the",
+        "river",
+        "every",
+        "sunday",
+        "with",
+        "grandmother",
+        "who",
+        "told",
+        "us",
+        "stories",
+        "about",
+        "the",
+        "long",
+        "winter",
+        "the",
+        "bakery",
+        "on",
+        "the",
+        "corner",
+        "her",
+        "brother",
+        "at",
+        "sea",
+        "and",
+        "the",
+        "old",
+        "mill",
+    ]
+)
+
+
+def long_story(length: int) -> str:
+    """A life story of exactly `length` characters that ends in "rose garden"."""
+    words: list[str] = []
+    ending = " rose garden"
+    while len(" ".join(words)) < length - len(ending):
+        words.append(_STORY_WORDS[len(words) % len(_STORY_WORDS)])
+    text = " ".join(words)[: length - len(ending)].rstrip()
+    return (text + ending).rjust(length, "a")
