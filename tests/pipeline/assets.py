@@ -96,47 +96,18 @@ def make_finetuned_unet(path: Path, seed: int = 11) -> Path:
     return path
 
 
-_STORY_WORDS = tuple(
-    [
-        "we",
-        "walked",
-        "along",
-        "the",
-        "river",
-        "every",
-        "sunday",
-        "with",
-        "grandmother",
-        "who",
-        "told",
-        "us",
-        "stories",
-        "about",
-        "the",
-        "long",
-        "winter",
-        "the",
-        "bakery",
-        "on",
-        "the",
-        "corner",
-        "her",
-        "brother",
-        "at",
-        "sea",
-        "and",
-        "the",
-        "old",
-        "mill",
-    ]
+_STORY_TEXT = (
+    "we walked along the river every sunday with grandmother who told us stories about "
+    "the long winter the bakery on the corner her brother at sea and the old mill"
 )
 
 
 def long_story(length: int) -> str:
     """A life story of exactly `length` characters that ends in "rose garden"."""
+    vocabulary = _STORY_TEXT.split()
     words: list[str] = []
     ending = " rose garden"
     while len(" ".join(words)) < length - len(ending):
-        words.append(_STORY_WORDS[len(words) % len(_STORY_WORDS)])
+        words.append(vocabulary[len(words) % len(vocabulary)])
     text = " ".join(words)[: length - len(ending)].rstrip()
     return (text + ending).rjust(length, "a")
