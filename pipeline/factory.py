@@ -23,7 +23,7 @@ def create_generator(config: PipelineConfig) -> Generator:
     if config.model_path == BUILTIN_TINY:
         from pipeline.tiny import TinySource
 
-        return SDXLGenerator(config, TinySource(config.weights_file))
+        return SDXLGenerator(config, TinySource(config.weights_file, config.vae_path))
     from pipeline.loading import PretrainedSource
 
     return SDXLGenerator(config, PretrainedSource(config))

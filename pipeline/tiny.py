@@ -224,13 +224,15 @@ class TinySource(ModelSource):
 
     A UNet weights file (``weights_file``) is loaded over the tiny UNet just
     as over SDXL's; a whole single-file checkpoint needs a real base model.
+    A replacement VAE (``vae_path``) is read as for any model.
     """
 
     name = TINY_NAME
     expected_native_size = (TINY_NATIVE_SIZE, TINY_NATIVE_SIZE)
 
-    def __init__(self, weights_file: str | None = None) -> None:
+    def __init__(self, weights_file: str | None = None, vae_path: str | None = None) -> None:
         self._weights_file = weights_file
+        self._vae_path = vae_path
         self._model: TinyModel | None = None
 
     def base_pipeline(self, dtype: torch.dtype) -> SDXLPipeline:
@@ -244,6 +246,10 @@ class TinySource(ModelSource):
                     "needs MODEL_PATH set to its base model"
                 )
             load_unet_weights(pipe, self._weights_file)
+        if self._vae_path:
+            from pipeline.loading import load_vae
+
+            pipe.register_modules(vae=load_vae(self._vae_path, torch.float32))
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
         return pipe
