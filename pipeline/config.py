@@ -33,6 +33,12 @@ class PipelineConfig:
             bfloat16 on GPUs that support it, else float16, and float32 on a CPU.
         vae_path: a local folder or hub id of a replacement VAE, such as an
             fp16-safe one; ``None`` keeps the model's own.
+        subject_ip_adapter_weight_name: a second IP-Adapter weights file,
+            beside ``ip_adapter_weight_name`` (same path and subfolder, and
+            trained on the same image encoder, such as
+            ``ip-adapter-plus-face_sdxl_vit-h.safetensors`` beside
+            ``ip-adapter-plus_sdxl_vit-h.safetensors``), that subject jobs use
+            instead; ``None``: both kinds use the one adapter. A real model only.
     """
 
     model_path: str
@@ -51,3 +57,4 @@ class PipelineConfig:
     model_name: str | None = None
     dtype: str | None = None
     vae_path: str | None = None
+    subject_ip_adapter_weight_name: str | None = None

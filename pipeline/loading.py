@@ -152,6 +152,7 @@ class PretrainedSource(ModelSource):
             feature_extractor=clip_feature_extractor(int(encoder.config.image_size)),
             subfolder=config.ip_adapter_subfolder,
             weight_name=config.ip_adapter_weight_name,
+            subject_weight_name=config.subject_ip_adapter_weight_name,
         )
 
 

@@ -14,7 +14,7 @@ import structlog
 import torch
 from PIL import Image
 
-from pipeline.adapters import attach_ip_adapter, fuse_lora
+from pipeline.adapters import adapter_for, attach_ip_adapter, fuse_lora
 from pipeline.config import PipelineConfig
 from pipeline.device import choose_device, choose_dtype, free_memory
 from pipeline.errors import GenerationOOMError, PipelineBrokenError, PipelineError
@@ -172,9 +172,10 @@ class SDXLGenerator:
             "output_type": "pil",
         }
         if self._ip_scale is not None:
-            self._ip_scale.set(spec.ip_adapter_scale)
+            adapters = self._ip_scale.adapters
+            self._ip_scale.set(spec.ip_adapter_scale, adapter_for(spec.kind, adapters))
             # Square before the encoder's centre crop, so it sees the whole person.
-            arguments["ip_adapter_image"] = frame_person(image)
+            arguments["ip_adapter_image"] = [frame_person(image)] * adapters
         negative = spec.negative_prompt if uses_negative(spec.guidance_scale) else None
         with torch.inference_mode():
             # Embeddings, not strings: diffusers would cut the text at 77 tokens.
