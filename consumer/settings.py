@@ -65,6 +65,9 @@ class Settings(GenerationDefaults):
     ip_adapter_path: str = "h94/IP-Adapter"
     ip_adapter_subfolder: str = "sdxl_models"
     ip_adapter_weight_name: str = "ip-adapter_sdxl.safetensors"
+    # A second adapter file beside the first (same folder and image encoder),
+    # used by subject jobs; empty: both kinds use IP_ADAPTER_WEIGHT_NAME.
+    subject_ip_adapter_weight_name: str = ""
     ip_adapter_image_encoder_path: str = ""
     enable_lora: bool = False
     lora_path: str = ""

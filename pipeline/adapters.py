@@ -8,6 +8,7 @@ import structlog
 
 from pipeline.errors import ModelLoadError
 from pipeline.source import IPAdapterParts
+from pipeline.spec import JobKind
 from pipeline.untyped import SDXLPipeline
 
 log = structlog.get_logger(__name__)
@@ -24,19 +25,31 @@ def attach_ip_adapter(pipe: SDXLPipeline, parts: IPAdapterParts) -> None:
     pipe.register_modules(
         image_encoder=parts.image_encoder, feature_extractor=parts.feature_extractor
     )
+    names = [parts.weight_name]
+    if parts.subject_weight_name:
+        names.append(parts.subject_weight_name)
+        log.info("subject_ip_adapter", weight_name=parts.subject_weight_name)
     try:
         pipe.load_ip_adapter(
-            parts.weights,
-            subfolder=parts.subfolder,
-            weight_name=parts.weight_name,
+            [parts.weights] * len(names),
+            subfolder=[parts.subfolder] * len(names),
+            weight_name=names,
             image_encoder_folder=None,
             local_files_only=True,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         where = parts.weights if isinstance(parts.weights, str) else "a state dict"
         raise ModelLoadError(
-            f"cannot load IP-Adapter weights {parts.weight_name!r} from {where!r}: {error}"
+            f"cannot load IP-Adapter weights {', '.join(names)} from {where!r}: {error}"
         ) from error
+
+
+def adapter_for(kind: JobKind, adapters: int) -> int:
+    """Which of the loaded IP-Adapters a job of `kind` uses.
+
+    The first serves every job; a second one, when loaded, serves subject jobs.
+    """
+    return 1 if kind is JobKind.SUBJECT and adapters > 1 else 0
 
 
 def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:

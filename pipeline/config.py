@@ -60,6 +60,12 @@ class PipelineConfig:
             is torch's default.
         vae_tiling_pixels: decode in tiles when ``width * height`` exceeds
             this; ``None`` never tiles.
+        subject_ip_adapter_weight_name: a second IP-Adapter weights file,
+            beside ``ip_adapter_weight_name`` (same path and subfolder, and
+            trained on the same image encoder, such as
+            ``ip-adapter-plus-face_sdxl_vit-h.safetensors`` beside
+            ``ip-adapter-plus_sdxl_vit-h.safetensors``), that subject jobs use
+            instead; ``None``: both kinds use the one adapter. A real model only.
     """
 
     model_path: str
@@ -83,6 +89,7 @@ class PipelineConfig:
     timestep_spacing: str = "trailing"
     torch_compile_mode: str | None = None
     vae_tiling_pixels: int | None = None
+    subject_ip_adapter_weight_name: str | None = None
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler, karras=self.scheduler_karras)

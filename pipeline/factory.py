@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.blank import BlankGenerator
 from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
+from pipeline.errors import ModelLoadError
 from pipeline.interface import Generator
 
 
@@ -23,7 +24,9 @@ def create_generator(config: PipelineConfig) -> Generator:
     if config.model_path == BUILTIN_TINY:
         from pipeline.tiny import TinySource
 
-        return SDXLGenerator(config, TinySource(config.weights_file))
+        if config.subject_ip_adapter_weight_name:
+            raise ModelLoadError("builtin:tiny has one IP-Adapter; a subject adapter needs a model")
+        return SDXLGenerator(config, TinySource(config.weights_file, config.vae_path))
     from pipeline.loading import PretrainedSource
 
     return SDXLGenerator(config, PretrainedSource(config))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import structlog
 import torch
 
@@ -31,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 SDXL_NATIVE_SIZE = (1024, 1024)
 IMAGE_ENCODER_FOLDER = "image_encoder"
+FP16_VARIANT = "fp16"
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
 
 
@@ -42,11 +45,44 @@ def _not_found(what: str, where: str, error: BaseException) -> ModelLoadError:
     return ModelLoadError(f"cannot load {what} from {where!r}: {error}; {hint}")
 
 
+def model_folder(path: str) -> Path | None:
+    """The folder `path` names: itself, or a hub id's cached snapshot; else ``None``."""
+    if Path(path).is_dir():
+        return Path(path)
+    try:
+        return Path(huggingface_hub.snapshot_download(path, local_files_only=True))
+    except (OSError, ValueError) as error:
+        log.debug("model_folder_not_cached", model=path, error=type(error).__name__)
+        return None
+
+
+def weights_variant(path: str, dtype: torch.dtype) -> str | None:
+    """``"fp16"`` for a half-precision load of a model that ships fp16 files.
+
+    SDXL folders often hold both full-precision files and a ``fp16`` variant
+    (``unet/diffusion_pytorch_model.fp16.safetensors``). Read in half
+    precision anyway, the variant is half the bytes to read; the weights are
+    the same to half precision, bfloat16 included.
+    """
+    if dtype not in HALF_DTYPES:
+        return None
+    folder = model_folder(path)
+    if folder is None or not any(folder.glob(f"*/*.{FP16_VARIANT}.safetensors")):
+        return None
+    return FP16_VARIANT
+
+
 def load_pretrained(path: str, dtype: torch.dtype) -> SDXLPipeline:
-    """A diffusers SDXL folder or cached hub id, in `dtype`, on the CPU."""
+    """A diffusers SDXL folder or cached hub id, in `dtype`, on the CPU.
+
+    The ``fp16`` variant is read when there is one and `dtype` is half.
+    """
+    variant = weights_variant(path, dtype)
+    if variant:
+        log.info("loading_variant", variant=variant)
     try:
         return diffusers.StableDiffusionXLPipeline.from_pretrained(
-            path, local_files_only=True, **diffusers_dtype(dtype)
+            path, local_files_only=True, variant=variant, **diffusers_dtype(dtype)
         )
     except _LOAD_ERRORS as error:
         raise _not_found("the SDXL model", path, error) from error
@@ -99,7 +135,7 @@ class PretrainedSource(ModelSource):
                 log.info("loading_unet_weights", weights_file=weights)
                 load_unet_weights(pipe, weights)
         if config.vae_path:
-            pipe.register_modules(vae=_load_vae(config.vae_path, dtype))
+            pipe.register_modules(vae=load_vae(config.vae_path, dtype))
         return pipe
 
     def ip_adapter(self, dtype: torch.dtype) -> IPAdapterParts:
@@ -116,10 +152,12 @@ class PretrainedSource(ModelSource):
             feature_extractor=clip_feature_extractor(int(encoder.config.image_size)),
             subfolder=config.ip_adapter_subfolder,
             weight_name=config.ip_adapter_weight_name,
+            subject_weight_name=config.subject_ip_adapter_weight_name,
         )
 
 
-def _load_vae(path: str, dtype: torch.dtype) -> Any:
+def load_vae(path: str, dtype: torch.dtype) -> Any:
+    """An ``AutoencoderKL`` from a local folder or cached hub id, in `dtype`."""
     try:
         vae = diffusers.AutoencoderKL.from_pretrained(
             path, local_files_only=True, **diffusers_dtype(dtype)

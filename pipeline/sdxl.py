@@ -14,17 +14,19 @@ import structlog
 import torch
 from PIL import Image
 
-from pipeline.adapters import attach_ip_adapter, fuse_lora
+from pipeline.adapters import adapter_for, attach_ip_adapter, fuse_lora
 from pipeline.batch import image_seeds
 from pipeline.config import PipelineConfig
 from pipeline.device import choose_device, choose_dtype, free_memory
 from pipeline.errors import GenerationOOMError, PipelineBrokenError, PipelineError
+from pipeline.framing import frame_person
 from pipeline.ip_scale import IPAdapterScale
+from pipeline.long_prompt import encode_prompts
 from pipeline.placement import place, set_vae_tiling
 from pipeline.prompts import compose_prompt
 from pipeline.schedulers import configure_scheduler
 from pipeline.source import ModelSource
-from pipeline.spec import GenerationSpec, JobKind
+from pipeline.spec import GenerationSpec, JobKind, uses_negative_prompt
 from pipeline.stopping import run_stoppable
 from pipeline.untyped import SDXLPipeline
 
@@ -184,8 +186,6 @@ class SDXLGenerator:
     ) -> list[Image.Image]:
         pipe = self.pipeline
         arguments: dict[str, Any] = {
-            "prompt": compose_prompt(spec),
-            "negative_prompt": spec.negative_prompt,
             "num_inference_steps": spec.num_inference_steps,
             "guidance_scale": spec.guidance_scale,
             "width": spec.width,
@@ -198,10 +198,15 @@ class SDXLGenerator:
             "output_type": "pil",
         }
         if self._ip_scale is not None:
-            self._ip_scale.set(spec.ip_adapter_scale)
-            arguments["ip_adapter_image"] = image.convert("RGB")
+            adapters = self._ip_scale.adapters
+            self._ip_scale.set(spec.ip_adapter_scale, adapter_for(spec.kind, adapters))
+            # Square before the encoder's centre crop, so it sees the whole person.
+            arguments["ip_adapter_image"] = [frame_person(image)] * adapters
+        negative = spec.negative_prompt if uses_negative_prompt(spec.guidance_scale) else None
         set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         with torch.inference_mode():
+            # Embeddings, not strings: diffusers would cut the text at 77 tokens.
+            arguments |= encode_prompts(pipe, compose_prompt(spec), negative).as_arguments()
             drawn = run_stoppable(pipe, arguments, stop)
         pictures = [picture.convert("RGB") for picture in drawn]
         if len(pictures) != spec.num_images:

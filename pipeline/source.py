@@ -30,6 +30,8 @@ class IPAdapterParts:
         feature_extractor: the CLIP preprocessor for that encoder.
         subfolder: where the weights file lies under ``weights`` (paths only).
         weight_name: the weights file's name (paths only).
+        subject_weight_name: a second weights file beside it, loaded as a
+            second adapter for subject jobs (paths only); ``None`` for none.
     """
 
     weights: IPAdapterStateDict | str
@@ -37,6 +39,7 @@ class IPAdapterParts:
     feature_extractor: Any
     subfolder: str = ""
     weight_name: str = ""
+    subject_weight_name: str | None = None
 
 
 class ModelSource(abc.ABC):

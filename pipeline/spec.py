@@ -40,6 +40,10 @@ class GenerationSpec:
 
 
 def uses_negative_prompt(guidance_scale: float) -> bool:
-    """Whether a negative prompt has any effect: only with classifier-free
-    guidance, which diffusers applies for a guidance scale above 1."""
+    """Whether a job with `guidance_scale` uses its negative prompt.
+
+    Diffusers runs classifier-free guidance, the only use of the negative
+    prompt, only above a scale of 1; at or below it the negative is neither
+    encoded nor used, and the completion event reports it empty.
+    """
     return guidance_scale > 1.0

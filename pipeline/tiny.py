@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.clip import clip_feature_extractor
+from pipeline.clip_bpe import BOS, EOS, VOCAB_SIZE, clip_bpe
 from pipeline.errors import ModelLoadError
 from pipeline.source import IPAdapterParts, IPAdapterStateDict, ModelSource
 from pipeline.untyped import SDXLPipeline, diffusers, transformers
@@ -37,32 +38,24 @@ IMAGE_PROJECTION = 32
 IP_ADAPTER_TOKENS = 4  # what diffusers assumes for a plain (non-plus) IP-Adapter
 MAX_TOKENS = 77
 
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+# SDXL's first tokenizer pads with the end token, its second with "!".
+TOKENIZER_PADS = (EOS, "!")
 
 
-def tiny_vocabulary() -> dict[str, int]:
-    """A byte-level vocabulary: every printable byte alone and as a word end.
+def tiny_tokenizer(pad_token: str = EOS) -> Any:
+    """A CLIP tokenizer with CLIP's real vocabulary and merges, padded to 77 tokens.
 
-    With no merges the tokenizer spells words letter by letter, which is all a
-    random-weight model needs, and it never meets an unknown character.
+    Prompts are as many tokens long as for the real model, so truncation and
+    windowing show in tests exactly as they would in production.
     """
-    # The 188 printable Latin-1 characters are the byte-level BPE alphabet's
-    # directly printable part; the rest of the bytes map above U+0100.
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    alphabet = [chr(c) for c in printable] + [chr(0x100 + n) for n in range(256 - len(printable))]
-    tokens = [BOS, EOS, *alphabet, *(f"{symbol}</w>" for symbol in alphabet)]
-    return {token: index for index, token in enumerate(tokens)}
-
-
-def tiny_tokenizer() -> Any:
-    """A CLIP tokenizer over :func:`tiny_vocabulary`, padded to 77 tokens."""
+    vocab, merges = clip_bpe()
     return transformers.CLIPTokenizer(
-        vocab=tiny_vocabulary(),
-        merges=[],
+        vocab=dict(vocab),
+        merges=list(merges),
         unk_token=EOS,
         bos_token=BOS,
         eos_token=EOS,
-        pad_token=EOS,
+        pad_token=pad_token,
         model_max_length=MAX_TOKENS,
     )
 
@@ -77,9 +70,9 @@ def _text_config(vocab_size: int) -> Any:
         max_position_embeddings=MAX_TOKENS,
         projection_dim=TEXT_PROJECTION,
         hidden_act="gelu",
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
+        bos_token_id=VOCAB_SIZE - 2,
+        eos_token_id=VOCAB_SIZE - 1,
+        pad_token_id=VOCAB_SIZE - 1,
     )
 
 
@@ -210,17 +203,16 @@ def build_tiny() -> TinyModel:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        tokenizer = tiny_tokenizer()
-        vocab_size = len(tokenizer)
-        text_encoder = transformers.CLIPTextModel(_text_config(vocab_size))
-        text_encoder_2 = transformers.CLIPTextModelWithProjection(_text_config(vocab_size))
+        tokenizer, tokenizer_2 = (tiny_tokenizer(pad) for pad in TOKENIZER_PADS)
+        text_encoder = transformers.CLIPTextModel(_text_config(len(tokenizer)))
+        text_encoder_2 = transformers.CLIPTextModelWithProjection(_text_config(len(tokenizer)))
         unet = _unet()
         pipe = diffusers.StableDiffusionXLPipeline(
             vae=_vae(),
             text_encoder=text_encoder.eval(),
             text_encoder_2=text_encoder_2.eval(),
             tokenizer=tokenizer,
-            tokenizer_2=tiny_tokenizer(),
+            tokenizer_2=tokenizer_2,
             unet=unet,
             scheduler=_scheduler(),
         )
@@ -232,13 +224,15 @@ class TinySource(ModelSource):
 
     A UNet weights file (``weights_file``) is loaded over the tiny UNet just
     as over SDXL's; a whole single-file checkpoint needs a real base model.
+    A replacement VAE (``vae_path``) is read as for any model.
     """
 
     name = TINY_NAME
     expected_native_size = (TINY_NATIVE_SIZE, TINY_NATIVE_SIZE)
 
-    def __init__(self, weights_file: str | None = None) -> None:
+    def __init__(self, weights_file: str | None = None, vae_path: str | None = None) -> None:
         self._weights_file = weights_file
+        self._vae_path = vae_path
         self._model: TinyModel | None = None
 
     def base_pipeline(self, dtype: torch.dtype) -> SDXLPipeline:
@@ -252,6 +246,10 @@ class TinySource(ModelSource):
                     "needs MODEL_PATH set to its base model"
                 )
             load_unet_weights(pipe, self._weights_file)
+        if self._vae_path:
+            from pipeline.loading import load_vae
+
+            pipe.register_modules(vae=load_vae(self._vae_path, torch.float32))
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
         return pipe

@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 
 import diffusers as _diffusers
 import transformers as _transformers
+from packaging.version import Version
 
 diffusers: Any = _diffusers
 transformers: Any = _transformers
@@ -21,8 +22,8 @@ SDXLPipeline: TypeAlias = Any
 
 
 def _at_least(version: str, minimum: tuple[int, int]) -> bool:
-    parts = version.split(".")
-    return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)) >= minimum
+    # By release numbers only, so a pre-release of the minimum counts.
+    return Version(version).release >= minimum
 
 
 # Both libraries renamed ``torch_dtype`` to ``dtype``; the old name still works

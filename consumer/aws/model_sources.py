@@ -56,8 +56,9 @@ async def _resolve_ip_adapter(cache: ArtifactCache, settings: Settings) -> tuple
     if not is_s3_uri(source):
         return source, encoder
     root = parse_s3_uri(source)
-    weights = root.child(settings.ip_adapter_subfolder, settings.ip_adapter_weight_name)
-    await cache.fetch_file(str(weights))
+    names = [settings.ip_adapter_weight_name, settings.subject_ip_adapter_weight_name]
+    for name in filter(None, names):
+        await cache.fetch_file(str(root.child(settings.ip_adapter_subfolder, name)))
     if encoder is None:
         await cache.fetch_folder(str(root.child(settings.ip_adapter_subfolder, "image_encoder")))
     return str(cache.local_path(S3Uri(root.bucket, root.key.rstrip("/") + "/"))), encoder
@@ -97,6 +98,7 @@ async def _prepare(settings: Settings, cache: ArtifactCache) -> PipelineConfig:
         ip_adapter_path=ip_adapter_path,
         ip_adapter_subfolder=settings.ip_adapter_subfolder,
         ip_adapter_weight_name=settings.ip_adapter_weight_name,
+        subject_ip_adapter_weight_name=settings.subject_ip_adapter_weight_name or None,
         image_encoder_path=image_encoder_path,
         lora_path=lora_path,
         lora_scale=settings.lora_scale,

@@ -101,3 +101,20 @@ def one(generator: Generator, job: GenerationSpec, image: Image.Image) -> Image.
     """The single picture a one-picture `job` draws."""
     [picture] = generator.generate(job, image)
     return picture
+
+
+_STORY_TEXT = (
+    "we walked along the river every sunday with grandmother who told us stories about "
+    "the long winter the bakery on the corner her brother at sea and the old mill"
+)
+
+
+def long_story(length: int) -> str:
+    """A life story of exactly `length` characters that ends in "rose garden"."""
+    vocabulary = _STORY_TEXT.split()
+    words: list[str] = []
+    ending = " rose garden"
+    while len(" ".join(words)) < length - len(ending):
+        words.append(vocabulary[len(words) % len(vocabulary)])
+    text = " ".join(words)[: length - len(ending)].rstrip()
+    return (text + ending).rjust(length, "a")

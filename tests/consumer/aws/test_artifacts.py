@@ -387,6 +387,26 @@ async def test_only_the_configured_ip_adapter_files_are_fetched(
     ]
 
 
+async def test_a_subject_adapter_is_fetched_beside_the_first(
+    stack: Stack, tmp_path: Path, tiny_files: dict[str, Path]
+) -> None:
+    ip_uri = upload_folder(stack, tiny_files["ip_adapter"], "adapters/h94")
+    put(stack, "adapters/h94/sdxl_models/ip-adapter-face.safetensors", b"face")
+    put(stack, "adapters/h94/sdxl_models/ip-adapter-other.safetensors", b"unused")
+    settings = Settings(
+        model_path=str(tiny_files["model"]),
+        ip_adapter_path=ip_uri,
+        subject_ip_adapter_weight_name="ip-adapter-face.safetensors",
+        model_cache_dir=str(tmp_path / "cache"),
+    )
+    config = await prepare_pipeline_config(settings)
+    assert config.subject_ip_adapter_weight_name == "ip-adapter-face.safetensors"
+    assert "sdxl_models/ip-adapter-face.safetensors" in files_under(Path(config.ip_adapter_path))
+    assert "sdxl_models/ip-adapter-other.safetensors" not in files_under(
+        Path(config.ip_adapter_path)
+    )
+
+
 async def test_model_s3_path_must_be_an_s3_uri(tmp_path: Path) -> None:
     settings = Settings(model_path=BUILTIN_TINY, model_s3_path="/local/file.safetensors")
     with pytest.raises(ConfigError, match="MODEL_S3_PATH"):

@@ -1,0 +1,80 @@
+"""A second IP-Adapter for subject jobs, chosen per job."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.config import BUILTIN_TINY, PipelineConfig
+from pipeline.errors import ModelLoadError
+from pipeline.sdxl import SDXLGenerator
+from pipeline.spec import JobKind
+from pipeline.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_tiny
+from pipeline.tiny import random_ip_adapter_weights as random_weights
+from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
+
+AVATAR = noise_picture(1)
+SUBJECT_WEIGHTS = "ip-adapter-subject.safetensors"
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_on_disk: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny IP-Adapter folder with a second, different adapter beside the first."""
+    folder = tmp_path_factory.mktemp("adapters") / "ip_adapter"
+    shutil.copytree(tiny_on_disk[1], folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        weights = random_weights(build_tiny().pipe.unet)
+    flat = {
+        f"{group}.{k}": v.contiguous() for group, part in weights.items() for k, v in part.items()
+    }
+    save_file(flat, str(folder / IP_ADAPTER_SUBFOLDER / SUBJECT_WEIGHTS))
+    return folder
+
+
+def _generator(model_dir: Path, ip_dir: Path, name: str, subject: str | None) -> SDXLGenerator:
+    return load_generator(
+        PipelineConfig(
+            model_path=str(model_dir),
+            ip_adapter_path=str(ip_dir),
+            ip_adapter_weight_name=name,
+            subject_ip_adapter_weight_name=subject,
+            warmup=False,
+        )
+    )
+
+
+@pytest.mark.parametrize("scale", [0.8, 0.3])
+def test_each_kind_draws_with_its_own_adapter_only(
+    tiny_on_disk: tuple[Path, Path], two_adapters: Path, scale: float
+) -> None:
+    model_dir = tiny_on_disk[0]
+    both = _generator(model_dir, two_adapters, IP_ADAPTER_WEIGHT_NAME, SUBJECT_WEIGHTS)
+    assert both.pipeline.unet.encoder_hid_proj.image_projection_layers.__len__() == 2
+    memory_only = _generator(model_dir, two_adapters, IP_ADAPTER_WEIGHT_NAME, None)
+    subject_only = _generator(model_dir, two_adapters, SUBJECT_WEIGHTS, None)
+    memory, subject = (
+        spec(ip_adapter_scale=scale),
+        spec(kind=JobKind.SUBJECT, ip_adapter_scale=scale),
+    )
+    # Alternating kinds: each picture is exactly the one its adapter alone draws.
+    for _ in range(2):
+        drawn = pixels(one(both, subject, AVATAR))
+        assert np.array_equal(drawn, pixels(one(subject_only, subject, AVATAR)))
+        assert not np.array_equal(drawn, pixels(one(memory_only, subject, AVATAR)))
+        drawn = pixels(one(both, memory, AVATAR))
+        assert np.array_equal(drawn, pixels(one(memory_only, memory, AVATAR)))
+
+
+def test_builtin_tiny_has_no_subject_adapter() -> None:
+    with pytest.raises(ModelLoadError, match="one IP-Adapter"):
+        load_generator(
+            PipelineConfig(
+                model_path=BUILTIN_TINY, subject_ip_adapter_weight_name="x", warmup=False
+            )
+        )
