@@ -7,6 +7,7 @@ job (``job_id``, ``user_id``) and reaches the GPU thread because
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -105,14 +106,23 @@ def environment_secrets(extra: Iterable[str] = ()) -> list[str]:
 SELF_HANDLED_LOGGERS = ("transformers", "diffusers")
 
 
-def adopt_library_loggers() -> None:
+def adopt_library_loggers(*, load: bool = False) -> None:
     """Route the self-handled libraries' loggers through the root handler.
 
     Their own handlers are removed and propagation is turned back on, by
     logger name, so nothing here imports them. Called by
     :func:`configure_logging`, and again once the model is loaded, because a
-    library imported later installs its handler on first use.
+    library imported later installs its handler on first use. With `load`
+    (just before a model that needs them is loaded, when their import is
+    about to happen anyway) their logging modules are imported first, so
+    that the load's own lines are already in the stream.
     """
+    if load:
+        for name in SELF_HANDLED_LOGGERS:
+            try:
+                importlib.import_module(f"{name}.utils.logging")
+            except ImportError:
+                continue
     for name in SELF_HANDLED_LOGGERS:
         library = logging.getLogger(name)
         for handler in library.handlers[:]:

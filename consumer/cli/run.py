@@ -48,6 +48,7 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
     """
     from consumer.aws.model_sources import prepare_pipeline_config
     from consumer.logs import adopt_library_loggers
+    from pipeline.config import BUILTIN_BLANK
     from pipeline.factory import create_generator
 
     # Downloads run on the event loop, so the sidecar answers meanwhile.
@@ -55,7 +56,8 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
 
     def build() -> Generator:
         generator = create_generator(config)
-        adopt_library_loggers()
+        # Every model but the blank one loads through transformers and diffusers.
+        adopt_library_loggers(load=config.model_path != BUILTIN_BLANK)
         try:
             generator.load()
         finally:

@@ -151,3 +151,33 @@ def test_every_line_of_every_route_is_scrubbed_json() -> None:
     assert records[-1]["level"] == "critical"
     assert f"RuntimeError: uncaught {REDACTED}" in str(records[-1]["exception"])
     assert records[5]["logger"] == "py.warnings"
+
+
+LOAD = """
+from consumer.logs import adopt_library_loggers, configure_logging
+configure_logging("info", "json")
+adopt_library_loggers(load=True)
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+transformers_logging.get_logger("transformers.modeling_utils").warning("during the load")
+diffusers_logging.get_logger("diffusers.pipelines").warning("during the load")
+"""
+
+
+def test_lines_logged_during_a_model_load_are_json() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [r["logger"] for r in records] == ["transformers.modeling_utils", "diffusers.pipelines"]

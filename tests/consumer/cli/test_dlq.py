@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from consumer.cli import main as cli
+from consumer.cli.dlq import RECEIVE_NOTE
 from consumer.cli.redrive import CopyRedrive, MoveTaskRedrive, RedriveReport, size_chunks
 from tests.aws import Stack
 
@@ -71,11 +72,19 @@ def test_list_shows_messages_and_leaves_them_visible(
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "about 3 message(s); showing 3" in lines[0]
-    assert lines[1].split() == ["JOB", "KIND", "USER", "ERROR", "AGE", "RECEIVES"]
-    rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert rows["m-001"][:4] == ["m-001", "memory", "user1", "invalid_input"]
-    assert rows["s-002"][:4] == ["s-002", "subject", "user2", "input_not_found"]
-    assert rows["-"][:4] == ["-", "-", "-", "invalid_request"]
+    assert lines[1].split() == [
+        "MESSAGE", "ID", "JOB", "KIND", "USER", "ERROR", "AGE", "RECEIVES", "MESSAGE"
+    ]  # fmt: skip
+    rows = {line.split()[1]: line.split() for line in lines[2:5]}
+    assert set(rows) == {"m-001", "s-002", "-"}
+    assert rows["m-001"][1:5] == ["m-001", "memory", "user1", "invalid_input"]
+    assert rows["s-002"][1:5] == ["s-002", "subject", "user2", "input_not_found"]
+    assert rows["-"][1:5] == ["-", "-", "-", "invalid_request"]
+    # The message id first, the error's message last.
+    assert rows["m-001"][-2:] == ["invalid_input", "happened"]
+    assert all(len(row[0]) >= 20 for row in rows.values())
+    # Listing is a receive in SQS, and the command says so.
+    assert lines[5] == "note: " + RECEIVE_NOTE
     # Released at once, not merely hidden until a timeout.
     assert _visible(stack, stack.dlq_url) == 3
 
@@ -87,7 +96,9 @@ def test_list_pages_past_one_batch_and_honours_limit(
         _dead_letter(stack, _body(f"job-{index:02d}"))
 
     assert cli.main(["dlq", "list", "--json"]) == 0
-    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    captured = capsys.readouterr()
+    listed = [json.loads(line) for line in captured.out.splitlines()]
+    assert captured.err == f"note: {RECEIVE_NOTE}\n"
     assert sorted(item["job_id"] for item in listed) == [f"job-{i:02d}" for i in range(13)]
     assert all(item["error_code"] == "invalid_input" for item in listed)
     assert all(0 <= item["age_s"] < 60 for item in listed)
@@ -309,11 +320,13 @@ def test_purge_refuses_without_yes(stack: Stack, capsys: pytest.CaptureFixture[s
     assert _visible(stack, stack.dlq_url) == 1
 
 
-def test_purge_with_yes_empties_the_dlq(stack: Stack) -> None:
+def test_purge_with_yes_empties_the_dlq(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     for index in range(4):
         _dead_letter(stack, _body(f"job-{index}"))
 
     assert cli.main(["dlq", "purge", "--yes"]) == 0
+
+    assert capsys.readouterr().out == f"purged {stack.dlq_url}: deleted 4 message(s)\n"
 
     assert _drain(stack, stack.dlq_url) == []
     assert _visible(stack, stack.queue_url) == 0

@@ -333,3 +333,40 @@ def test_submit_groups_by_user_and_can_send_to_the_priority_queue(
     assert json.loads(urgent["Body"])["job_id"] == "m-10"
     assert normal["Attributes"]["MessageGroupId"] == "user-9"
     assert urgent["Attributes"]["MessageGroupId"] == "user-9"
+
+
+@pytest.mark.parametrize(
+    ("content", "pixels", "reason"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, None, "input PNG image cannot be read"),
+        (b"plain text, not a picture", None, "not a PNG, JPEG or WebP"),
+        (None, "100", "more than the limit of 100"),
+    ],
+    ids=["corrupt", "not-a-picture", "too-many-pixels"],
+)
+def test_an_image_the_consumer_would_refuse_is_never_uploaded(
+    stack: Stack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    content: bytes | None,
+    pixels: str | None,
+    reason: str,
+) -> None:
+    if pixels is not None:
+        monkeypatch.setenv("MAX_INPUT_PIXELS", pixels)
+    picture = tmp_path / "me.png"
+    if content is None:
+        Image.new("RGB", (32, 32), "green").save(picture, format="PNG")
+    else:
+        picture.write_bytes(content)
+
+    argv = ["submit", "subject", "--user-id", "u4", "--image", str(picture)]
+    assert cli.main(argv) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith("illustrator submit: invalid request: --image me.png: ")
+    assert reason in err
+    assert len(err.strip().splitlines()) == 1
+    assert stack.client("s3").list_objects_v2(Bucket=stack.bucket).get("KeyCount") == 0
+    assert _requests(stack) == []
