@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# builtin:tiny reads CLIP's real BPE vocabulary from open_clip_torch, which
+	# is a file source only: without --no-deps it would pull torchvision.
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt open-clip-torch
 	touch $(STAMP)
 
 demo: setup
