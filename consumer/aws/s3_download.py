@@ -224,7 +224,9 @@ class Download:
             fetched.parts += 1
             fetched.bytes += length
             # The part's bytes reach the disk before the state names it done.
-            await asyncio.to_thread(os.fsync, fd)
+            # On the loop, not a thread: a cancellation between the two
+            # would lose a finished part from the state.
+            os.fsync(fd)
         self._done.add(index)
         self._save_state()
 
