@@ -223,6 +223,10 @@ class Download:
                     log.warning("artifact_part_retry", key=self._remote.key, part=index)
             fetched.parts += 1
             fetched.bytes += length
+            # The part's bytes reach the disk before the state names it done.
+            # On the loop, not a thread: a cancellation between the two
+            # would lose a finished part from the state.
+            os.fsync(fd)
         self._done.add(index)
         self._save_state()
 
@@ -278,6 +282,9 @@ def verify(path: Path, remote: RemoteObject) -> None:
 def etag_matches(path: Path, etag: str) -> bool | None:
     """Whether the file's MD5 fits `etag`; ``None`` when the ETag is not an MD5.
 
+    An MD5 with a part count that is not a positive number is malformed:
+    :class:`ArtifactError`.
+
     A single-part ETag is the MD5 of the content; a multipart one is the MD5
     of the parts' MD5s with ``-<parts>``, checkable only by guessing the part
     size, so the sizes clients commonly use are tried.
@@ -288,6 +295,8 @@ def etag_matches(path: Path, etag: str) -> bool | None:
         return None
     if not count:
         return _md5_parts(path, None) == digest
+    if not count.isdigit() or int(count) < 1:
+        raise ArtifactError(f"{path.name}: malformed ETag {etag!r}")
     parts = int(count)
     size = path.stat().st_size
     rounded = math.ceil(size / parts / _MiB) * _MiB if parts else 0
@@ -322,11 +331,23 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write `value` to `path` atomically (a scratch file, then a rename)."""
+    """Write `value` to `path` atomically and durably.
+
+    A scratch file, synced, then renamed over `path`, then the folder synced:
+    after a power loss the state names only parts whose bytes were written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.name + ".tmp")
-    scratch.write_text(json.dumps(value))
+    with scratch.open("w") as handle:
+        handle.write(json.dumps(value))
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(scratch, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 async def run_all(jobs: Iterable[Coroutine[Any, Any, None]]) -> None:

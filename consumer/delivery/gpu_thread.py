@@ -77,12 +77,6 @@ class GpuThread:
         """Let the thread end after the calls already queued."""
         self._queue.put(None)
 
-    def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the thread to end (after :meth:`close`);
-        whether it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     def _serve(self) -> None:
         while (item := self._queue.get()) is not None:
             future, context, call = item

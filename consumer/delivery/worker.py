@@ -226,7 +226,11 @@ class Worker:
     async def _release_running(self, tasks: set[asyncio.Task[None]]) -> None:
         late = [(job, task) for job, task in self._jobs.values() if task in tasks]
         log.warning("drain_timeout", jobs=len(late), drain_timeout_s=self.settings.drain_timeout_s)
-        generating = [job.gpu_future for job, _ in late if job.gpu_future is not None]
+        generating = [
+            job.gpu_future
+            for job, _ in late
+            if job.gpu_future is not None and not job.gpu_future.done()
+        ]
         for job, task in late:
             job.stop.set()
             task.cancel()

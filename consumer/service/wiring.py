@@ -137,13 +137,11 @@ async def serve(
     log.info("sidecar_listening", url=sidecar.url)
     signals = _Signals()
     gpu = GpuThread()
-    interrupted = False
     try:
         with signals.installed() if handle_signals else contextlib.nullcontext():
             generator = await _load(settings, loader, gpu, board, metrics, signals.early, clock)
             if generator is None:
-                interrupted = signals.early.is_set()
-                return EXIT_OK if interrupted else EXIT_FATAL
+                return EXIT_OK if signals.early.is_set() else EXIT_FATAL
             async with open_clients(settings.aws_region) as clients:
                 worker = Worker(
                     generator=generator,
@@ -159,13 +157,4 @@ async def serve(
                 return await _accompany(worker, companions)
     finally:
         gpu.close()
-        if interrupted:
-            await _let_load_end(gpu, (options or WorkerOptions()).stop_grace())
         await sidecar.stop()
-
-
-async def _let_load_end(gpu: GpuThread, grace: float) -> None:
-    # A stop during the load leaves the GPU thread inside torch, which
-    # cannot be stopped there; exiting under it would abort the process.
-    if not await asyncio.to_thread(gpu.join, grace):
-        log.warning("model_load_still_running", waited_s=grace)
