@@ -9,16 +9,23 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # Re-installs only when the project's dependencies change.
+# One line per phase, and pip's own progress: a fresh set-up takes about 2 minutes.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	# builtin:tiny reads CLIP's real BPE vocabulary from open_clip_torch, which
-	# is a file source only: without --no-deps it would pull torchvision.
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt open-clip-torch
-	touch $(STAMP)
+	@echo "setup 1/3: virtual environment $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setup 2/3: pip"
+	@$(BIN)/python -m pip install --progress-bar on --upgrade pip
+	@echo "setup 3/3: the project and its development tools, pinned by constraints.txt (the longest phase)"
+	@$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	@# builtin:tiny reads CLIP's real BPE vocabulary from open_clip_torch, a file
+	@# source only here: without --no-deps it would pull torchvision.
+	@$(BIN)/python -m pip install --no-deps -c constraints.txt open-clip-torch
+	@touch $(STAMP)
+	@echo "setup done: $(VENV)"
 
+# The demo's model is MODEL_PATH from the environment (not .env), else builtin:tiny.
 demo: setup
+	@echo "demo: embedded AWS, sample pictures, one memory and one subject job"
 	$(BIN)/illustrator demo
 
 test: setup

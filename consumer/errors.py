@@ -18,7 +18,7 @@ from typing import ClassVar
 
 
 class ErrorCode(enum.StrEnum):
-    """The error codes of the completion event (contract section 3)."""
+    """The error codes of a failed event (what each means: docs/contract.md)."""
 
     INVALID_REQUEST = "invalid_request"
     UNAUTHORIZED = "unauthorized"

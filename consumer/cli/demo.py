@@ -1,9 +1,10 @@
 """`illustrator demo`: the whole path on this machine, no AWS account, no GPU.
 
 An embedded AWS endpoint (moto) with the queue, DLQ, topic and bucket; a
-sample avatar and photo drawn in code; the consumer in this process with
-``builtin:tiny`` (or ``MODEL_PATH`` when set) in burst mode; one memory and
-one subject job. The events are printed and the pictures saved under
+sample avatar and photo drawn in code; the consumer in this process in burst
+mode with ``--model``, else ``MODEL_PATH`` from the process environment (not
+from ``.env``), else ``builtin:tiny``, whose random weights draw noise; one
+memory and one subject job. The events are printed and the pictures saved under
 ``demo-output/``. Exit status 0 when both jobs succeeded, else 1.
 """
 
@@ -37,33 +38,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="where the pictures are saved (default demo-output)",
     )
     parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="MODEL_PATH for this run (default: MODEL_PATH from the environment, "
+        "else builtin:tiny; a .env file's MODEL_PATH is not used)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
         help=f"give up after S seconds (default {DEFAULT_TIMEOUT_S:.0f})",
     )
-
-
-def _settings(resources: SandboxResources) -> Settings:
-    from consumer.settings import load_settings
-
-    overrides: dict[str, Any] = {
-        "sqs_queue_url": resources.queue_url,
-        "sqs_dlq_url": resources.dlq_url,
-        "sns_topic_arn": resources.topic_arn,
-        "s3_bucket_name": resources.bucket,
-        "aws_region": "us-east-1",
-        "health_host": "127.0.0.1",
-        "health_port": 0,
-        "worker_id": "demo",
-        "retry_backoff_base_s": 1,
-        "drain_timeout_s": 30,
-    }
-    settings = load_settings()
-    if "model_path" not in settings.model_fields_set:
-        overrides["model_path"] = "builtin:tiny"
-    return settings.model_copy(update=overrides)
 
 
 def _requests(settings: Settings) -> list[dict[str, Any]]:
@@ -162,7 +148,7 @@ def _report(events: list[dict[str, Any]], sandbox: Sandbox, output: Path) -> boo
 
 def main(args: argparse.Namespace) -> int:
     """Run the demo; 0 when both jobs succeeded."""
-    from consumer.cli.local_aws import Sandbox
+    from consumer.cli.local_aws import Sandbox, local_model, local_settings
     from consumer.logs import configure_logging
 
     started = time.monotonic()
@@ -170,10 +156,11 @@ def main(args: argparse.Namespace) -> int:
     endpoint = sandbox.start()
     try:
         resources = sandbox.create()
-        settings = _settings(resources)
+        settings = local_settings(resources, model=local_model(args.model), worker_id="demo")
         configure_logging(settings.log_level, "console")
         args.output.mkdir(parents=True, exist_ok=True)
         print(f"illustrator demo: embedded AWS at {endpoint}, model {settings.model_path}")
+        print(f"  {model_note(settings.model_path)}")
         _upload_samples(sandbox, resources, settings, args.output)
         expected = _send(sandbox, resources, settings)
         code = _consume(settings, args.timeout)
@@ -184,4 +171,19 @@ def main(args: argparse.Namespace) -> int:
     ok = code == 0 and succeeded and len(events) == expected
     verdict = "both jobs succeeded" if ok else "FAILED"
     print(f"\nillustrator demo: {verdict} in {time.monotonic() - started:.1f} s")
+    print(f"  pictures and their inputs: {args.output.resolve()}")
+    if settings.model_path == "builtin:tiny":
+        print("  (noise, as expected of builtin:tiny's random weights)")
     return 0 if ok else EXIT_FAILED
+
+
+def model_note(model: str) -> str:
+    """One line on what the model draws, so nobody mistakes noise for a bug."""
+    if model == "builtin:tiny":
+        return (
+            "builtin:tiny is a small SDXL + IP-Adapter pipeline with random weights: it runs "
+            "the real code path on a CPU and draws noise. Use --model or MODEL_PATH for SDXL."
+        )
+    if model == "builtin:blank":
+        return "builtin:blank loads no model: it draws a plain picture."
+    return f"{model} draws real pictures (slow without a GPU)."

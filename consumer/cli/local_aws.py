@@ -1,7 +1,7 @@
 """An embedded AWS (moto's server on loopback) with the service's resources.
 
-Used by `illustrator demo` and the tests: everything the consumer talks to,
-on this machine, with no account and no credentials. moto is a development
+Used by `illustrator demo`, `illustrator sandbox` and the tests: everything
+the consumer talks to, on this machine, with no account and no credentials. moto is a development
 dependency, so it is imported only when a sandbox is started.
 """
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
+    from consumer.settings import Settings
+
 REGION = "us-east-1"
 # Placeholders moto accepts, set for this process so that no real account
 # is ever used; whatever else the AWS chain would find is hidden.
@@ -33,6 +35,8 @@ SANDBOX_ENVIRONMENT = {
     "AWS_REGION": REGION,
 }
 HIDDEN_ENVIRONMENT = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+# The model of a local run when neither an option nor the environment names one.
+LOCAL_MODEL = "builtin:tiny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,37 @@ def create_resources(
     s3: S3Client = _client("s3", endpoint)
     s3.create_bucket(Bucket=bucket)
     return SandboxResources(endpoint, queue_url, dlq_url, topic_arn, bucket, observer_url)
+
+
+def local_model(option: str | None) -> str:
+    """The model of a local run: the command's option, else ``MODEL_PATH`` from
+    the process environment, else ``builtin:tiny``.
+
+    A ``.env`` file is not consulted for it: the ``MODEL_PATH`` there (as in
+    ``env.example``) names the production model, which a laptop rarely has.
+    """
+    return option or os.environ.get("MODEL_PATH") or LOCAL_MODEL
+
+
+def local_settings(resources: SandboxResources, *, model: str, worker_id: str) -> Settings:
+    """The consumer's settings for a stack on this sandbox: its resources, the
+    given model, a sidecar on a free loopback port and short retry backoffs."""
+    from consumer.settings import load_settings
+
+    overrides: dict[str, Any] = {
+        "sqs_queue_url": resources.queue_url,
+        "sqs_dlq_url": resources.dlq_url,
+        "sns_topic_arn": resources.topic_arn,
+        "s3_bucket_name": resources.bucket,
+        "aws_region": REGION,
+        "model_path": model,
+        "health_host": "127.0.0.1",
+        "health_port": 0,
+        "worker_id": worker_id,
+        "retry_backoff_base_s": 1,
+        "drain_timeout_s": 30,
+    }
+    return load_settings().model_copy(update=overrides)
 
 
 def _client(service: str, endpoint: str) -> Any:

@@ -1,4 +1,4 @@
-"""Sample input pictures drawn in code, for the demo: an avatar and a photo."""
+"""Sample input pictures drawn in code, for the demo and the sandbox: an avatar and a photo."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def avatar(size: int = 256) -> bytes:
     return _encode(image, "PNG")
 
 
-def photo(width: int = 384, height: int = 512) -> bytes:
-    """A person in front of hills under an evening sky, as a JPEG."""
+def photo(width: int = 384, height: int = 512, fmt: str = "JPEG") -> bytes:
+    """A person in front of hills under an evening sky, as a JPEG (or `fmt`)."""
     image = Image.new("RGB", (width, height))
     draw = ImageDraw.Draw(image)
     for y in range(height):
@@ -46,7 +46,7 @@ def photo(width: int = 384, height: int = 512) -> bytes:
     draw.pieslice(
         (cx - 54, int(height * 0.27), cx + 54, int(height * 0.42)), 180, 360, fill=(50, 35, 30)
     )
-    return _encode(image, "JPEG")
+    return _encode(image, fmt)
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:

@@ -10,23 +10,24 @@ from typing import Any
 
 import yaml
 
-from consumer.contract.event import CompletionEvent
+from consumer.contract.event import CompletionEvent, StartedEvent
 from consumer.contract.request import Request
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """The standalone JSON Schemas of the request and the completion event."""
+    """The standalone JSON Schemas of the request, the completion and the started event."""
     return {
         "request": Request.model_json_schema(),
         "event": CompletionEvent.model_json_schema(),
+        "started": StartedEvent.model_json_schema(),
     }
 
 
 def _components() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (Request, CompletionEvent):
+    for model in (Request, CompletionEvent, StartedEvent):
         schema = model.model_json_schema(ref_template=REF_TEMPLATE)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -40,17 +41,35 @@ def _string_header(description: str, enum: list[str] | None = None) -> dict[str,
     return header
 
 
+def _event_headers(statuses: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "SNS message attributes, for subscription filters.",
+        "required": ["status", "kind"],
+        "properties": {
+            "status": _string_header("The event's status.", statuses),
+            "kind": _string_header(
+                "The job's kind, 'unknown' when unreadable.", ["memory", "subject", "unknown"]
+            ),
+        },
+    }
+
+
 def asyncapi_document() -> dict[str, Any]:
-    """The AsyncAPI 3.0 description of the request and completion channels."""
+    """The AsyncAPI 3.0 description of the request, priority and event channels."""
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "AutoBio illustrator",
             "version": "1.0.0",
             "description": (
-                "Generation requests arrive on an SQS queue; one completion event per "
-                "finished job is published to an SNS topic. Processing is at-least-once "
-                "with exactly-once effect: subscribers deduplicate events by job_id."
+                "Generation requests arrive on an SQS queue (and, optionally, a priority "
+                "queue whose requests start first); one completion event per finished job "
+                "is published to an SNS topic, and, with PUBLISH_STARTED_EVENTS=true, one "
+                "started event when a job begins generating. Processing is at-least-once "
+                "with exactly-once effect: subscribers deduplicate events by job_id. "
+                "Producers send each request with MessageGroupId = user_id (SQS fair "
+                "queues), so one user's burst does not hold up the others."
             ),
         },
         "channels": {
@@ -60,10 +79,26 @@ def asyncapi_document() -> dict[str, Any]:
                 "messages": {"request": {"$ref": "#/components/messages/Request"}},
                 "bindings": {"sqs": {"bindingVersion": "0.2.0"}},
             },
+            "priorityRequests": {
+                "address": "SQS_PRIORITY_QUEUE_URL",
+                "description": (
+                    "Optional priority queue: its requests start before any waiting request "
+                    "of SQS_QUEUE_URL, waiting at most for the requests a worker already "
+                    "holds. Same messages and rules; failures end on its own dead-letter queue."
+                ),
+                "messages": {"request": {"$ref": "#/components/messages/Request"}},
+                "bindings": {"sqs": {"bindingVersion": "0.2.0"}},
+            },
             "completions": {
                 "address": "SNS_TOPIC_ARN",
-                "description": "Completion events, succeeded or failed.",
-                "messages": {"completion": {"$ref": "#/components/messages/CompletionEvent"}},
+                "description": (
+                    "Job events: completion (succeeded or failed) and, when enabled, started. "
+                    "Filter on the status attribute to take only some."
+                ),
+                "messages": {
+                    "completion": {"$ref": "#/components/messages/CompletionEvent"},
+                    "started": {"$ref": "#/components/messages/StartedEvent"},
+                },
                 "bindings": {"sns": {"bindingVersion": "0.1.0"}},
             },
         },
@@ -72,6 +107,16 @@ def asyncapi_document() -> dict[str, Any]:
                 "action": "receive",
                 "channel": {"$ref": "#/channels/requests"},
                 "messages": [{"$ref": "#/channels/requests/messages/request"}],
+            },
+            "receivePriorityRequest": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/priorityRequests"},
+                "messages": [{"$ref": "#/channels/priorityRequests/messages/request"}],
+            },
+            "sendStarted": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/completions"},
+                "messages": [{"$ref": "#/channels/completions/messages/started"}],
             },
             "sendCompletion": {
                 "action": "send",
@@ -87,7 +132,9 @@ def asyncapi_document() -> dict[str, Any]:
                     "summary": "One illustration to draw (UTF-8 JSON, at most 256 KiB).",
                     "headers": {
                         "type": "object",
-                        "description": "SQS message attributes.",
+                        "description": (
+                            "SQS message attributes. Send with MessageGroupId = user_id."
+                        ),
                         "properties": {
                             "signature": _string_header(
                                 "Lowercase hex HMAC-SHA256 of the raw body, keyed with "
@@ -101,19 +148,15 @@ def asyncapi_document() -> dict[str, Any]:
                     "name": "CompletionEvent",
                     "contentType": "application/json",
                     "summary": "The outcome of one job.",
-                    "headers": {
-                        "type": "object",
-                        "description": "SNS message attributes, for subscription filters.",
-                        "required": ["status", "kind"],
-                        "properties": {
-                            "status": _string_header("The job's status.", ["succeeded", "failed"]),
-                            "kind": _string_header(
-                                "The job's kind, 'unknown' when unreadable.",
-                                ["memory", "subject", "unknown"],
-                            ),
-                        },
-                    },
+                    "headers": _event_headers(["succeeded", "failed"]),
                     "payload": {"$ref": "#/components/schemas/CompletionEvent"},
+                },
+                "StartedEvent": {
+                    "name": "StartedEvent",
+                    "contentType": "application/json",
+                    "summary": "A job began generating (PUBLISH_STARTED_EVENTS=true).",
+                    "headers": _event_headers(["started"]),
+                    "payload": {"$ref": "#/components/schemas/StartedEvent"},
                 },
             },
             "schemas": _components(),

@@ -1,4 +1,5 @@
-"""The completion event (contract section 3), published to SNS once a job ends."""
+"""The events published to SNS: the completion event once a job ends, and
+the optional started event when it begins generating (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,29 @@ from consumer.errors import ErrorCode
 from pipeline.spec import GenerationSpec
 
 Status = Literal["succeeded", "failed"]
-STARTED: Literal["started"] = "started"
+
+# The generated documents' descriptions are plain text (no reST): JSON Schema
+# and AsyncAPI readers show them as they are.
+COMPLETION_DESCRIPTION = (
+    "One job's outcome, published to SNS once the job ends. A succeeded event has data and "
+    "no error; a failed one has error and no data. job_id, kind and user_id are null when "
+    "the request body held no valid value for them. Subscribers deduplicate by job_id."
+)
+STARTED_DESCRIPTION = (
+    "Published when a job begins generating, only with PUBLISH_STARTED_EVENTS=true. "
+    "A retried job can start more than once (see attempts)."
+)
 
 
 class OutputRef(BaseModel):
-    """Where a generated picture was written."""
+    """Where a generated picture was written, and the seed it was drawn with."""
 
     model_config = ConfigDict(extra="forbid")
 
-    s3_uri: str
-    seed: int | None = None
+    s3_uri: str = Field(description="s3://<bucket>/<S3_GENERATED_PREFIX><user_id>/<key>.png")
+    seed: int | None = Field(
+        None, description="The seed of this picture: (request seed + index) mod 2^32."
+    )
 
 
 class EventError(BaseModel):
@@ -29,9 +43,12 @@ class EventError(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: ErrorCode
-    message: str
-    retryable: bool
+    code: ErrorCode = Field(description="What went wrong, one of a fixed set of codes.")
+    message: str = Field(description="A sentence for people; never the prompt texts.")
+    retryable: bool = Field(
+        description="true when the job failed for a transient reason on its last attempt: "
+        "sending the same request again may succeed."
+    )
 
 
 class Parameters(BaseModel):
@@ -39,15 +56,17 @@ class Parameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str
-    style_prompt: str
-    negative_prompt: str
-    num_inference_steps: int
-    ip_adapter_scale: float
-    guidance_scale: float
-    seed: int
-    width: int
-    height: int
+    prompt: str = Field(description="The prompt drawn; empty for a subject job without one.")
+    style_prompt: str = Field(description="The style prompt used.")
+    negative_prompt: str = Field(
+        description="The negative prompt used; empty when guidance_scale is at most 1."
+    )
+    num_inference_steps: int = Field(description="Denoising steps.")
+    ip_adapter_scale: float = Field(description="IP-Adapter conditioning strength.")
+    guidance_scale: float = Field(description="Classifier-free guidance scale.")
+    seed: int = Field(description="The seed of the first picture, drawn when not requested.")
+    width: int = Field(description="Picture width in pixels.")
+    height: int = Field(description="Picture height in pixels.")
 
     @classmethod
     def from_spec(cls, spec: GenerationSpec) -> Parameters:
@@ -57,77 +76,90 @@ class Parameters(BaseModel):
 
 
 class CompletionEvent(BaseModel):
-    """One job's outcome. Subscribers deduplicate by ``job_id``.
+    """One job's outcome. Subscribers deduplicate by job_id."""
 
-    A succeeded event has ``data`` and no ``error``; a failed one the reverse.
-    ``job_id``, ``kind`` and ``user_id`` are ``null`` when the body held no
-    valid value for them.
-    """
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"description": COMPLETION_DESCRIPTION}
+    )
 
-    model_config = ConfigDict(extra="forbid")
-
-    version: Literal[1] = 1
-    job_id: str | None
-    kind: str | None
-    user_id: str | None
-    status: Status
-    data: list[OutputRef] | None = None
-    error: EventError | None = None
-    reused: bool = False
-    parameters: Parameters | None = None
-    model: str
-    attempts: int = Field(ge=1)
-    timings_ms: dict[str, int] = Field(default_factory=dict)
-    worker_id: str
-    finished_at: str
-    sqs_message_id: str
+    version: Literal[1] = Field(1, description="The contract version, 1.")
+    job_id: str | None = Field(description="The request's job_id; null when unreadable.")
+    kind: str | None = Field(
+        description="The request's kind (memory or subject); null when unreadable."
+    )
+    user_id: str | None = Field(description="The request's user_id; null when unreadable.")
+    status: Status = Field(description="succeeded or failed; also an SNS message attribute.")
+    data: list[OutputRef] | None = Field(
+        None, description="Succeeded only: every picture, in order (num_images of them)."
+    )
+    error: EventError | None = Field(None, description="Failed only: why.")
+    reused: bool = Field(
+        False,
+        description="true when the outputs already existed for this job_id and request "
+        "and were not drawn again.",
+    )
+    parameters: Parameters | None = Field(
+        None, description="The effective parameters; null when the request was invalid."
+    )
+    model: str = Field(description="The model that drew (or would have drawn) the pictures.")
+    attempts: int = Field(ge=1, description="The delivery attempt this event ends (1 first).")
+    timings_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description="Milliseconds by stage (queue_wait, download, generate, upload, total); "
+        "total counts from the receive, not the idle poll before it.",
+    )
+    worker_id: str = Field(description="The worker that ran the job (WORKER_ID, else host).")
+    finished_at: str = Field(description="UTC time the job ended, e.g. 2026-11-24T10:00:00.123Z.")
+    sqs_message_id: str = Field(description="The SQS MessageId of the request.")
 
     def to_json(self) -> str:
         """Serialise for SNS: ``data`` only on success, ``error`` only on failure."""
         payload = self.model_dump(mode="json")
         payload.pop("error" if self.status == "succeeded" else "data", None)
-        for ref in payload.get("data") or ():
-            if ref.get("seed") is None:  # an output written without its seed recorded
-                ref.pop("seed", None)
+        for item in payload.get("data") or []:
+            # An output without a known seed (an old reused object) says nothing of it.
+            if item.get("seed") is None:
+                item.pop("seed", None)
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
     def attributes(self) -> dict[str, dict[str, str]]:
         """SNS message attributes, so subscribers can filter on them."""
-        return {
-            "status": {"DataType": "String", "StringValue": self.status},
-            "kind": {"DataType": "String", "StringValue": self.kind or "unknown"},
-        }
+        return _attributes(self.status, self.kind)
 
 
 class StartedEvent(BaseModel):
-    """A job began generating (published only with ``PUBLISH_STARTED_EVENTS=true``).
+    """A job began generating (published only with PUBLISH_STARTED_EVENTS=true)."""
 
-    Subscribers that filter on ``status`` = ``succeeded`` or ``failed`` never
-    see it.
-    """
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"description": STARTED_DESCRIPTION}
+    )
 
-    model_config = ConfigDict(extra="forbid")
-
-    version: Literal[1] = 1
-    status: Literal["started"] = STARTED
-    job_id: str
-    kind: str
-    user_id: str
-    sqs_message_id: str
-    attempts: int = Field(ge=1)
-    worker_id: str
-    started_at: str
+    version: Literal[1] = Field(1, description="The contract version, 1.")
+    status: Literal["started"] = Field(
+        "started", description="Always started; also an SNS message attribute."
+    )
+    job_id: str = Field(description="The request's job_id.")
+    kind: str = Field(description="The request's kind, memory or subject.")
+    user_id: str = Field(description="The request's user_id.")
+    sqs_message_id: str = Field(description="The SQS MessageId of the request.")
+    attempts: int = Field(ge=1, description="The delivery attempt that started (1 first).")
+    worker_id: str = Field(description="The worker that runs the job (WORKER_ID, else host).")
+    started_at: str = Field(description="UTC time generation began, e.g. 2026-11-24T10:00:00.123Z.")
 
     def to_json(self) -> str:
         """Serialise for SNS."""
         return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
 
     def attributes(self) -> dict[str, dict[str, str]]:
-        """SNS message attributes, as for completion events."""
-        return {
-            "status": {"DataType": "String", "StringValue": self.status},
-            "kind": {"DataType": "String", "StringValue": self.kind},
-        }
+        """SNS message attributes: ``status`` = ``started`` and ``kind``."""
+        return _attributes(self.status, self.kind)
+
+
+def _attributes(status: str, kind: str | None) -> dict[str, dict[str, str]]:
+    return {
+        "status": {"DataType": "String", "StringValue": status},
+        "kind": {"DataType": "String", "StringValue": kind or "unknown"},
+    }
 
 
 def utc_timestamp(now: dt.datetime) -> str:

@@ -1,4 +1,4 @@
-"""The request message (contract section 1) and its parsing.
+"""The request message and its parsing (docs/contract.md, "Request").
 
 Parsing is pure: bytes in, a validated :class:`Request` or an
 :class:`~consumer.errors.InvalidRequest` out. No I/O, no clock; the random
@@ -32,30 +32,91 @@ Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Side = Annotated[int, Field(ge=64, le=2048, multiple_of=64)]
 
 
-class Request(BaseModel):
-    """A generation request as AutoBio sends it (contract section 1).
+# The request's description in the generated documents; plain text, since
+# JSON Schema and AsyncAPI readers do not render reST.
+REQUEST_DESCRIPTION = (
+    "One illustration request, the body of an SQS message: UTF-8 JSON, at most 256 KiB. "
+    "Unknown fields are rejected. Unset optional fields take the service's defaults."
+)
 
-    Unset optional fields stay ``None`` here; :func:`effective_spec` fills them
-    from the settings and the model's native size.
+
+class Request(BaseModel):
+    """A generation request as AutoBio sends it.
+
+    Unset optional fields stay None here; effective_spec fills them from the
+    settings and the model's native size.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={"description": REQUEST_DESCRIPTION},
+    )
 
-    version: Literal[1] = 1
-    job_id: Identifier
-    kind: JobKind
-    user_id: Identifier
-    prompt: Text | None = None
-    num_inference_steps: Annotated[int, Field(ge=1, le=150)] | None = None
-    ip_adapter_scale: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    negative_prompt: Text | None = None
-    style_prompt: Text | None = None
-    guidance_scale: Annotated[float, Field(ge=0.0, le=20.0, allow_inf_nan=False)] | None = None
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
-    width: Side | None = None
-    height: Side | None = None
-    image_key: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
-    num_images: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | None = None
+    version: Literal[1] = Field(1, description="The contract version; must be 1.")
+    job_id: Identifier = Field(
+        description="The idempotency key: 1-128 characters of A-Z, a-z, 0-9, '_' and '-'. "
+        "A redelivered or resent request with the same job_id and body is not drawn again."
+    )
+    kind: JobKind = Field(
+        description="memory: draw the prompt, conditioned on the user's avatar; "
+        "subject: a portrait of the person in the user's photo."
+    )
+    user_id: Identifier = Field(
+        description="The AutoBio user: 1-128 characters of A-Z, a-z, 0-9, '_' and '-'. "
+        "Names the input picture and the output folder."
+    )
+    prompt: Text | None = Field(
+        None,
+        description="What to draw. Required (1-2000 characters) for memory; "
+        "optional (at most 2000) for subject.",
+    )
+    num_inference_steps: Annotated[int, Field(ge=1, le=150)] | None = Field(
+        None, description="Denoising steps, 1-150. Default DEFAULT_NUM_INFERENCE_STEPS (50)."
+    )
+    ip_adapter_scale: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="How strongly the input picture conditions the drawing, 0.0-1.0. "
+        "Default DEFAULT_IP_ADAPTER_SCALE (0.33).",
+    )
+    negative_prompt: Text | None = Field(
+        None,
+        description="What to avoid, at most 2000 characters. Default DEFAULT_NEGATIVE_PROMPT. "
+        "Unused when guidance_scale is at most 1.",
+    )
+    style_prompt: Text | None = Field(
+        None,
+        description="The style, at most 2000 characters. Default DEFAULT_MEMORY_STYLE_PROMPT "
+        "or DEFAULT_SUBJECT_STYLE_PROMPT by kind.",
+    )
+    guidance_scale: Annotated[float, Field(ge=0.0, le=20.0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="Classifier-free guidance, 0.0-20.0. Default DEFAULT_GUIDANCE_SCALE (5.0). "
+        "At most 1: no guidance and no negative prompt.",
+    )
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = Field(
+        None,
+        description="0 to 2^32-1. Default: drawn at random and reported in the event. "
+        "Picture i of a request uses (seed + i) mod 2^32.",
+    )
+    width: Side | None = Field(
+        None, description="Multiple of 64, 64-2048. Default: the model's native width."
+    )
+    height: Side | None = Field(
+        None, description="Multiple of 64, 64-2048. Default: the model's native height."
+    )
+    image_key: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
+        None,
+        description="S3 key of the input picture; must start with the kind's input prefix "
+        "(S3_AVATAR_PREFIX or S3_SUBJECT_PREFIX) and contain no '..'. "
+        "Default: the first of <prefix><user_id>.png, .jpg, .jpeg, .webp that exists.",
+    )
+    num_images: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | None = Field(
+        None,
+        description="How many pictures to draw in one batch, 1-4. Default 1. Picture 0 is "
+        "<kind>_<job_id>.png, picture i >= 1 is <kind>_<job_id>_<i>.png.",
+    )
 
     @model_validator(mode="after")
     def _check_kind_rules(self) -> Request:
@@ -109,7 +170,7 @@ def input_prefix(kind: JobKind, defaults: GenerationDefaults) -> str:
 
 
 def parse_request(body: bytes, defaults: GenerationDefaults) -> Request:
-    """Validate a raw SQS body against contract section 1.
+    """Validate a raw SQS body against the request contract.
 
     Raises :class:`InvalidRequest` with a message naming the offending fields.
     """
