@@ -1,8 +1,10 @@
 """One job through its stages, each timed, with one outcome at the end.
 
 Stages: check the signature and parse; look for an existing output
-(idempotency); fetch and decode the input; generate on the GPU thread;
-encode and upload the PNG; publish the event; delete the request. Any
+(idempotency); fetch and decode the input; generate on the GPU thread
+(stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
+``generation_failed``, or fatal when the GPU does not come back); encode and
+upload the PNG; publish the event; delete the request. Any
 failure goes to :func:`consumer.classify.classify` once, and the outcome
 follows from its answer: retry later, dead-letter now, or stop the worker.
 """
