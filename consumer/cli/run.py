@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
 REQUIRED = ("sqs_queue_url", "sns_topic_arn")
+EXIT_FATAL = 1
 EPILOG = """\
 required settings (environment or .env):
   SQS_QUEUE_URL   the request queue
@@ -92,6 +93,27 @@ def main(args: argparse.Namespace) -> int:
         settings.log_level, settings.log_format, secrets=[settings.auth_token.get_secret_value()]
     )
     options = WorkerOptions(burst=args.burst)
-    return asyncio.run(
+    code = asyncio.run(
         serve(settings, load_generator, options=options, companions=companions(settings))
     )
+    if code == EXIT_FATAL:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Leave without the interpreter's teardown.
+
+    After a fatal error the GPU thread may still be inside torch (a wedged
+    CUDA call); tearing the interpreter down around it can abort the process
+    instead of exiting with `code`. Everything worth keeping (releases, the
+    last log lines) is already done; the logs are flushed first.
+    """
+    import logging
+    import os
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
