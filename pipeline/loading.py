@@ -50,7 +50,8 @@ def model_folder(path: str) -> Path | None:
     if Path(path).is_dir():
         return Path(path)
     try:
-        return Path(huggingface_hub.snapshot_download(path, local_files_only=True))
+        # Cache only: nothing is downloaded, so there is no revision to pin.
+        return Path(huggingface_hub.snapshot_download(path, local_files_only=True))  # nosec B615
     except (OSError, ValueError) as error:
         log.debug("model_folder_not_cached", model=path, error=type(error).__name__)
         return None
