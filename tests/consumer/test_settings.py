@@ -69,6 +69,11 @@ def test_missing_required_setting_names_it() -> None:
         ("LOG_FORMAT", "xml", "LOG_FORMAT"),
         ("AUTH_ENABLED", "true", "AUTH_TOKEN is required"),
         ("ENABLE_LORA", "true", "LORA_PATH is required"),
+        ("SCHEDULER", "euler", "SCHEDULER: unknown scheduler 'euler'"),
+        ("TIMESTEP_SPACING", "even", "TIMESTEP_SPACING"),
+        ("TORCH_COMPILE_MODE", "fast", "TORCH_COMPILE_MODE"),
+        ("MAX_BATCH_PIXELS", "0", "MAX_BATCH_PIXELS"),
+        ("DTYPE", "float8", "DTYPE"),
     ],
 )
 def test_invalid_settings_give_one_line(
@@ -79,6 +84,15 @@ def test_invalid_settings_give_one_line(
         load_settings()
     assert needle in caught.value.message
     assert "\n" not in caught.value.message
+
+
+def test_karras_sigmas_need_a_scheduler_that_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULER_KARRAS", "true")
+    monkeypatch.setenv("SCHEDULER", "DPMSolverMultistepScheduler")
+    assert load_settings().scheduler_karras
+    monkeypatch.setenv("SCHEDULER", "DDIMScheduler")
+    with pytest.raises(ConfigError, match="SCHEDULER_KARRAS: DDIMScheduler has no Karras sigmas"):
+        load_settings()
 
 
 def test_auth_token_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
