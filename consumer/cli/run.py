@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
 REQUIRED = ("sqs_queue_url", "sns_topic_arn")
-EXIT_FATAL = 1
 EPILOG = """\
 required settings (environment or .env):
   SQS_QUEUE_URL   the request queue
@@ -83,6 +82,7 @@ def companions(settings: Settings) -> list[Companion]:
 def main(args: argparse.Namespace) -> int:
     """Run until drained; 0 after a drain, 1 on a fatal error, 2 on bad settings."""
     from consumer.delivery.options import WorkerOptions
+    from consumer.delivery.worker import EXIT_FATAL
     from consumer.logs import configure_logging
     from consumer.service.wiring import serve
     from consumer.settings import check_model_source, load_settings
