@@ -173,10 +173,7 @@ class JobRunner:
                     for key, picture, seed in zip(prepared.keys, pictures, seeds, strict=True)
                 )
             )
-        data = [
-            OutputRef(s3_uri=s3_uri(self.env.storage.bucket, key), seed=seed)
-            for key, seed in zip(prepared.keys, seeds, strict=True)
-        ]
+        data = self._refs(prepared.keys, seeds)
         event = self._event(job, "succeeded", data=data)
         await self._publish(job, event, Outcome.SUCCEEDED)
         await self._delete(job)
@@ -197,6 +194,14 @@ class JobRunner:
         png = await asyncio.to_thread(encode_png, picture)
         await self.env.storage.put_png(key, png, metadata)
 
+    def _refs(self, keys: list[str], seeds: list[int] | list[int | None]) -> list[OutputRef]:
+        """The event's ``data``: each output's URI with the seed it was drawn with."""
+        bucket = self.env.storage.bucket
+        return [
+            OutputRef(s3_uri=s3_uri(bucket, key), seed=seed)
+            for key, seed in zip(keys, seeds, strict=True)
+        ]
+
     async def _reuse(
         self, job: Job, spec: GenerationSpec, keys: list[str], metadata: list[dict[str, str]]
     ) -> None:
@@ -206,10 +211,7 @@ class JobRunner:
         seeds = [int(m[META_SEED]) if m.get(META_SEED, "").isdigit() else None for m in metadata]
         if seeds[0] is not None:
             job.spec = dataclasses.replace(spec, seed=seeds[0])
-        data = [
-            OutputRef(s3_uri=s3_uri(self.env.storage.bucket, key), seed=seed)
-            for key, seed in zip(keys, seeds, strict=True)
-        ]
+        data = self._refs(keys, seeds)
         event = self._event(
             job, "succeeded", data=data, reused=True, model=metadata[0].get(META_MODEL)
         )
