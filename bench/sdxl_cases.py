@@ -45,7 +45,7 @@ def measure_cases(
     peak_gib: Callable[[], float],
 ) -> dict[str, Any]:
     """Batches, schedulers and the few-step recipe on a loaded generator; their figures."""
-    from pipeline.schedulers import configure_scheduler
+    from pipeline.engine.runtime.schedulers import configure_scheduler
 
     figures: dict[str, Any] = {}
     for batch in (b for b in args.batches if b != 1):

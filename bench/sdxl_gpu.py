@@ -133,8 +133,8 @@ def build_full_size(directory: Path, encoder: str, device: str) -> tuple[Path, P
     import torch
     from safetensors.torch import save_file
 
-    from pipeline.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
-    from pipeline.untyped import transformers
+    from pipeline.builtin.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
+    from pipeline.engine.untyped import transformers
 
     def text_config(spec: dict[str, Any]) -> Any:
         return transformers.CLIPTextConfig(
@@ -166,8 +166,8 @@ def build_full_size(directory: Path, encoder: str, device: str) -> tuple[Path, P
 def _build_modules(device: str, encoder: str, text_config: Any) -> tuple[Any, Any, Any]:
     import torch
 
-    from pipeline.tiny import tiny_tokenizer
-    from pipeline.untyped import diffusers, transformers
+    from pipeline.builtin.tiny import tiny_tokenizer
+    from pipeline.engine.untyped import diffusers, transformers
 
     with torch.device(device):
         unet = diffusers.UNet2DConditionModel(**SDXL_UNET)
@@ -199,7 +199,7 @@ def _ip_adapter_weights(unet: Any, embed_dim: int) -> dict[str, Any]:
     """``ip-adapter_sdxl`` shapes for `unet`, flattened as in the released file."""
     import torch
 
-    from pipeline.tiny import random_ip_adapter_weights
+    from pipeline.builtin.tiny import random_ip_adapter_weights
 
     grouped = random_ip_adapter_weights(unet, image_embed_dim=embed_dim)
     return {
@@ -211,7 +211,7 @@ def _ip_adapter_weights(unet: Any, embed_dim: int) -> dict[str, Any]:
 
 def prepare_tiny(directory: Path) -> tuple[Path, Path]:
     """The miniature: ``builtin:tiny`` saved as a local folder."""
-    from pipeline.tiny import save_tiny
+    from pipeline.builtin.tiny import save_tiny
 
     return save_tiny(directory)
 
@@ -222,11 +222,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from PIL import Image
 
     from bench.sdxl_cases import measure_cases
-    from pipeline.config import PipelineConfig
-    from pipeline.device import peak_memory_bytes, reset_peak_memory
-    from pipeline.factory import create_generator
-    from pipeline.sdxl import SDXLGenerator
-    from pipeline.spec import GenerationSpec, JobKind
+    from pipeline.api.config import PipelineConfig
+    from pipeline.api.factory import create_generator
+    from pipeline.api.spec import GenerationSpec, JobKind
+    from pipeline.engine.generator import SDXLGenerator
+    from pipeline.engine.runtime.device import peak_memory_bytes, reset_peak_memory
 
     dtype, _, compiled = args.variant.partition("+")
     config = PipelineConfig(

@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from bench.procs import ChildFailed, Children, base_environment
-from pipeline.spec import GenerationSpec, JobKind
+from pipeline.api.spec import GenerationSpec, JobKind
 
 SIDE = 128
 STEP_COUNTS = (2, 4)
@@ -85,7 +85,7 @@ def _batch_vs_singles_s(generator: Any, image: Image.Image, repeats: int) -> tup
 def _start_to_ready_s() -> float:
     """A fresh interpreter loading the tiny model from disk: launch to the end of ``load()``."""
     with tempfile.TemporaryDirectory() as directory:
-        from pipeline.tiny import save_tiny
+        from pipeline.builtin.tiny import save_tiny
 
         model_dir, ip_dir = save_tiny(directory)
         out = Path(directory) / "ready.json"
@@ -98,8 +98,8 @@ def _start_to_ready_s() -> float:
 
 def _ready(model_dir: str, ip_dir: str, out: str, started_at: float) -> None:
     """In the fresh process: load through the service's path, write the time since launch."""
-    from pipeline.config import PipelineConfig
-    from pipeline.factory import create_generator
+    from pipeline.api.config import PipelineConfig
+    from pipeline.api.factory import create_generator
 
     config = PipelineConfig(model_path=model_dir, ip_adapter_path=ip_dir, device="cpu")
     create_generator(config).load()
@@ -111,8 +111,8 @@ def measure(repeats: int = REPEATS) -> dict[str, Any]:
     start = time.perf_counter()
     import torch
 
-    from pipeline.config import PipelineConfig
-    from pipeline.factory import create_generator
+    from pipeline.api.config import PipelineConfig
+    from pipeline.api.factory import create_generator
 
     imported = time.perf_counter()
     generator = create_generator(PipelineConfig(model_path="builtin:tiny", device="cpu"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import ErrorCode, IllustratorError, Severity
-from pipeline.errors import (
+from pipeline.api.errors import (
     GenerationOOMError,
     InvalidImageError,
     ModelLoadError,

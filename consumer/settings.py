@@ -18,8 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
-from pipeline.batch import DEFAULT_MAX_BATCH_PIXELS
-from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, check_scheduler
+from pipeline.api.batch import DEFAULT_MAX_BATCH_PIXELS
+from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, check_scheduler
 
 DEFAULT_NEGATIVE_PROMPT = "error, glitch, mistake"
 DEFAULT_MEMORY_STYLE_PROMPT = (

@@ -9,9 +9,9 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.blank import BlankGenerator
-from pipeline.interface import Generator
-from pipeline.spec import GenerationSpec
+from pipeline.api.interface import Generator
+from pipeline.api.spec import GenerationSpec
+from pipeline.builtin.blank import BlankGenerator
 
 SIZE = 64
 

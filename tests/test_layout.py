@@ -47,3 +47,26 @@ def test_the_cli_loads_neither_torch_nor_diffusers() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_pipeline_api_and_the_blank_generator_load_no_torch() -> None:
+    # The consumer's whole view of the pipeline is `pipeline.api`: importing
+    # every module of it, and building the blank generator through the
+    # factory, must leave torch, diffusers and transformers unloaded.
+    api = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "pipeline" / "api").glob("*.py")
+        if p.name != "__init__.py"
+    )
+    code = (
+        f"import sys, importlib; [importlib.import_module(m) for m in {api!r}]; "
+        "from pipeline.api.config import BUILTIN_BLANK, PipelineConfig; "
+        "from pipeline.api.factory import create_generator; "
+        "create_generator(PipelineConfig(model_path=BUILTIN_BLANK)); "
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert len(api) >= 6
+    assert out.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ The pipeline reads local files only; this module is where remote sources
 ``illustrator run`` calls::
 
     config = await prepare_pipeline_config(settings)
-    generator = pipeline.factory.create_generator(config)
+    generator = pipeline.api.factory.create_generator(config)
     await asyncio.to_thread(generator.load)
 """
 
@@ -17,7 +17,7 @@ from consumer.aws.artifact_cache import ArtifactCache
 from consumer.aws.s3_download import ArtifactError, S3Uri, is_s3_uri, parse_s3_uri
 from consumer.errors import ConfigError
 from consumer.settings import Settings
-from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
+from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
 
 __all__ = ["ArtifactCache", "ArtifactError", "prepare_pipeline_config"]
 

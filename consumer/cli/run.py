@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from consumer.delivery.gpu_thread import GpuThread
     from consumer.service.lifecycle import Companion
     from consumer.settings import Settings
-    from pipeline.interface import Generator
+    from pipeline.api.interface import Generator
 
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
 REQUIRED = ("sqs_queue_url", "sns_topic_arn")
@@ -48,8 +48,8 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
     """
     from consumer.aws.model_sources import prepare_pipeline_config
     from consumer.logs import adopt_library_loggers
-    from pipeline.config import BUILTIN_BLANK
-    from pipeline.factory import create_generator
+    from pipeline.api.config import BUILTIN_BLANK
+    from pipeline.api.factory import create_generator
 
     # Downloads run on the event loop, so the sidecar answers meanwhile.
     config = await prepare_pipeline_config(settings)

@@ -19,7 +19,7 @@ from consumer.contract.request import Request, input_prefix, parse_request
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE, sign
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -278,8 +278,8 @@ def check_image(path: Path, max_bytes: int, max_pixels: int) -> None:
     The picture is decoded by the consumer's own safe decoder, with its
     limits, so what the consumer would refuse is refused here, at once.
     """
-    from pipeline.errors import InvalidImageError
-    from pipeline.images import decode_image
+    from pipeline.api.errors import InvalidImageError
+    from pipeline.api.images import decode_image
 
     if not path.is_file():
         raise InvalidRequest(f"--image {str(path)!r} is not a readable file")

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from consumer.errors import ErrorCode
-from pipeline.spec import GenerationSpec
+from pipeline.api.spec import GenerationSpec
 
 Status = Literal["succeeded", "failed"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from consumer.contract.request import Request, input_prefix
 from consumer.settings import GenerationDefaults
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
 
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
-from pipeline.batch import batch_pixels
-from pipeline.spec import GenerationSpec, JobKind, uses_negative_prompt
+from pipeline.api.batch import batch_pixels
+from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_TEXT = 2000

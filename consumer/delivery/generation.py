@@ -20,9 +20,9 @@ from PIL import Image
 from consumer.delivery.gpu_thread import Timed
 from consumer.delivery.job import Job, JobEnvironment, Prepared, whole_ms
 from consumer.errors import GenerationFailed, IllustratorError
-from pipeline.errors import GenerationStopped, PipelineBrokenError, PipelineError
-from pipeline.interface import Generator
-from pipeline.spec import GenerationSpec
+from pipeline.api.errors import GenerationStopped, PipelineBrokenError, PipelineError
+from pipeline.api.interface import Generator
+from pipeline.api.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
 

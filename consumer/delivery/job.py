@@ -26,8 +26,8 @@ from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.heartbeat import Heartbeat
 from consumer.metrics import Metrics
 from consumer.settings import Settings
-from pipeline.interface import Generator
-from pipeline.spec import GenerationSpec
+from pipeline.api.interface import Generator
+from pipeline.api.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
 

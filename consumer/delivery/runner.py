@@ -52,9 +52,9 @@ from consumer.delivery.job import (
 )
 from consumer.errors import InvalidRequest, Severity
 from consumer.metrics import emf_record
-from pipeline.batch import image_seeds
-from pipeline.images import decode_image
-from pipeline.spec import GenerationSpec
+from pipeline.api.batch import image_seeds
+from pipeline.api.images import decode_image
+from pipeline.api.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
 

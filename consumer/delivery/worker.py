@@ -42,7 +42,7 @@ from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.errors import Severity
 from consumer.metrics import Metrics
 from consumer.settings import Settings
-from pipeline.interface import Generator
+from pipeline.api.interface import Generator
 
 log = structlog.get_logger(__name__)
 

@@ -27,7 +27,7 @@ from consumer.metrics import Metrics
 from consumer.service.lifecycle import Companion
 from consumer.service.sidecar import Sidecar
 from consumer.settings import Settings
-from pipeline.interface import Generator
+from pipeline.api.interface import Generator
 
 log = structlog.get_logger(__name__)
 

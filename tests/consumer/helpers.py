@@ -18,7 +18,7 @@ from consumer.contract.signing import sign
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
 from consumer.settings import Settings
-from pipeline.interface import Generator
+from pipeline.api.interface import Generator
 from tests.aws import REGION, Stack
 from tests.recording import SIZE
 

@@ -20,7 +20,7 @@ from consumer.errors import (
     TransientError,
     Unauthorized,
 )
-from pipeline.errors import (
+from pipeline.api.errors import (
     GenerationOOMError,
     InvalidImageError,
     ModelLoadError,

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from pipeline.errors import InvalidImageError
-from pipeline.images import decode_image
+from pipeline.api.errors import InvalidImageError
+from pipeline.api.images import decode_image
 from tests.corpus.corpus import MAX_INPUT_BYTES, ImageCase, image_cases
 from tests.corpus.make_images import builders
 

@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pipeline.config import PipelineConfig
-from pipeline.factory import create_generator
-from pipeline.interface import Generator
-from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import GenerationSpec, JobKind
-from pipeline.tiny import build_tiny
-from pipeline.untyped import diffusers
+from pipeline.api.config import PipelineConfig
+from pipeline.api.factory import create_generator
+from pipeline.api.interface import Generator
+from pipeline.api.spec import GenerationSpec, JobKind
+from pipeline.builtin.tiny import build_tiny
+from pipeline.engine.generator import SDXLGenerator
+from pipeline.engine.untyped import diffusers
 
 BASE_SPEC = GenerationSpec(
     kind=JobKind.MEMORY,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
-from pipeline.sdxl import SDXLGenerator
-from pipeline.tiny import save_tiny
+from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.builtin.tiny import save_tiny
+from pipeline.engine.generator import SDXLGenerator
 from tests.pipeline.assets import load_generator, make_tiny_lora
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
-from pipeline.errors import GenerationStopped
-from pipeline.sdxl import SDXLGenerator
+from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.api.errors import GenerationStopped
+from pipeline.engine.generator import SDXLGenerator
 from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
 
 AVATAR = noise_picture(1)

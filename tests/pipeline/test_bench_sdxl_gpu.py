@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from bench import sdxl_gpu
-from pipeline.untyped import diffusers, transformers
+from pipeline.engine.untyped import diffusers, transformers
 
 
 def parameters(module: torch.nn.Module) -> int:

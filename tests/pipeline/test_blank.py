@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pipeline.blank import BlankGenerator
-from pipeline.config import BUILTIN_BLANK, PipelineConfig
-from pipeline.errors import GenerationStopped
-from pipeline.factory import create_generator
-from pipeline.interface import Generator
+from pipeline.api.config import BUILTIN_BLANK, PipelineConfig
+from pipeline.api.errors import GenerationStopped
+from pipeline.api.factory import create_generator
+from pipeline.api.interface import Generator
+from pipeline.builtin.blank import BlankGenerator
 from tests.pipeline.assets import noise_picture, one, spec
 
 AVATAR = noise_picture(1)

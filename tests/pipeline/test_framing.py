@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import framing
-from pipeline.framing import DETECT_SIDE, FACE_MARGIN, PAD_COLOUR, frame_person, largest_face
-from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
+from pipeline.engine.generator import SDXLGenerator
+from pipeline.engine.reference import framing
+from pipeline.engine.reference.framing import (
+    DETECT_SIDE,
+    FACE_MARGIN,
+    PAD_COLOUR,
+    frame_person,
+    largest_face,
+)
 from tests.pipeline.assets import noise_picture, one, pixels, spec
 
 

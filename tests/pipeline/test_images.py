@@ -9,8 +9,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from pipeline.errors import InvalidImageError
-from pipeline.images import decode_image, sniff_format
+from pipeline.api.errors import InvalidImageError
+from pipeline.api.images import decode_image, sniff_format
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 1_000_000}
 

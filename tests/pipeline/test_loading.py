@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
-from pipeline.errors import ModelLoadError
-from pipeline.loading import split_hub_path
-from pipeline.sdxl import SDXLGenerator
-from pipeline.tiny import build_tiny
-from pipeline.untyped import diffusers
-from pipeline.weights import WeightsKind, classify_keys, weights_kind
+from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.api.errors import ModelLoadError
+from pipeline.builtin.tiny import build_tiny
+from pipeline.engine.generator import SDXLGenerator
+from pipeline.engine.untyped import diffusers
+from pipeline.engine.weights.checkpoints import WeightsKind, classify_keys, weights_kind
+from pipeline.engine.weights.loading import split_hub_path
 from tests.pipeline.assets import (
     load_generator,
     make_finetuned_unet,

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.long_prompt import WINDOW_TEXT_TOKENS, encode_prompts, text_token_ids, token_windows
-from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
+from pipeline.engine.generator import SDXLGenerator
+from pipeline.engine.text.long_prompt import (
+    WINDOW_TEXT_TOKENS,
+    encode_prompts,
+    text_token_ids,
+    token_windows,
+)
 from tests.pipeline.assets import long_story, noise_picture, one, pixels, spec
 
 AVATAR = noise_picture(1)

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
-from pipeline.errors import GenerationOOMError, PipelineBrokenError
-from pipeline.sdxl import SDXLGenerator
+from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.api.errors import GenerationOOMError, PipelineBrokenError
+from pipeline.engine.generator import SDXLGenerator
 from tests.pipeline.assets import load_generator, noise_picture, one, spec
 
 AVATAR = noise_picture(1)

@@ -10,12 +10,12 @@ import pytest
 import structlog
 import torch
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
-from pipeline.errors import ModelLoadError
-from pipeline.loading import weights_variant
-from pipeline.sdxl import SDXLGenerator
-from pipeline.tiny import _vae, build_tiny
-from pipeline.untyped import _at_least
+from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.api.errors import ModelLoadError
+from pipeline.builtin.tiny import _vae, build_tiny
+from pipeline.engine.generator import SDXLGenerator
+from pipeline.engine.untyped import _at_least
+from pipeline.engine.weights.loading import weights_variant
 from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
 
 AVATAR = noise_picture(1)

@@ -7,8 +7,8 @@ import logging
 import pytest
 import structlog
 
-from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
+from pipeline.engine.generator import SDXLGenerator
 from tests.pipeline.assets import long_story, noise_picture, one, spec
 
 SECRET = "quokkamarmalade"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.prompts import SUBJECT_LEAD, compose_prompt
-from pipeline.spec import JobKind, uses_negative_prompt
+from pipeline.api.spec import JobKind, uses_negative_prompt
+from pipeline.engine.text.prompts import SUBJECT_LEAD, compose_prompt
 from tests.pipeline.assets import spec
 
 

@@ -11,11 +11,11 @@ from unittest import mock
 import pytest
 import torch
 
-from pipeline.config import BUILTIN_TINY, SCHEDULERS, PipelineConfig
-from pipeline.errors import ModelLoadError
-from pipeline.placement import place
-from pipeline.schedulers import configure_scheduler
-from pipeline.sdxl import SDXLGenerator
+from pipeline.api.config import BUILTIN_TINY, SCHEDULERS, PipelineConfig
+from pipeline.api.errors import ModelLoadError
+from pipeline.engine.generator import SDXLGenerator
+from pipeline.engine.runtime.placement import place
+from pipeline.engine.runtime.schedulers import configure_scheduler
 from tests.pipeline.assets import load_generator, noise_picture, one, spec
 
 AVATAR = noise_picture(1)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import structlog
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
-from pipeline.interface import Generator
-from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import JobKind
-from pipeline.tiny import TINY_NATIVE_SIZE
+from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.api.interface import Generator
+from pipeline.api.spec import JobKind
+from pipeline.builtin.tiny import TINY_NATIVE_SIZE
+from pipeline.engine.generator import SDXLGenerator
 from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
 
 AVATAR = noise_picture(1)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pipeline.batch import DEFAULT_MAX_BATCH_PIXELS, batch_pixels, image_seeds
-from pipeline.config import (
+from pipeline.api.batch import DEFAULT_MAX_BATCH_PIXELS, batch_pixels, image_seeds
+from pipeline.api.config import (
     BUILTIN_TINY,
     SCHEDULERS,
     PipelineConfig,
@@ -21,7 +21,7 @@ from tests.pipeline.assets import spec
 
 def test_validators_and_budget_import_without_torch() -> None:
     code = (
-        "import sys, pipeline.config, pipeline.batch, pipeline.spec\n"
+        "import sys, pipeline.api.config, pipeline.api.batch, pipeline.api.spec\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

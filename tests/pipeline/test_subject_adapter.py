@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
-from pipeline.errors import ModelLoadError
-from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import JobKind
-from pipeline.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_tiny
-from pipeline.tiny import random_ip_adapter_weights as random_weights
+from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.api.errors import ModelLoadError
+from pipeline.api.spec import JobKind
+from pipeline.builtin.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_tiny
+from pipeline.builtin.tiny import random_ip_adapter_weights as random_weights
+from pipeline.engine.generator import SDXLGenerator
 from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
 
 AVATAR = noise_picture(1)

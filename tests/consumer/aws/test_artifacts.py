@@ -18,8 +18,8 @@ from consumer.aws.model_sources import prepare_pipeline_config
 from consumer.aws.s3_download import ArtifactError, Download, etag_matches, parse_s3_uri
 from consumer.errors import ConfigError
 from consumer.settings import Settings
-from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
-from pipeline.tiny import save_tiny
+from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
+from pipeline.builtin.tiny import save_tiny
 from tests.aws import Stack
 from tests.pipeline.assets import (
     load_generator,

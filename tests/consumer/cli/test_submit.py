@@ -22,7 +22,7 @@ from consumer.contract.event import CompletionEvent, EventError, OutputRef, utc_
 from consumer.contract.keys import output_key, s3_uri
 from consumer.contract.signing import verify
 from consumer.settings import GenerationDefaults
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
 from tests.aws import Stack
 
 TOKEN = "test-signing-token-0123456789"

@@ -13,7 +13,7 @@ from consumer.contract.event import (
     utc_timestamp,
 )
 from consumer.errors import ErrorCode
-from pipeline.spec import GenerationSpec, JobKind
+from pipeline.api.spec import GenerationSpec, JobKind
 
 SPEC = GenerationSpec(JobKind.MEMORY, "p", "s", "n", 30, 0.33, 5.0, 1234, 1024, 1024)
 
@@ -84,7 +84,7 @@ def test_the_event_parameters_are_the_spec_fields_of_the_same_names() -> None:
     import dataclasses
 
     from consumer.contract.event import Parameters
-    from pipeline.spec import GenerationSpec
+    from pipeline.api.spec import GenerationSpec
 
     spec_fields = {field.name for field in dataclasses.fields(GenerationSpec)}
     # The spec's kind is the event's own field; num_images is the length of data.

@@ -11,7 +11,7 @@ from consumer.contract.request import parse_request
 from consumer.contract.signing import sign, verify
 from consumer.errors import ErrorCode, Unauthorized
 from consumer.settings import GenerationDefaults
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
 
 DEFAULTS = GenerationDefaults()
 

@@ -15,7 +15,7 @@ from consumer.contract.request import (
 )
 from consumer.errors import ErrorCode, InvalidRequest
 from consumer.settings import GenerationDefaults
-from pipeline.spec import JobKind
+from pipeline.api.spec import JobKind
 
 DEFAULTS = GenerationDefaults()
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from consumer.delivery.worker import EXIT_FATAL
-from pipeline.errors import GenerationOOMError, PipelineBrokenError
+from pipeline.api.errors import GenerationOOMError, PipelineBrokenError
 from tests.aws import REGION, Stack
 from tests.consumer.helpers import (
     Observer,

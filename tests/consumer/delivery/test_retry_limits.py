@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
-from pipeline.errors import GenerationOOMError
+from pipeline.api.errors import GenerationOOMError
 from tests.aws import Stack
 from tests.consumer.helpers import (
     Observer,

@@ -221,7 +221,7 @@ ABORT = "terminate called"
 WEDGED = """
 import sys, threading
 import consumer.delivery.options as options
-import pipeline.blank as blank
+import pipeline.builtin.blank as blank
 options.STOP_GRACE_S = 1.0
 def generate(self, spec, image, stop=None):
     threading.Event().wait(3600)

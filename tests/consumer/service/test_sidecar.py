@@ -21,8 +21,8 @@ from consumer.metrics import Metrics
 from consumer.service.sidecar import Sidecar
 from consumer.service.wiring import serve
 from consumer.settings import Settings
-from pipeline.errors import ModelLoadError
-from pipeline.interface import Generator
+from pipeline.api.errors import ModelLoadError
+from pipeline.api.interface import Generator
 from tests.aws import Stack
 from tests.consumer.fakes import FakeClock
 from tests.consumer.helpers import Observer, eventually, memory, put_input, send, settings

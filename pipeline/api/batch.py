@@ -6,7 +6,7 @@ work (``MAX_BATCH_PIXELS``).
 
 from __future__ import annotations
 
-from pipeline.spec import GenerationSpec
+from pipeline.api.spec import GenerationSpec
 
 SEED_MODULUS = 2**32
 # Four 1024x1024 pictures: SDXL's native size at the contract's largest batch.

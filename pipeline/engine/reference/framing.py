@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.errors import PipelineError
+from pipeline.api.errors import PipelineError
 
 FACE_MARGIN = 2.0
 """How many times the face box's larger side the framed square is."""
 DETECT_SIDE = 512
 """The detector sees the picture scaled down to at most this many pixels a side."""
 PAD_COLOUR = (255, 255, 255)
-"""Padding, the colour transparent backgrounds become (see :mod:`pipeline.images`)."""
+"""Padding, the colour transparent backgrounds become (see :mod:`pipeline.api.images`)."""
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 
 Box = tuple[int, int, int, int]

@@ -17,8 +17,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from pipeline.errors import ModelLoadError
-from pipeline.untyped import SDXLPipeline, diffusers, diffusers_dtype
+from pipeline.api.errors import ModelLoadError
+from pipeline.engine.untyped import SDXLPipeline, diffusers, diffusers_dtype
 
 _UNET_MARKERS = ("conv_in.weight", "time_embedding.linear_1.weight")
 _CHECKPOINT_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "conditioner.embedders.")

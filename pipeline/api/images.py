@@ -12,7 +12,7 @@ import io
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import InvalidImageError
+from pipeline.api.errors import InvalidImageError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 _RIFF, _WEBP = b"RIFF", b"WEBP"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import structlog
 
-from pipeline.config import KARRAS_SCHEDULERS, PipelineConfig, check_scheduler
-from pipeline.errors import ModelLoadError
-from pipeline.untyped import SDXLPipeline, diffusers
+from pipeline.api.config import KARRAS_SCHEDULERS, PipelineConfig, check_scheduler
+from pipeline.api.errors import ModelLoadError
+from pipeline.engine.untyped import SDXLPipeline, diffusers
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ import gzip
 import importlib.util
 from pathlib import Path
 
-from pipeline.errors import ModelLoadError
+from pipeline.api.errors import ModelLoadError
 
 BPE_PACKAGE = "open_clip"
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.untyped import transformers
+from pipeline.engine.untyped import transformers
 
 
 def clip_feature_extractor(image_size: int) -> Any:

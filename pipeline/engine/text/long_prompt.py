@@ -12,7 +12,7 @@ one window, the penultimate hidden states of each encoder joined along the
 feature axis, and the pooled (projected) embedding of the second encoder.
 The pooled embedding is taken from the first window, which is why the
 composed prompt puts what must carry the most weight first (see
-:mod:`pipeline.prompts`). The negative prompt is padded with windows of
+:mod:`pipeline.engine.text.prompts`). The negative prompt is padded with windows of
 empty text to the prompt's length (or the prompt to the negative's), since
 classifier-free guidance batches the two together.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from pipeline.untyped import SDXLPipeline
+from pipeline.engine.untyped import SDXLPipeline
 
 WINDOW_TEXT_TOKENS = 75
 """Text tokens in one window; the start and end tokens make it 77."""
@@ -88,7 +88,7 @@ def encode_prompts(
     """Encode `prompt` (and `negative_prompt`, unless ``None``) whole for `pipe`.
 
     Pass ``None`` as the negative when guidance is off (see
-    :func:`pipeline.spec.uses_negative_prompt`): it is then neither encoded nor used.
+    :func:`pipeline.api.spec.uses_negative_prompt`): it is then neither encoded nor used.
     """
     texts = [prompt] if negative_prompt is None else [prompt, negative_prompt]
     pairs = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]

@@ -14,8 +14,8 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.errors import GenerationStopped
-from pipeline.untyped import SDXLPipeline
+from pipeline.api.errors import GenerationStopped
+from pipeline.engine.untyped import SDXLPipeline
 
 
 class _StopRequested(Exception):

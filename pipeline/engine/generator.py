@@ -1,7 +1,7 @@
 """The SDXL + IP-Adapter generator: resident, one batch of pictures at a time.
 
 The same class runs the real model and ``builtin:tiny``; only the
-:class:`~pipeline.source.ModelSource` that builds the components differs.
+:class:`~pipeline.engine.weights.source.ModelSource` that builds the components differs.
 """
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ import structlog
 import torch
 from PIL import Image
 
-from pipeline.adapters import adapter_for, attach_ip_adapter, fuse_lora
-from pipeline.batch import image_seeds
-from pipeline.config import PipelineConfig
-from pipeline.device import choose_device, choose_dtype, free_memory
-from pipeline.errors import GenerationOOMError, PipelineBrokenError, PipelineError
-from pipeline.framing import frame_person
-from pipeline.ip_scale import IPAdapterScale
-from pipeline.long_prompt import encode_prompts
-from pipeline.placement import place, set_vae_tiling
-from pipeline.prompts import compose_prompt
-from pipeline.schedulers import configure_scheduler
-from pipeline.source import ModelSource
-from pipeline.spec import GenerationSpec, JobKind, uses_negative_prompt
-from pipeline.stopping import run_stoppable
-from pipeline.untyped import SDXLPipeline
+from pipeline.api.batch import image_seeds
+from pipeline.api.config import PipelineConfig
+from pipeline.api.errors import GenerationOOMError, PipelineBrokenError, PipelineError
+from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
+from pipeline.engine.reference.adapters import adapter_for, attach_ip_adapter, fuse_lora
+from pipeline.engine.reference.framing import frame_person
+from pipeline.engine.reference.ip_scale import IPAdapterScale
+from pipeline.engine.runtime.device import choose_device, choose_dtype, free_memory
+from pipeline.engine.runtime.placement import place, set_vae_tiling
+from pipeline.engine.runtime.schedulers import configure_scheduler
+from pipeline.engine.runtime.stopping import run_stoppable
+from pipeline.engine.text.long_prompt import encode_prompts
+from pipeline.engine.text.prompts import compose_prompt
+from pipeline.engine.untyped import SDXLPipeline
+from pipeline.engine.weights.source import ModelSource
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,7 @@ class SDXLGenerator:
     :class:`GenerationOOMError` after freeing the cache; twice in a row, or a
     CUDA error, raises :class:`PipelineBrokenError` now and on every later call.
     A set stop event ends a generation at its next step with
-    :class:`~pipeline.errors.GenerationStopped`; the generator stays usable.
+    :class:`~pipeline.api.errors.GenerationStopped`; the generator stays usable.
     """
 
     def __init__(self, config: PipelineConfig, source: ModelSource) -> None:
@@ -155,7 +155,7 @@ class SDXLGenerator:
 
         Picture i uses seed ``(spec.seed + i) % 2**32``. When `stop` is set,
         the run ends at its next denoising step with
-        :class:`~pipeline.errors.GenerationStopped`.
+        :class:`~pipeline.api.errors.GenerationStopped`.
         """
         with self._lock:
             if self._broken:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 import torch
 
-from pipeline.untyped import SDXLPipeline
+from pipeline.engine.untyped import SDXLPipeline
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.spec import GenerationSpec, JobKind
+from pipeline.api.spec import GenerationSpec, JobKind
 
 SUBJECT_LEAD = "portrait of the person"
 
@@ -15,7 +15,7 @@ def compose_prompt(spec: GenerationSpec) -> str:
     person's likeness comes from the input image through the IP-Adapter.
 
     The style comes before the story: the whole text is encoded window by
-    window (:mod:`pipeline.long_prompt`), but SDXL's pooled text embedding,
+    window (:mod:`pipeline.engine.text.long_prompt`), but SDXL's pooled text embedding,
     which conditions the whole picture, is taken from the first 75 tokens
     only, and CLIP weighs early tokens most. A long story put first would
     leave the style to the later windows, where it carries little weight.

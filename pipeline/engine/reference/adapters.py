@@ -6,10 +6,10 @@ from pathlib import Path
 
 import structlog
 
-from pipeline.errors import ModelLoadError
-from pipeline.source import IPAdapterParts
-from pipeline.spec import JobKind
-from pipeline.untyped import SDXLPipeline
+from pipeline.api.errors import ModelLoadError
+from pipeline.api.spec import JobKind
+from pipeline.engine.untyped import SDXLPipeline
+from pipeline.engine.weights.source import IPAdapterParts
 
 log = structlog.get_logger(__name__)
 

@@ -14,9 +14,9 @@ import time
 
 from PIL import Image
 
-from pipeline.batch import image_seeds
-from pipeline.errors import GenerationStopped
-from pipeline.spec import GenerationSpec
+from pipeline.api.batch import image_seeds
+from pipeline.api.errors import GenerationStopped
+from pipeline.api.spec import GenerationSpec
 
 BLANK_NAME = "builtin:blank"
 BLANK_NATIVE_SIZE = (1024, 1024)

@@ -23,7 +23,7 @@ class GenerationSpec:
 
     `prompt` is empty for a subject job without one; `seed` is always set.
     `num_images` pictures are drawn in one batch, picture i with seed
-    ``(seed + i) % 2**32`` (see :mod:`pipeline.batch`).
+    ``(seed + i) % 2**32`` (see :mod:`pipeline.api.batch`).
     """
 
     kind: JobKind

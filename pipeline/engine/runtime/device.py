@@ -6,7 +6,7 @@ import gc
 
 import torch
 
-from pipeline.errors import ModelLoadError
+from pipeline.api.errors import ModelLoadError
 
 _DTYPES = {
     "bfloat16": torch.bfloat16,

@@ -3,7 +3,7 @@
 A source builds the base ``StableDiffusionXLPipeline`` and hands over the
 IP-Adapter parts; everything after that (IP-Adapter and LoRA loading, device,
 precision, warm-up, generation) is the one code path of
-:class:`pipeline.sdxl.SDXLGenerator`, whichever source fed it.
+:class:`pipeline.engine.generator.SDXLGenerator`, whichever source fed it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pipeline.untyped import SDXLPipeline
+from pipeline.engine.untyped import SDXLPipeline
 
 IPAdapterStateDict = dict[str, dict[str, torch.Tensor]]
 

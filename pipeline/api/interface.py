@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
-from pipeline.spec import GenerationSpec
+from pipeline.api.spec import GenerationSpec
 
 
 @runtime_checkable
@@ -44,7 +44,7 @@ class Generator(Protocol):
         Picture i uses seed ``(spec.seed + i) % 2**32`` and equals, up to
         floating-point batch effects, the one-picture result of that seed.
         Setting `stop` (from any thread) ends the generation at its next
-        denoising step with :class:`~pipeline.errors.GenerationStopped`; the
+        denoising step with :class:`~pipeline.api.errors.GenerationStopped`; the
         generator stays usable.
         """
         ...

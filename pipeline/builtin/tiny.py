@@ -3,7 +3,7 @@
 The components have SDXL's architecture (two CLIP text encoders, a UNet with
 text-time conditioning, an 8x VAE, a CLIP vision encoder and an IP-Adapter of
 matching shapes) at a size that builds in about a second and draws in well
-under one on a CPU. They are fed to the same :class:`pipeline.sdxl.SDXLGenerator`
+under one on a CPU. They are fed to the same :class:`pipeline.engine.generator.SDXLGenerator`
 as the real model. A fixed initialisation seed makes it the same model every
 time, so its (noise) pictures are reproducible across processes.
 """
@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pipeline.clip import clip_feature_extractor
-from pipeline.clip_bpe import BOS, EOS, VOCAB_SIZE, clip_bpe
-from pipeline.errors import ModelLoadError
-from pipeline.source import IPAdapterParts, IPAdapterStateDict, ModelSource
-from pipeline.untyped import SDXLPipeline, diffusers, transformers
-from pipeline.weights import WeightsKind, load_unet_weights, weights_kind
+from pipeline.api.errors import ModelLoadError
+from pipeline.builtin.clip_bpe import BOS, EOS, VOCAB_SIZE, clip_bpe
+from pipeline.engine.reference.clip import clip_feature_extractor
+from pipeline.engine.untyped import SDXLPipeline, diffusers, transformers
+from pipeline.engine.weights.checkpoints import WeightsKind, load_unet_weights, weights_kind
+from pipeline.engine.weights.source import IPAdapterParts, IPAdapterStateDict, ModelSource
 
 TINY_NAME = "builtin:tiny"
 TINY_SEED = 20240611
@@ -187,7 +187,7 @@ class TinyModel:
     image_encoder: Any
 
     def ip_adapter_parts(self) -> IPAdapterParts:
-        """What :func:`pipeline.adapters.attach_ip_adapter` takes."""
+        """What :func:`pipeline.engine.reference.adapters.attach_ip_adapter` takes."""
         return IPAdapterParts(
             weights=self.ip_adapter_weights,
             image_encoder=self.image_encoder,
@@ -247,7 +247,7 @@ class TinySource(ModelSource):
                 )
             load_unet_weights(pipe, self._weights_file)
         if self._vae_path:
-            from pipeline.loading import load_vae
+            from pipeline.engine.weights.loading import load_vae
 
             pipe.register_modules(vae=load_vae(self._vae_path, torch.float32))
         if dtype != torch.float32:

@@ -15,18 +15,23 @@ import huggingface_hub
 import structlog
 import torch
 
-from pipeline.clip import clip_feature_extractor
-from pipeline.config import PipelineConfig
-from pipeline.errors import ModelLoadError
-from pipeline.source import IPAdapterParts, ModelSource
-from pipeline.untyped import (
+from pipeline.api.config import PipelineConfig
+from pipeline.api.errors import ModelLoadError
+from pipeline.engine.reference.clip import clip_feature_extractor
+from pipeline.engine.untyped import (
     SDXLPipeline,
     diffusers,
     diffusers_dtype,
     transformers,
     transformers_dtype,
 )
-from pipeline.weights import WeightsKind, load_checkpoint, load_unet_weights, weights_kind
+from pipeline.engine.weights.checkpoints import (
+    WeightsKind,
+    load_checkpoint,
+    load_unet_weights,
+    weights_kind,
+)
+from pipeline.engine.weights.source import IPAdapterParts, ModelSource
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,3 @@
+"""The built-in generators: ``builtin:blank`` (no model) and ``builtin:tiny`` (small random-
+weight SDXL).
+"""

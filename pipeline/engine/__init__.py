@@ -1,0 +1,3 @@
+"""The SDXL + IP-Adapter engine: the generator and its text, reference-picture, runtime and
+weights modules.
+"""

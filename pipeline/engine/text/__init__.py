@@ -1,0 +1,1 @@
+"""Prompt text: composing prompts and encoding them window by window for both text encoders."""
