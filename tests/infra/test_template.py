@@ -354,6 +354,7 @@ def test_launch_template_runs_the_container_with_imdsv2(
     assert f"IP_ADAPTER_PATH=s3://{bucket}/models/IP-Adapter/\n" in script
     assert f"SAFETY_CHECKER_PATH=s3://{bucket}/models/stable-diffusion-safety-checker/\n" in script
     for line in (
+        "DEVICE=cuda",
         "MAX_ATTEMPTS=3",
         "OUTAGE_HOLD_S=3600",
         "S3_CANCEL_PREFIX=cancellations/",
