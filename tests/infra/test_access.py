@@ -11,11 +11,13 @@ gains anything. The worker's grants live in its own role (test_template.py).
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
 
 from tests.infra.cfn import ACCOUNT, REGION, Resolved, allows, load_template, principals
+from tests.infra.test_template import Deployed
 
 PRODUCER_ACCOUNT = "222222222222"
 PRODUCER = f"arn:aws:iam::{PRODUCER_ACCOUNT}:role/autobio-app"
@@ -203,3 +205,15 @@ def test_plain_http_is_refused_even_to_autobio(stack: Stack) -> None:
         assert not allows(
             stack.policies[policy], f"AWS:{PRODUCER}", action, resource, {**context, **plain}
         ), (policy, action)
+
+
+def test_a_stack_for_autobio_in_another_account_deploys(moto_endpoint: str) -> None:
+    stack = Deployed(moto_endpoint)
+    stack.create(ProducerPrincipalArn=PRODUCER)
+    key = stack.physical("Key")
+    raw = stack.client("kms").get_key_policy(KeyId=key, PolicyName="default")["Policy"]
+    # moto may hand back a key policy from CloudFormation as the object itself.
+    policy = raw if isinstance(raw, dict) else json.loads(raw)
+    [grant] = [s for s in policy["Statement"] if s.get("Sid") == "ProducerEncryptsRequests"]
+    assert grant["Principal"] == {"AWS": PRODUCER}
+    assert grant["Condition"] == {"StringEquals": {"kms:ViaService": f"sqs.{REGION}.amazonaws.com"}}

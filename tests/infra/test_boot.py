@@ -160,3 +160,33 @@ def test_the_user_data_of_a_boot_that_cannot_pull_ends_unhealthy(host: Host) -> 
     assert host.calls("aws")[-1] == UNHEALTHY
     # The watchdog was already running when the start-up gave up.
     assert ["enable", "--now", "illustrator-watchdog.timer"] in host.calls("systemctl")
+
+
+def test_the_user_data_takes_the_weights_from_the_stacks_bucket() -> None:
+    script = _user_data()
+    bucket = Resolved(load_template()).physical("Bucket")
+    for line in (
+        f"MODEL_S3_PATH=s3://{bucket}/models/stable-diffusion-xl-base-1.0/",
+        "ENABLE_IP_ADAPTER=true",
+        f"IP_ADAPTER_PATH=s3://{bucket}/models/IP-Adapter/",
+        f"SAFETY_CHECKER_PATH=s3://{bucket}/models/stable-diffusion-safety-checker/",
+        "VAE_PATH=",
+        "LORA_PATH=",
+        "ENABLE_LORA=false",
+        "DEVICE=cuda",
+        "MAX_ATTEMPTS=3",
+        "OUTAGE_HOLD_S=3600",
+        "S3_CANCEL_PREFIX=cancellations/",
+        "CANCEL_POLL_S=2",
+        "SAFETY_MAX_REDRAWS=2",
+        "MAX_INPUT_ASPECT=8",
+    ):
+        assert f"\n{line}\n" in script, line
+    # An empty key turns that part off; a LoRA key turns LoRA on.
+    chosen = _user_data(
+        SafetyCheckerPath="", IpAdapterPath="", LoraPath="models/loras/style.safetensors"
+    )
+    assert "\nSAFETY_CHECKER_PATH=\n" in chosen
+    assert "\nENABLE_IP_ADAPTER=false\n" in chosen
+    assert "\nENABLE_LORA=true\n" in chosen
+    assert f"\nLORA_PATH=s3://{bucket}/models/loras/style.safetensors\n" in chosen
