@@ -22,6 +22,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.aws.clients import client_config, make_session
+from consumer.aws.model_files import select_model_files
 from consumer.aws.s3_download import (
     CONCURRENCY,
     PART_SIZE,
@@ -101,15 +102,34 @@ class ArtifactCache:
                 progress.close()
         return self.local_path(location)
 
-    async def fetch_folder(self, uri: str) -> Path:
-        """The local copy of every object under a prefix, as a folder."""
+    async def fetch_folder(self, uri: str, *, fp16_variant: bool = False) -> Path:
+        """The local copy of a model folder under a prefix: only the files a
+        load reads (:mod:`consumer.aws.model_files`), the ``fp16`` variant's
+        weights where there is one and `fp16_variant` is set."""
         location = parse_s3_uri(uri)
         prefix = location.key.rstrip("/") + "/" if location.key else ""
         folder = S3Uri(location.bucket, prefix)
         async with self._client_factory() as client, self._artifact_lock(folder):
-            objects = await _list(client, folder)
-            if not objects:
+            listed = await _list(client, folder)
+            if not listed:
                 raise ConfigError(f"no objects under {uri}")
+            for item in listed:
+                # An unsafe key is refused even where it would be skipped.
+                self.local_path(S3Uri(folder.bucket, item.key))
+            selection = select_model_files(listed, prefix, fp16_variant=fp16_variant)
+            objects = selection.kept
+            if not any(o.key.endswith(".safetensors") for o in objects):
+                raise ConfigError(
+                    f"no safetensors weights under {uri} in the names diffusers or "
+                    "transformers load (diffusion_pytorch_model*, model*)"
+                )
+            if selection.skipped:
+                log.info(
+                    "artifact_files_skipped",
+                    uri=uri,
+                    files=len(selection.skipped),
+                    bytes=selection.skipped_bytes,
+                )
             progress = Progress(uri, sum(o.size for o in objects), self._interval)
             try:
                 await run_all(self._ensure(client, folder.bucket, o, progress) for o in objects)

@@ -39,7 +39,17 @@ async def _resolve_model(cache: ArtifactCache, settings: Settings) -> tuple[str,
         raise ConfigError(f"MODEL_S3_PATH must be an s3:// URI, got {remote!r}")
     if remote.endswith(".safetensors"):
         return settings.model_path, str(await cache.fetch_file(remote))
-    return str(await cache.fetch_folder(remote)), None
+    folder = await cache.fetch_folder(remote, fp16_variant=half_precision(settings))
+    return str(folder), None
+
+
+def half_precision(settings: Settings) -> bool:
+    """Whether the model loads in half precision, and so reads the ``fp16``
+    variant of a folder that has one: ``DTYPE`` float16 or bfloat16, or no
+    ``DTYPE`` with ``DEVICE=cuda`` (half is the GPU default)."""
+    if settings.dtype:
+        return settings.dtype in ("float16", "bfloat16")
+    return settings.device == "cuda"
 
 
 async def _resolve_ip_adapter(cache: ArtifactCache, settings: Settings) -> tuple[str, str | None]:

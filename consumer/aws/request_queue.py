@@ -10,13 +10,15 @@ the body and the attributes unchanged and adds ``error_code`` and
 ``error_message`` and ``signature`` are always kept, and of the others the
 first by name (ordinal order of the names) fill the remaining places; the
 names of the ones left out are appended to ``error_message`` as
-``" (attributes dropped: a, b)"``, so an operator can tell.
+``" (attributes dropped: a, b)"``, so an operator can tell. The copy keeps
+the request's ``MessageGroupId`` too, so a redriven request stays in its
+user's fair-queue group.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from consumer.aws.queue_meta import copyable_attributes, redrive_policy, url_of_arn
 from consumer.clock import Clock, epoch_ms
@@ -32,6 +34,8 @@ ERROR_MESSAGE_ATTRIBUTE = "error_message"
 MAX_ERROR_MESSAGE = 1000
 # SQS rejects a message with more message attributes than this.
 MAX_MESSAGE_ATTRIBUTES = 10
+# The system attribute naming a request's fair-queue group (its user).
+GROUP_ATTRIBUTE: Final = "MessageGroupId"
 # Kept on a dead-letter copy whatever else must go.
 _ALWAYS_KEPT = (SIGNATURE_ATTRIBUTE,)
 
@@ -133,7 +137,11 @@ class RequestQueue:
             WaitTimeSeconds=wait_s,
             VisibilityTimeout=visibility_s,
             MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageSystemAttributeNames=[
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                GROUP_ATTRIBUTE,
+            ],
         )
         returned = self._clock.monotonic()
         now_ms = epoch_ms(self._clock.now())
@@ -173,9 +181,18 @@ class RequestQueue:
             text += f" (attributes dropped: {', '.join(dropped)})"
         attributes[ERROR_CODE_ATTRIBUTE] = {"DataType": "String", "StringValue": code}
         attributes[ERROR_MESSAGE_ATTRIBUTE] = {"DataType": "String", "StringValue": text}
-        await self.sqs.send_message(
-            QueueUrl=dlq_url, MessageBody=message.body, MessageAttributes=attributes
-        )
+        group = message.attributes.get(GROUP_ATTRIBUTE)
+        if group:
+            await self.sqs.send_message(
+                QueueUrl=dlq_url,
+                MessageBody=message.body,
+                MessageAttributes=attributes,
+                MessageGroupId=group,
+            )
+        else:
+            await self.sqs.send_message(
+                QueueUrl=dlq_url, MessageBody=message.body, MessageAttributes=attributes
+            )
 
 
 def dead_letter_attributes(

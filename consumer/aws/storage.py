@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 PNG = "image/png"
 CHUNK_BYTES = 256 * 1024
-_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+# S3 answers 403 for a missing key to a caller without s3:ListBucket on the
+# bucket, which the deployed worker role has only for the model folders (so
+# users' inputs cannot be listed). The role may read every key this class
+# asks for, so here a 403 means "not there".
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden"})
 
 
 def _missing(error: ClientError) -> bool:
@@ -30,9 +34,10 @@ def ascii_metadata(values: dict[str, str]) -> dict[str, str]:
 class Storage:
     """The bucket `bucket`, through an aioboto3 S3 client.
 
-    A missing key must read as "not found": with ``s3:GetObject`` but no
-    ``s3:ListBucket`` permission S3 answers 403 instead, which is treated as
-    a transient failure (a deployment problem, not the request's).
+    A missing key reads as "not found", whether S3 says 404 or, to a role
+    with ``s3:GetObject`` on the prefix but no ``s3:ListBucket``, 403. A role
+    that lacks ``s3:GetObject`` on the input prefixes therefore makes every
+    input read as missing (``input_not_found``, redrivable once fixed).
     """
 
     def __init__(self, s3: S3Client, bucket: str) -> None:

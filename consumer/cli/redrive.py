@@ -5,7 +5,8 @@ that more than one batch can be seen) and released again at the end; each
 read still counts as a receive in SQS. A redrive sends each message to the
 request queue before deleting it from the DLQ, so an interruption can
 duplicate a request but never lose one; duplicates are harmless because the
-consumer is idempotent by ``job_id``.
+consumer is idempotent by ``job_id``. A copy keeps the request's
+``MessageGroupId``, so it stays in its user's fair-queue group.
 
 A redrive ends by itself, even while consumers run and dead-letter again
 what it moved (each time as a new message with a new id). Two rules bound it:
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from consumer.aws.queue_meta import ERROR_ATTRIBUTES, attributes_size, copyable_attributes
+from consumer.aws.request_queue import GROUP_ATTRIBUTE
 from consumer.contract.request import identifying_fields
 
 if TYPE_CHECKING:
@@ -120,7 +122,7 @@ async def _receive(sqs: SQSClient, url: str, count: int, hide_s: int) -> Sequenc
         WaitTimeSeconds=POLL_WAIT_S,
         VisibilityTimeout=hide_s,
         MessageAttributeNames=["All"],
-        MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+        MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount", GROUP_ATTRIBUTE],
     )
     return response.get("Messages", [])
 
@@ -189,6 +191,11 @@ def _entry(index: int, message: MessageTypeDef, run_id: str) -> SendMessageBatch
         attributes[RUN_ATTRIBUTE] = {"DataType": "String", "StringValue": run_id}
     if attributes:
         entry["MessageAttributes"] = attributes
+    # The user's fair-queue group travels with the request (contract: send
+    # each request with MessageGroupId = user_id).
+    group = message.get("Attributes", {}).get(GROUP_ATTRIBUTE)
+    if group:
+        entry["MessageGroupId"] = group
     return entry
 
 

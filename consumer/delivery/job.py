@@ -149,11 +149,16 @@ class JobEnvironment:
         stop_grace_s: float,
     ) -> JobEnvironment:
         """The environment for the queue described by `info`: the settings
-        win, else the queue's own visibility timeout, DLQ and receive count."""
+        win, else the queue's own visibility timeout, DLQ and receive count
+        (``SQS_DLQ_URL`` applies to the request queue only)."""
         s = settings
         visibility = s.visibility_timeout_s or max(1, info.visibility_timeout_s)
         max_attempts = s.max_attempts or info.max_receive_count or DEFAULT_MAX_ATTEMPTS
-        dlq_url = s.sqs_dlq_url or info.dlq_url
+        # SQS_DLQ_URL names the request queue's DLQ; any other queue (the
+        # priority queue) dead-letters to its own RedrivePolicy's target, so
+        # a redrive returns each request to the queue it came from.
+        configured = s.sqs_dlq_url if queue.url == s.sqs_queue_url else ""
+        dlq_url = configured or info.dlq_url
         if info.max_receive_count is not None and max_attempts > info.max_receive_count:
             log.warning(
                 "max_attempts_above_redrive",

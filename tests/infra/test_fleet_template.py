@@ -217,3 +217,14 @@ def test_producer_may_send_to_both_queues(resources: dict[str, Any]) -> None:
         {"Fn::GetAtt": ["PriorityQueue", "Arn"]},
     ]
     assert "sqs:ReceiveMessage" not in producer["Action"]
+
+
+def test_cancellation_markers_expire_after_thirty_days(resources: dict[str, Any]) -> None:
+    rules = resources["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    [rule] = [r for r in rules if r["Id"] == "ExpireCancellations"]
+    assert rule == {
+        "Id": "ExpireCancellations",
+        "Status": "Enabled",
+        "Prefix": {"Ref": "CancelPrefix"},
+        "ExpirationInDays": 30,
+    }

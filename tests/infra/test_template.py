@@ -114,7 +114,7 @@ def test_topic_queue_and_key_policies_let_sns_deliver(resources: dict[str, Any])
     subscription = resources["EventsSubscription"]["Properties"]
     assert subscription["RawMessageDelivery"] is True
     topic_policy = resources["CompletionTopicPolicy"]["Properties"]["PolicyDocument"]
-    assert {s["Sid"] for s in topic_policy["Statement"]} >= {"WorkersPublish", "TlsOnly"}
+    assert {s.get("Sid") for s in topic_policy["Statement"]} >= {"WorkersPublish", "TlsOnly"}
 
 
 # ------------------------------------------------------------------ deployed
@@ -148,14 +148,15 @@ class Deployed:
         """A boto3 client on the moto endpoint."""
         return _client(self.endpoint, service)
 
-    def create(self) -> dict[str, str]:
-        """Create the stack, wait for it, and return its outputs."""
+    def create(self, **extra: str) -> dict[str, str]:
+        """Create the stack (with `extra` parameters), wait for it, and return its outputs."""
         cfn = self.client("cloudformation")
         parameters = {
             "ContainerImage": IMAGE,
             "ImageId": self.ami,
             "VpcId": self.vpc,
             "SubnetIds": ",".join(self.subnets),
+            **extra,
         }
         cfn.create_stack(
             StackName=self.name,
@@ -206,7 +207,7 @@ def test_outputs_name_the_queue_topic_and_bucket(
     assert outputs["AutoScalingGroupName"] == f"{stack.name}-workers"
 
 
-def test_request_queue_polls_long_is_encrypted_and_dead_letters_after_three(
+def test_request_queue_polls_long_is_encrypted_and_dead_letters_after_ten(
     deployed: tuple[Deployed, dict[str, str]],
 ) -> None:
     stack, outputs = deployed
@@ -218,7 +219,9 @@ def test_request_queue_polls_long_is_encrypted_and_dead_letters_after_three(
     assert dlq["KmsMasterKeyId"] == stack.physical("Key")
     redrive = json.loads(queue["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
-    assert int(redrive["maxReceiveCount"]) == 3
+    # A safety net above the worker's MAX_ATTEMPTS (3), which ends a failing
+    # request itself, with its failed event.
+    assert int(redrive["maxReceiveCount"]) == 10
     assert int(dlq["MessageRetentionPeriod"]) > int(queue["MessageRetentionPeriod"])
 
 
@@ -232,6 +235,7 @@ def test_priority_queue_has_its_own_encrypted_dead_letter_queue(
     assert queue["ReceiveMessageWaitTimeSeconds"] == "20"
     redrive = json.loads(queue["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
+    assert int(redrive["maxReceiveCount"]) == 10
     assert dlq["QueueArn"] != _queue_attributes(stack, outputs["DeadLetterQueueUrl"])["QueueArn"]
 
 
@@ -300,10 +304,16 @@ def test_worker_role_reaches_only_this_stacks_resources(
     assert statements["PublishCompletions"]["Resource"] == outputs["CompletionTopicArn"]
     assert sorted(statements["ReadInputsAndWeights"]["Resource"]) == [
         f"{bucket_arn}/avatars/*",
+        f"{bucket_arn}/cancellations/*",
         f"{bucket_arn}/models/*",
         f"{bucket_arn}/subjects/*",
     ]
+    assert statements["ReadInputsAndWeights"]["Action"] == "s3:GetObject"
     assert statements["WriteOutputs"]["Resource"] == f"{bucket_arn}/generated/*"
+    # Listing: the model folders only, never users' inputs.
+    listing = [s for s in document["Statement"] if "s3:ListBucket" in json.dumps(s["Action"])]
+    assert [s["Sid"] for s in listing] == ["ListModelFolders"]
+    assert listing[0]["Condition"] == {"StringLike": {"s3:prefix": "models/*"}}
     assert "s3:DeleteObject" not in json.dumps(document)
     resources = [r for s in document["Statement"] for r in _as_list(s["Resource"])]
     assert "*" not in resources
@@ -331,13 +341,13 @@ def test_launch_template_runs_the_container_with_imdsv2(
     assert f"SQS_QUEUE_URL={outputs['RequestQueueUrl']}" in script
     assert f"SQS_PRIORITY_QUEUE_URL={outputs['PriorityQueueUrl']}" in script
     assert "METRICS_NAMESPACE=AutoBio/Illustrator\n" in script
-    # The scripts arrive verbatim, and the boot runs the start-up, then the watchdog.
+    # The scripts arrive verbatim, and the boot starts the watchdog, then the workers.
     for name in ("start-workers.sh", "watchdog.sh"):
         body = (ROOT / "infra" / name).read_text()
         assert f"<<'ILLUSTRATOR_SCRIPT'\n{body}ILLUSTRATOR_SCRIPT\n" in script
     tail = script.rsplit("ILLUSTRATOR_SCRIPT\n", 1)[1]
-    assert tail.index("/opt/illustrator/start-workers.sh\n") < tail.index(
-        "systemctl enable --now illustrator-watchdog.timer"
+    assert tail.index("systemctl enable --now illustrator-watchdog.timer") < tail.index(
+        '"$OPT/start-workers.sh"\n'
     )
     assert f"SNS_TOPIC_ARN={outputs['CompletionTopicArn']}" in script
     assert f"S3_BUCKET_NAME={outputs['BucketName']}" in script

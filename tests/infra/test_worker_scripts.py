@@ -1,8 +1,11 @@
 """infra/start-workers.sh and infra/watchdog.sh, run with stub commands on PATH.
 
-The stubs (`docker`, `nvidia-smi`, `curl`, `aws`) record each call, one JSON
-argv a line, and answer from files in the temporary root: the number of GPUs,
-whether /livez answers, when a container started.
+The stubs (`docker`, `nvidia-smi`, `curl`, `aws`, `systemctl`, `shutdown`)
+record each call, one JSON argv a line, and answer from files in the
+temporary root: the number of GPUs, whether /livez and /health answer, when
+a container started. A file ``fail-<stub>-<word>`` holding N makes the next N
+calls of that stub fail (exit 1), where the word is the first argument (the
+last path segment of the URL for curl).
 """
 
 from __future__ import annotations
@@ -24,8 +27,17 @@ INSTANCE_ID = "i-0abc123"
 # Each stub appends its name and argv to calls.jsonl, then answers.
 RECORD = """#!/usr/bin/env python3
 import json, os, sys
+name = os.path.basename(sys.argv[0])
 with open(os.path.join(os.environ["STUB_ROOT"], "calls.jsonl"), "a") as f:
-    f.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + "\\n")
+    f.write(json.dumps([name, *sys.argv[1:]]) + "\\n")
+url = next((a for a in sys.argv if a.startswith("http")), "")
+word = url.rstrip("/").rsplit("/", 1)[-1] if name == "curl" else sys.argv[1]
+fail = os.path.join(os.environ["STUB_ROOT"], f"fail-{name}-{word}")
+if os.path.exists(fail):
+    left = int(open(fail).read())
+    if left > 0:
+        open(fail, "w").write(str(left - 1))
+        sys.exit(1)
 """
 STUBS = {
     "nvidia-smi": RECORD
@@ -34,12 +46,11 @@ for i in range(n):
     print(f"GPU {i}: NVIDIA A10G (UUID: GPU-{i:08d})")
 """,
     "curl": RECORD
-    + """url = sys.argv[-1]
-if url.endswith("/api/token"):
+    + """if url.endswith("/api/token"):
     print("token")
 elif url.endswith("/meta-data/instance-id"):
     print(os.environ["STUB_INSTANCE_ID"])
-elif url.endswith("/livez"):
+elif url.endswith("/livez") or url.endswith("/health"):
     port = url.split(":")[2].split("/")[0]
     down = os.path.join(os.environ["STUB_ROOT"], "down-" + port)
     sys.exit(22 if os.path.exists(down) else 0)
@@ -53,6 +64,8 @@ elif "--password-stdin" in sys.argv:
     sys.stdin.read()
 """,
     "aws": RECORD + 'print("secret-value")\n',
+    "systemctl": RECORD,
+    "shutdown": RECORD,
 }
 
 
@@ -66,20 +79,33 @@ class Host:
     def conf(self) -> Path:
         return self.root / "etc"
 
-    def env(self) -> dict[str, str]:
+    def env(self, **extra: str) -> dict[str, str]:
         return {
+            **extra,
             "PATH": f"{self.root / 'bin'}:/usr/bin:/bin",
             "STUB_ROOT": str(self.root),
             "STUB_INSTANCE_ID": INSTANCE_ID,
             "ILLUSTRATOR_CONF": str(self.conf),
             "CACHE_DIR": str(self.root / "cache"),
             "WATCHDOG_STATE_DIR": str(self.root / "state"),
+            # Retries without waits: the tests count attempts, not seconds.
+            "RETRY_BASE_S": "0",
+            "HEALTH_POLL_S": "0.05",
         }
 
-    def run(self, script: Path) -> subprocess.CompletedProcess[str]:
+    def run(self, script: Path, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(script)], env=self.env(), capture_output=True, text=True, check=False
+            ["bash", str(script)],
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
+
+    def fail(self, stub: str, word: str, times: int) -> None:
+        """Make the next `times` calls of `stub` with `word` fail."""
+        (self.root / f"fail-{stub}-{word}").write_text(str(times))
 
     def calls(self, command: str | None = None) -> list[list[str]]:
         path = self.root / "calls.jsonl"
@@ -143,12 +169,13 @@ def test_one_container_per_gpu(host: Host, gpus: int) -> None:
     assert (host.conf / "instance.env").read_text() == f"INSTANCE_ID={INSTANCE_ID}\n"
 
 
-def test_no_gpu_is_an_error(host: Host) -> None:
+def test_no_gpu_has_the_instance_replaced(host: Host) -> None:
     (host.root / "gpus").write_text("0")
-    result = host.run(START)
+    result = host.run(START, BOOT_HEALTHY_S="1")
     assert result.returncode == 1
-    assert "no GPU" in result.stderr
+    assert "nvidia-smi listing a GPU still fails" in result.stderr
     assert not [c for c in host.calls("docker") if c[0] == "run"]
+    assert host.calls("aws")[-1][:2] == ["autoscaling", "set-instance-health"]
 
 
 def test_auth_token_goes_to_the_env_file_only(host: Host) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from consumer.aws import s3_download
 from consumer.aws.artifact_cache import ArtifactCache
@@ -14,7 +15,7 @@ from consumer.aws.clients import open_clients
 from consumer.aws.s3_download import ArtifactError, Download, etag_matches, parse_s3_uri
 from consumer.aws.storage import Storage
 from consumer.cli.local_aws import REGION
-from consumer.errors import InvalidInput
+from consumer.errors import InputNotFound, InvalidInput
 from tests.aws import Stack
 
 KiB = 1024
@@ -135,3 +136,36 @@ async def test_inputs_over_the_cap_are_refused_before_and_while_reading(stack: S
         # At the cap itself, it is read whole.
         key, data = await announced.fetch_first(["avatars/big.png"], 10 * KiB)
     assert (key, len(data)) == ("avatars/big.png", 10 * KiB)
+
+
+class _WithoutListBucket:
+    """The client as S3 answers a role without s3:ListBucket: 403 for a missing key."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def _call(self, name: str, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._inner, name)(**kwargs)
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in ("404", "NoSuchKey"):
+                raise
+            denied = {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}
+            raise ClientError(denied, name) from error  # type: ignore[arg-type]
+
+    async def head_object(self, **kwargs: Any) -> Any:
+        return await self._call("head_object", **kwargs)
+
+    async def get_object(self, **kwargs: Any) -> Any:
+        return await self._call("get_object", **kwargs)
+
+
+async def test_a_missing_key_answered_with_403_reads_as_missing(stack: Stack) -> None:
+    put(stack, "avatars/u1.jpg", b"picture")
+    async with open_clients(REGION) as clients:
+        storage = Storage(_WithoutListBucket(clients.s3), stack.bucket)  # type: ignore[arg-type]
+        assert await storage.head("generated/u1/memory_j.png") is None
+        key, data = await storage.fetch_first(["avatars/u1.png", "avatars/u1.jpg"], KiB)
+        assert (key, data) == ("avatars/u1.jpg", b"picture")
+        with pytest.raises(InputNotFound):
+            await storage.fetch_first(["avatars/u2.png"], KiB)
