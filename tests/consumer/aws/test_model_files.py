@@ -17,8 +17,8 @@ from consumer.aws.model_files import select_model_files
 from consumer.aws.model_sources import half_precision, prepare_pipeline_config
 from consumer.aws.s3_download import RemoteObject
 from consumer.settings import Settings
-from pipeline.config import PipelineConfig
-from pipeline.tiny import build_tiny, save_tiny
+from pipeline.api.config import PipelineConfig
+from pipeline.builtin.tiny import build_tiny, save_tiny
 from tests.aws import Stack
 from tests.consumer.aws.test_artifacts import files_under, upload_folder
 from tests.pipeline.assets import load_generator, noise_picture, pixels, spec
