@@ -27,7 +27,6 @@ from pipeline.untyped import transformers, transformers_dtype
 
 log = structlog.get_logger(__name__)
 
-_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError)
 
 CHECKER_MODULE = "diffusers.pipelines.stable_diffusion.safety_checker"
 
@@ -95,7 +94,9 @@ class SafetyChecker:
                 str(folder), local_files_only=True, **transformers_dtype(self._dtype)
             )
             processor = processor_class().from_pretrained(str(folder), local_files_only=True)
-        except _LOAD_ERRORS as error:
+        # Whatever a damaged folder makes the readers raise (safetensors'
+        # own error is no OSError): at start-up it is the folder's fault.
+        except Exception as error:
             raise ModelLoadError(
                 f"{self.path!r}: cannot load the safety checker: {error}"
             ) from error
