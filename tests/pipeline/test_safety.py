@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,37 +12,17 @@ from PIL import Image
 
 from pipeline.batch import image_seeds
 from pipeline.errors import ContentFilteredError, ModelLoadError
-from pipeline.interface import Generator
 from pipeline.safety import CheckedGenerator, checker_folder_problem, draw, redraw_seed
 from pipeline.safety_checker import SafetyChecker
 from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import GenerationSpec
 from tests import safety_checkers
 from tests.pipeline.assets import noise_picture, pixels, spec
+from tests.safety_checkers import Recording
 
 AVATAR = noise_picture(1)
 JOB = spec(width=64, height=64, num_inference_steps=2, seed=40, num_images=3)
 # Pictures of one model and seed agree within 1 of 255 whatever the batch.
 TOLERANCE = 1
-
-
-class Recording:
-    """The real generator, recording the (seed, num_images) of every call."""
-
-    def __init__(self, inner: Generator) -> None:
-        self.inner = inner
-        self.calls: list[tuple[int, int]] = []
-        self.model_name = inner.model_name
-        self.native_size = inner.native_size
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def generate(
-        self, spec: GenerationSpec, image: Image.Image, stop: threading.Event | None = None
-    ) -> list[Image.Image]:
-        self.calls.append((spec.seed, spec.num_images))
-        return self.inner.generate(spec, image, stop)
 
 
 def loaded(folder: Path) -> SafetyChecker:
@@ -78,9 +57,7 @@ def test_a_checker_that_flags_everything_redraws_then_refuses(
     tiny: SDXLGenerator, tmp_path: Path
 ) -> None:
     recording = Recording(tiny)
-    checked = CheckedGenerator(
-        recording, loaded(safety_checkers.flag_all(tmp_path)), max_redraws=2
-    )
+    checked = CheckedGenerator(recording, loaded(safety_checkers.flag_all(tmp_path)), max_redraws=2)
     with pytest.raises(ContentFilteredError, match="3 of 3 picture") as raised:
         checked.draw(JOB, AVATAR)
     # One draw, then the whole batch twice more at seed + i + k * 3.
@@ -90,9 +67,7 @@ def test_a_checker_that_flags_everything_redraws_then_refuses(
 
 def test_no_redraws_refuses_at_once(tiny: SDXLGenerator, tmp_path: Path) -> None:
     recording = Recording(tiny)
-    checked = CheckedGenerator(
-        recording, loaded(safety_checkers.flag_all(tmp_path)), max_redraws=0
-    )
+    checked = CheckedGenerator(recording, loaded(safety_checkers.flag_all(tmp_path)), max_redraws=0)
     with pytest.raises(ContentFilteredError):
         checked.generate(JOB, AVATAR)
     assert recording.calls == [(40, 3)]
@@ -113,7 +88,8 @@ def test_only_the_flagged_picture_is_redrawn_with_its_own_seed(
     # Picture 1 redrawn once, alone, with seed 40 + 1 + 1 * 3.
     assert recording.calls == [(40, 3), (44, 1)]
     assert drawn.seeds == [40, 44, 42]
-    assert close(drawn.pictures[0], first[0]) and close(drawn.pictures[2], first[2])
+    assert close(drawn.pictures[0], first[0])
+    assert close(drawn.pictures[2], first[2])
     assert close(drawn.pictures[1], single(tiny, 44))
     assert not close(drawn.pictures[1], first[1])
     assert (drawn.checked, drawn.flagged, drawn.redraws) == (4, 1, 1)
@@ -127,7 +103,9 @@ def test_redraw_seeds_wrap_and_consecutive_flags_share_a_batch() -> None:
 
 def test_draw_without_a_checker_reports_the_batch_seeds(tiny: SDXLGenerator) -> None:
     drawn = draw(tiny, JOB, AVATAR)
-    assert drawn.seeds == [40, 41, 42] and drawn.checked == 0 and len(drawn.pictures) == 3
+    assert drawn.seeds == [40, 41, 42]
+    assert drawn.checked == 0
+    assert len(drawn.pictures) == 3
 
 
 def test_the_checker_reads_a_saved_folder_of_the_compvis_layout(tmp_path: Path) -> None:
