@@ -90,7 +90,7 @@ class SafetyChecker:
         self._dtype = choose_dtype(self._device, self._requested_dtype)
         try:
             # Never downloads: local_files_only reads the local folder or hub cache.
-            model = checker_class().from_pretrained(  # nosec B615
+            model = checker_class().from_pretrained(
                 str(folder), local_files_only=True, **transformers_dtype(self._dtype)
             )
             processor = processor_class().from_pretrained(str(folder), local_files_only=True)
