@@ -1,5 +1,8 @@
 """SDXL + IP-Adapter on a GPU: seconds per image, peak memory, start to ready.
 
+Beside each variant, the safety checker's seconds per picture at the same
+size and precision (``bench/safety_cases.py``).
+
 The full-size architecture (SDXL base 1.0's UNet, VAE and both text encoders,
 the IP-Adapter image encoder and ``ip-adapter_sdxl`` weights of matching
 shapes) is built with random weights, since speed does not depend on them,
@@ -221,6 +224,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from PIL import Image
 
+    from bench.safety_cases import measure_safety
     from bench.sdxl_cases import measure_cases
     from pipeline.api.config import PipelineConfig
     from pipeline.api.factory import create_generator
@@ -290,6 +294,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             lambda: _synchronise(device),
             lambda: peak_memory_bytes(device) / GiB,
         ),
+        # The checker of the same precision, on pictures of the same size.
+        **measure_safety(
+            Path(args.checker_dir),
+            device=str(device),
+            dtype=dtype,
+            size=args.size,
+            runs=args.runs,
+            synchronise=lambda: _synchronise(device),
+        ),
     }
 
 
@@ -318,7 +331,9 @@ def _reserved(device: Any) -> int:
     return int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else 0
 
 
-def run_variant(variant: str, dirs: tuple[Path, Path], args: argparse.Namespace) -> dict[str, Any]:
+def run_variant(
+    variant: str, dirs: tuple[Path, Path, Path], args: argparse.Namespace
+) -> dict[str, Any]:
     """One variant in a fresh interpreter, so start-up and memory are its own."""
     argv = [
         sys.executable,
@@ -331,6 +346,8 @@ def run_variant(variant: str, dirs: tuple[Path, Path], args: argparse.Namespace)
         str(dirs[0]),
         "--ip-dir",
         str(dirs[1]),
+        "--checker-dir",
+        str(dirs[2]),
         "--size",
         str(args.size),
         "--steps",
@@ -423,6 +440,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             print(f"  {name}: {figures['seconds_per_image']:.3f} s/image")
         if "few_step" in r:
             print(f"  few-step recipe: {r['few_step']['seconds_per_image']:.3f} s/image")
+        if "safety" in r:
+            print(f"  safety checker: {r['safety']['seconds_per_picture']:.4f} s/picture")
     return document
 
 
@@ -451,6 +470,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--variant", help=argparse.SUPPRESS)
     add("--model-dir", help=argparse.SUPPRESS)
     add("--ip-dir", help=argparse.SUPPRESS)
+    add("--checker-dir", help=argparse.SUPPRESS)
     add("--started-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.size = args.size or (128 if args.tiny else 1024)
@@ -488,7 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(args)), flush=True)
         return 0
-    dirs = _weights(args)
+    from bench.safety_cases import build_checker
+
+    model_dir, ip_dir = _weights(args)
+    checker_dir = build_checker(model_dir.parent, tiny=args.tiny, device=args.device)
+    dirs = (model_dir, ip_dir, checker_dir)
     results = [run_variant(variant, dirs, args) for variant in args.variants]
     document = report(results, args)
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import ErrorCode, IllustratorError, Severity
 from pipeline.api.errors import (
+    ContentFilteredError,
     GenerationOOMError,
     InvalidImageError,
     ModelLoadError,
@@ -87,6 +88,9 @@ def _pipeline(error: PipelineError) -> Classification:
     message = _short(str(error) or type(error).__name__)
     if isinstance(error, InvalidImageError):
         return _make(Severity.PERMANENT, ErrorCode.INVALID_INPUT, message)
+    if isinstance(error, ContentFilteredError):
+        # The same request draws the same pictures: retrying cannot help.
+        return _make(Severity.PERMANENT, ErrorCode.CONTENT_FILTERED, message)
     if isinstance(error, PipelineBrokenError | ModelLoadError):
         return _make(Severity.FATAL, ErrorCode.INTERNAL_ERROR, message)
     if isinstance(error, GenerationOOMError):

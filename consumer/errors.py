@@ -24,6 +24,7 @@ class ErrorCode(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"
     INPUT_NOT_FOUND = "input_not_found"
     INVALID_INPUT = "invalid_input"
+    CONTENT_FILTERED = "content_filtered"
     GENERATION_FAILED = "generation_failed"
     INTERNAL_ERROR = "internal_error"
 

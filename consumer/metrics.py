@@ -42,6 +42,10 @@ class Metrics:
         last_poll: Unix time of the last successful receive call.
         loop_errors: failed receive-loop calls (the worker's own AWS trouble).
         started_events: started events published (``PUBLISH_STARTED_EVENTS``).
+        safety_pictures: pictures the safety checker looked at, by ``result``
+            (``passed`` or ``flagged``), redraws included: the flagged rate
+            is flagged over both.
+        safety_redraws: pictures drawn again because they were flagged.
     """
 
     def __init__(self) -> None:
@@ -86,10 +90,25 @@ class Metrics:
         self.started_events = Counter(
             f"{PREFIX}_started_events", "Started events published.", registry=r
         )
+        self.safety_pictures = Counter(
+            f"{PREFIX}_safety_checked_pictures",
+            "Pictures checked by the safety checker, by result (passed, flagged).",
+            ["result"],
+            registry=r,
+        )
+        self.safety_redraws = Counter(
+            f"{PREFIX}_safety_redraws", "Pictures drawn again after being flagged.", registry=r
+        )
 
     def job_finished(self, kind: str | None, status: str, error_code: str = "") -> None:
         """Count one finished job."""
         self.jobs.labels(kind=kind or "unknown", status=status, error_code=error_code).inc()
+
+    def safety_checked(self, checked: int, flagged: int, redraws: int) -> None:
+        """Count one job's safety checks."""
+        self.safety_pictures.labels(result="passed").inc(checked - flagged)
+        self.safety_pictures.labels(result="flagged").inc(flagged)
+        self.safety_redraws.inc(redraws)
 
     def observe(self, timings_ms: dict[str, int]) -> None:
         """Record a job's stage timings."""
@@ -109,14 +128,29 @@ EMF_STAGES = {
 }
 
 
+# What the safety checker did, by metric name (counts of pictures).
+EMF_SAFETY = {
+    "PicturesChecked": "checked",
+    "PicturesFlagged": "flagged",
+    "PicturesRedrawn": "redraws",
+}
+
+
 def emf_record(
-    namespace: str, kind: str | None, status: str, timings_ms: dict[str, int], timestamp_ms: int
+    namespace: str,
+    kind: str | None,
+    status: str,
+    timings_ms: dict[str, int],
+    timestamp_ms: int,
+    safety: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """One finished job as a CloudWatch Embedded Metric Format record.
 
     ``Jobs`` (a count) by ``Kind`` and ``Status`` and by ``Status`` alone,
     for the failure rate; the stage durations in seconds by ``Kind`` and for
-    the whole fleet. A stage the job did not reach is left out.
+    the whole fleet. A stage the job did not reach is left out. With
+    `safety` (a job the safety checker saw), ``PicturesChecked``,
+    ``PicturesFlagged`` and ``PicturesRedrawn`` by ``Kind`` and for the fleet.
     """
     durations = {
         name: timings_ms[stage] / 1000 for name, stage in EMF_STAGES.items() if stage in timings_ms
@@ -136,10 +170,20 @@ def emf_record(
                 "Metrics": [{"Name": name, "Unit": "Seconds"} for name in durations],
             }
         )
+    counts = {name: safety[key] for name, key in EMF_SAFETY.items()} if safety else {}
+    if counts:
+        directives.append(
+            {
+                "Namespace": namespace,
+                "Dimensions": [["Kind"], []],
+                "Metrics": [{"Name": name, "Unit": "Count"} for name in counts],
+            }
+        )
     return {
         "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": directives},
         "Kind": kind or "unknown",
         "Status": status,
         "Jobs": 1,
         **durations,
+        **counts,
     }

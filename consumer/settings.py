@@ -83,6 +83,10 @@ class Settings(GenerationDefaults):
     timestep_spacing: Literal["leading", "linspace", "trailing"] = "trailing"
     vae_tiling_pixels: int = Field(0, ge=0)
     warmup: bool = True
+    # Output safety: a StableDiffusionSafetyChecker folder, cached hub id or
+    # s3:// prefix (empty: off), and how often a flagged picture is redrawn.
+    safety_checker_path: str = ""
+    safety_max_redraws: int = Field(2, ge=0, le=10)
     blank_latency_ms: int = Field(0, ge=0, le=3_600_000)
 
     # AWS.

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from consumer.service.lifecycle import Companion
     from consumer.settings import Settings
     from pipeline.api.interface import Generator
+    from pipeline.api.safety import PictureChecker
 
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
 REQUIRED = ("sqs_queue_url", "sns_topic_arn")
@@ -26,7 +27,8 @@ required settings (environment or .env):
 exit status:
   0  drained (SIGTERM/SIGINT, or --burst with nothing left to do)
   1  fatal error (the model cannot be loaded, the worker broke)
-  2  bad configuration (one line on stderr naming the setting)
+  2  bad configuration (one line on stderr naming the setting), such as a
+     SAFETY_CHECKER_PATH that is missing or not a safety checker folder
 """
 
 
@@ -47,26 +49,48 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
     torch and diffusers are imported here, on first use, never at start-up.
     """
     from consumer.aws.model_sources import prepare_pipeline_config
+    from consumer.aws.safety_source import resolve_safety_checker
     from consumer.logs import adopt_library_loggers
     from pipeline.api.config import BUILTIN_BLANK
     from pipeline.api.factory import create_generator
 
-    # Downloads run on the event loop, so the sidecar answers meanwhile.
+    # Downloads run on the event loop, so the sidecar answers meanwhile; the
+    # checker first, so that a bad one is refused before the model is fetched.
+    checker_path = await resolve_safety_checker(settings)
     config = await prepare_pipeline_config(settings)
 
     def build() -> Generator:
-        generator = create_generator(config)
         # Every model but the blank one loads through transformers and diffusers.
-        adopt_library_loggers(load=config.model_path != BUILTIN_BLANK)
+        adopt_library_loggers(load=config.model_path != BUILTIN_BLANK or bool(checker_path))
         try:
+            checker = _load_checker(checker_path, settings) if checker_path else None
+            generator = create_generator(config)
             generator.load()
         finally:
             # transformers and diffusers install their handlers on first use,
             # during the load: bring their lines back into the one stream.
             adopt_library_loggers()
-        return generator
+        if checker is None:
+            return generator
+        from pipeline.api.safety import CheckedGenerator
+
+        return CheckedGenerator(generator, checker, settings.safety_max_redraws)
 
     return await gpu.run(build)
+
+
+def _load_checker(path: str, settings: Settings) -> PictureChecker:
+    """The safety checker at local `path`, loaded; a bad one is a configuration error."""
+    from consumer.errors import ConfigError
+    from pipeline.api.errors import ModelLoadError
+    from pipeline.engine.safety_checker import SafetyChecker
+
+    checker = SafetyChecker(path, device=settings.device or None, dtype=settings.dtype or None)
+    try:
+        checker.load()
+    except ModelLoadError as error:
+        raise ConfigError(f"SAFETY_CHECKER_PATH={settings.safety_checker_path}: {error}") from None
+    return checker
 
 
 def companions(settings: Settings) -> list[Companion]:
@@ -81,6 +105,7 @@ def companions(settings: Settings) -> list[Companion]:
 
 def main(args: argparse.Namespace) -> int:
     """Run until drained; 0 after a drain, 1 on a fatal error, 2 on bad settings."""
+    from consumer.aws.safety_source import check_safety_checker_source
     from consumer.delivery.options import WorkerOptions
     from consumer.delivery.worker import EXIT_FATAL
     from consumer.logs import configure_logging
@@ -89,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
 
     settings = load_settings(*REQUIRED)
     check_model_source(settings)
+    check_safety_checker_source(settings)
     configure_logging(
         settings.log_level, settings.log_format, secrets=[settings.auth_token.get_secret_value()]
     )

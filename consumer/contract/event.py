@@ -34,7 +34,10 @@ class OutputRef(BaseModel):
 
     s3_uri: str = Field(description="s3://<bucket>/<S3_GENERATED_PREFIX><user_id>/<key>.png")
     seed: int | None = Field(
-        None, description="The seed of this picture: (request seed + index) mod 2^32."
+        None,
+        description="The seed of the picture delivered: (seed + index) mod 2^32, or, for a "
+        "picture redrawn after the safety check flagged it, (seed + index + k * num_images) "
+        "mod 2^32 of its redraw k.",
     )
 
 
@@ -105,7 +108,8 @@ class CompletionEvent(BaseModel):
     attempts: int = Field(ge=1, description="The delivery attempt this event ends (1 first).")
     timings_ms: dict[str, int] = Field(
         default_factory=dict,
-        description="Milliseconds by stage (queue_wait, download, generate, upload, total); "
+        description="Milliseconds by stage (queue_wait, download, generate, safety, upload, "
+        "total); safety is the safety checker's time, redraws included, when one runs; "
         "total counts from the receive, not the idle poll before it.",
     )
     worker_id: str = Field(description="The worker that ran the job (WORKER_ID, else host).")

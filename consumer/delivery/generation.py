@@ -20,8 +20,14 @@ from PIL import Image
 from consumer.delivery.gpu_thread import Timed
 from consumer.delivery.job import Job, JobEnvironment, Prepared, whole_ms
 from consumer.errors import GenerationFailed, IllustratorError
-from pipeline.api.errors import GenerationStopped, PipelineBrokenError, PipelineError
+from pipeline.api.errors import (
+    ContentFilteredError,
+    GenerationStopped,
+    PipelineBrokenError,
+    PipelineError,
+)
 from pipeline.api.interface import Generator
+from pipeline.api.safety import Drawn, draw
 from pipeline.api.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
@@ -35,12 +41,15 @@ def _is_declared(error: Exception) -> bool:
 
 async def generate_on_gpu(
     env: JobEnvironment, job: Job, prepared: Prepared, announce: Callable[[], None] | None
-) -> list[Image.Image]:
+) -> Drawn:
     """Draw the job's pictures on the GPU thread and check them.
 
     `announce`, when given, runs on the GPU thread as the generation begins.
     A generation stopped at its deadline is a transient ``generation_failed``,
-    and so is any error the generator does not declare.
+    and so is any error the generator does not declare. With a safety
+    checker the pictures are checked there too, before anything is encoded:
+    its time is ``timings_ms.safety`` (not part of ``generate``) and its
+    counts go to the metrics, also when the job ends ``content_filtered``.
     """
     spec = prepared.spec
     began = asyncio.Event()
@@ -55,6 +64,9 @@ async def generate_on_gpu(
     job.gpu_future = future
     try:
         timed = await _await_gpu(env, job, asyncio.wrap_future(future), began)
+    except ContentFilteredError as error:
+        _count_safety(env, job, error.checked, error.flagged, error.redraws, error.check_seconds)
+        raise
     except GenerationStopped as error:
         if not job.timed_out:
             raise
@@ -68,8 +80,15 @@ async def generate_on_gpu(
         raise GenerationFailed(f"{type(error).__name__}: {error}") from error
     finally:
         job.release_slot()
-    job.timings["generate"] = whole_ms(timed.seconds)
-    pictures = timed.value
+    drawn = timed.value
+    job.timings["generate"] = whole_ms(timed.seconds - drawn.check_seconds)
+    if drawn.checked:
+        _count_safety(env, job, drawn.checked, drawn.flagged, drawn.redraws, drawn.check_seconds)
+    _check_pictures(spec, drawn.pictures)
+    return drawn
+
+
+def _check_pictures(spec: GenerationSpec, pictures: list[Image.Image]) -> None:
     if len(pictures) != spec.num_images:
         raise GenerationFailed(
             f"the generator drew {len(pictures)} pictures, not {spec.num_images}"
@@ -80,15 +99,25 @@ async def generate_on_gpu(
                 f"the generator drew {picture.size[0]}x{picture.size[1]}, "
                 f"not {spec.width}x{spec.height}"
             )
-    return pictures
+
+
+def _count_safety(
+    env: JobEnvironment, job: Job, checked: int, flagged: int, redraws: int, seconds: float
+) -> None:
+    job.timings["safety"] = whole_ms(seconds)
+    job.safety = {"checked": checked, "flagged": flagged, "redraws": redraws}
+    env.metrics.safety_checked(checked, flagged, redraws)
+    if flagged:
+        # Counts only: nothing of a flagged picture is ever logged.
+        log.warning("pictures_flagged", checked=checked, flagged=flagged, redraws=redraws)
 
 
 async def _await_gpu(
     env: JobEnvironment,
     job: Job,
-    result: asyncio.Future[Timed[list[Image.Image]]],
+    result: asyncio.Future[Timed[Drawn]],
     began: asyncio.Event,
-) -> Timed[list[Image.Image]]:
+) -> Timed[Drawn]:
     timeout_s = env.settings.generation_timeout_s
     try:
         starting = asyncio.ensure_future(began.wait())
@@ -123,7 +152,7 @@ def _draw(
     image: Image.Image,
     stop: threading.Event,
     began: Callable[[], object],
-) -> list[Image.Image]:
+) -> Drawn:
     # On the GPU thread, with the job's log context.
     began()
     log.info(
@@ -132,4 +161,4 @@ def _draw(
         size=[spec.width, spec.height],
         num_images=spec.num_images,
     )
-    return generator.generate(spec, image, stop)
+    return draw(generator, spec, image, stop)

@@ -65,6 +65,8 @@ class Job:
         stop: set to stop its generation at the next denoising step (the
             deadline, the end of a drain).
         timed_out: its generation ran past ``GENERATION_TIMEOUT_S``.
+        safety: what the safety checker did (pictures ``checked``,
+            ``flagged``, ``redraws``); ``None`` when no checker ran.
     """
 
     message: ReceivedMessage
@@ -81,6 +83,7 @@ class Job:
     fatal_reason: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     timed_out: bool = False
+    safety: dict[str, int] | None = None
 
     def withdraw(self) -> bool:
         """Stop the job if it has not begun generating; True when it never will."""

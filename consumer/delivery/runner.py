@@ -52,8 +52,8 @@ from consumer.delivery.job import (
 )
 from consumer.errors import InvalidRequest, Severity
 from consumer.metrics import emf_record
-from pipeline.api.batch import image_seeds
 from pipeline.api.images import decode_image
+from pipeline.api.safety import Drawn
 from pipeline.api.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
@@ -76,8 +76,8 @@ class JobRunner:
             prepared = await self._prepare(job)
             if prepared is None:
                 return Outcome.REUSED
-            pictures = await self._generate(job, prepared)
-            await self._deliver(job, prepared, pictures)
+            drawn = await self._generate(job, prepared)
+            await self._deliver(job, prepared, drawn.pictures, drawn.seeds)
             return Outcome.SUCCEEDED
         except asyncio.CancelledError:
             raise
@@ -149,7 +149,7 @@ class JobRunner:
             return
         self.env.metrics.started_events.inc()
 
-    async def _generate(self, job: Job, prepared: Prepared) -> list[Image.Image]:
+    async def _generate(self, job: Job, prepared: Prepared) -> Drawn:
         announce = None
         if self.settings.publish_started_events:
             loop = asyncio.get_running_loop()
@@ -161,9 +161,11 @@ class JobRunner:
 
         return await generate_on_gpu(self.env, job, prepared, announce)
 
-    async def _deliver(self, job: Job, prepared: Prepared, pictures: list[Image.Image]) -> None:
+    async def _deliver(
+        self, job: Job, prepared: Prepared, pictures: list[Image.Image], seeds: list[int]
+    ) -> None:
+        # `seeds`: each picture's own, a redrawn one's redraw seed included.
         job.committed = True
-        seeds = image_seeds(prepared.spec)
         with job.stage("upload"):
             # Every picture is written before the event: a job succeeds with
             # all of its outputs or not at all.
@@ -234,6 +236,7 @@ class JobRunner:
                 event.status,  # a reused job succeeded, as its event says
                 event.timings_ms,
                 epoch_ms(self.env.clock.now()),
+                job.safety,
             )
             log.info("job_metrics", **record)
 

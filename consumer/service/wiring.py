@@ -23,6 +23,7 @@ from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import EXIT_FATAL, EXIT_OK, Worker
 from consumer.delivery.worker_state import StatusBoard
+from consumer.errors import ConfigError
 from consumer.metrics import Metrics
 from consumer.service.lifecycle import Companion
 from consumer.service.sidecar import Sidecar
@@ -89,6 +90,10 @@ async def _load(
     started = clock.monotonic()
     try:
         generator = await _until(loader(settings, gpu), stop)
+    except ConfigError:
+        # Found while loading (an s3:// source once fetched): still bad
+        # configuration, one line and exit status 2, not a broken worker.
+        raise
     except Exception as error:
         verdict = classify(error)
         board.fail(f"the model could not be loaded: {verdict.message}")

@@ -35,3 +35,19 @@ class GenerationStopped(PipelineError):
 
     No picture was decoded; the generator stays loaded and usable.
     """
+
+
+class ContentFilteredError(PipelineError):
+    """A picture was still flagged by the safety checker after its last redraw.
+
+    Permanent for the request: the same request draws the same pictures
+    again. No picture of the job is handed on. The counts say what the
+    checker saw, for metrics.
+    """
+
+    def __init__(self, message: str, *, checked: int, flagged: int, redraws: int) -> None:
+        super().__init__(message)
+        self.checked = checked
+        self.flagged = flagged
+        self.redraws = redraws
+        self.check_seconds = 0.0

@@ -21,6 +21,7 @@ from consumer.errors import (
     Unauthorized,
 )
 from pipeline.api.errors import (
+    ContentFilteredError,
     GenerationOOMError,
     InvalidImageError,
     ModelLoadError,
@@ -48,6 +49,7 @@ def _client_error(code: str, operation: str = "PutObject") -> ClientError:
         (GenerationFailed("once"), T, E.GENERATION_FAILED),
         (GenerationOOMError("oom"), T, E.GENERATION_FAILED),
         (PipelineError("odd"), T, E.GENERATION_FAILED),
+        (ContentFilteredError("flagged", checked=3, flagged=3, redraws=2), P, E.CONTENT_FILTERED),
         (TransientError("s3"), T, E.INTERNAL_ERROR),
         (_client_error("SlowDown"), T, E.INTERNAL_ERROR),
         (_client_error("AccessDenied"), T, E.INTERNAL_ERROR),

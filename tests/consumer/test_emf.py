@@ -48,3 +48,25 @@ def test_a_job_that_failed_early_has_no_durations_it_did_not_reach() -> None:
     assert record["Kind"] == "unknown"
     assert "GenerateSeconds" not in record
     assert record["TotalSeconds"] == 0.007
+
+
+def test_a_checked_job_counts_its_checked_flagged_and_redrawn_pictures() -> None:
+    record = emf_record(
+        "AutoBio/Illustrator",
+        "subject",
+        "succeeded",
+        {"generate": 2900, "safety": 40, "total": 3100},
+        1_700_000_000_000,
+        {"checked": 5, "flagged": 1, "redraws": 1},
+    )
+    _check_emf(record)
+    assert (record["PicturesChecked"], record["PicturesFlagged"], record["PicturesRedrawn"]) == (
+        5,
+        1,
+        1,
+    )
+    counted = [d for d in record["_aws"]["CloudWatchMetrics"] if d["Metrics"][0]["Unit"] == "Count"]
+    names = {m["Name"] for d in counted for m in d["Metrics"]}
+    assert names == {"Jobs", "PicturesChecked", "PicturesFlagged", "PicturesRedrawn"}
+    unchecked = emf_record("AutoBio/Illustrator", "subject", "succeeded", {}, 1)
+    assert "PicturesChecked" not in unchecked

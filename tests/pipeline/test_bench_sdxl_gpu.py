@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from bench import sdxl_gpu
+from bench import safety_cases, sdxl_gpu
+from pipeline.engine.safety_checker import checker_class
 from pipeline.engine.untyped import diffusers, transformers
 
 
@@ -37,6 +38,21 @@ def test_full_size_architecture_is_sdxl_base_with_ip_adapter_encoders() -> None:
     assert parameters(encoders["vit-h"]) == 632_076_800
 
 
+def test_full_size_safety_checker_is_compvis_vit_l_14() -> None:
+    config = transformers.CLIPConfig(
+        text_config=safety_cases.FULL_TEXT,
+        vision_config=safety_cases.FULL_VISION,
+        projection_dim=safety_cases.FULL_PROJECTION,
+    )
+    with torch.device("meta"):
+        checker = checker_class()(config)
+    # CLIP ViT-L/14's vision tower and projection, plus the 20 concept
+    # embeddings and thresholds: CompVis/stable-diffusion-safety-checker.
+    assert parameters(checker.vision_model) == 303_179_776
+    assert parameters(checker.visual_projection) == 786_432
+    assert parameters(checker) == 303_981_588
+
+
 def test_miniature_run_on_the_cpu(tmp_path: Path) -> None:
     status = sdxl_gpu.main(
         ["--tiny", "--runs", "1", "--results-dir", str(tmp_path), "--workdir", str(tmp_path)]
@@ -52,6 +68,9 @@ def test_miniature_run_on_the_cpu(tmp_path: Path) -> None:
     assert "IPAdapterAttnProcessor2_0" in result["attention_processors"]
     assert 0 < result["seconds_per_image"] < result["start_to_ready_s"]
     assert result["per_step_ms"] > 0
+    # The miniature checker, timed on pictures of the run's size.
+    assert result["safety"]["size"] == 128
+    assert 0 < result["safety"]["seconds_per_picture"] < result["start_to_ready_s"]
 
 
 def test_miniature_run_with_batches_schedulers_and_the_few_step_recipe(tmp_path: Path) -> None:
