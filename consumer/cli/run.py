@@ -83,14 +83,14 @@ def _load_checker(path: str, settings: Settings) -> PictureChecker:
     """The safety checker at local `path`, loaded; a bad one is a configuration error."""
     from consumer.errors import ConfigError
     from pipeline.api.errors import ModelLoadError
-    from pipeline.engine.safety_checker import SafetyChecker
+    from pipeline.api.factory import load_safety_checker
 
-    checker = SafetyChecker(path, device=settings.device or None, dtype=settings.dtype or None)
     try:
-        checker.load()
+        return load_safety_checker(
+            path, device=settings.device or None, dtype=settings.dtype or None
+        )
     except ModelLoadError as error:
         raise ConfigError(f"SAFETY_CHECKER_PATH={settings.safety_checker_path}: {error}") from None
-    return checker
 
 
 def companions(settings: Settings) -> list[Companion]:

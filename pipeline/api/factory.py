@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
 from pipeline.api.errors import ModelLoadError
 from pipeline.api.interface import Generator
+from pipeline.api.safety import PictureChecker
 from pipeline.builtin.blank import BlankGenerator
 
 
@@ -30,3 +31,16 @@ def create_generator(config: PipelineConfig) -> Generator:
     from pipeline.engine.weights.loading import PretrainedSource
 
     return SDXLGenerator(config, PretrainedSource(config))
+
+
+def load_safety_checker(path: str, *, device: str | None, dtype: str | None) -> PictureChecker:
+    """The safety checker in local folder `path`, loaded (call it on the GPU thread).
+
+    torch and transformers are imported only here, when a checker is asked
+    for; a missing or malformed folder raises :class:`ModelLoadError`.
+    """
+    from pipeline.engine.safety_checker import SafetyChecker
+
+    checker = SafetyChecker(path, device=device, dtype=dtype)
+    checker.load()
+    return checker
