@@ -16,7 +16,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.errors import ErrorCode, IllustratorError, Severity
 from pipeline.errors import (
-    GenerationOOMError,
     InvalidImageError,
     ModelLoadError,
     PipelineBrokenError,
@@ -89,8 +88,7 @@ def _pipeline(error: PipelineError) -> Classification:
         return _make(Severity.PERMANENT, ErrorCode.INVALID_INPUT, message)
     if isinstance(error, PipelineBrokenError | ModelLoadError):
         return _make(Severity.FATAL, ErrorCode.INTERNAL_ERROR, message)
-    if isinstance(error, GenerationOOMError):
-        return _make(Severity.TRANSIENT, ErrorCode.GENERATION_FAILED, message)
+    # Anything else, running out of GPU memory included, may pass on a retry.
     return _make(Severity.TRANSIENT, ErrorCode.GENERATION_FAILED, message)
 
 
