@@ -19,6 +19,7 @@ from PIL import Image
 
 from consumer.delivery.gpu_thread import Timed
 from consumer.delivery.job import Job, JobEnvironment, Prepared, whole_ms
+from consumer.delivery.job_state import JobState
 from consumer.errors import GenerationFailed, IllustratorError
 from pipeline.errors import GenerationStopped, PipelineBrokenError, PipelineError
 from pipeline.interface import Generator
@@ -51,12 +52,13 @@ async def generate_on_gpu(
         if announce is not None:
             announce()
 
+    job.advance(JobState.GENERATING)
     future = env.gpu.submit(_draw, env.generator, spec, prepared.image, job.stop, on_begin)
     job.gpu_future = future
     try:
         timed = await _await_gpu(env, job, asyncio.wrap_future(future), began)
     except GenerationStopped as error:
-        if not job.timed_out:
+        if job.state is not JobState.TIMED_OUT:
             raise
         raise GenerationFailed(
             f"the generation ran past GENERATION_TIMEOUT_S "
@@ -66,8 +68,6 @@ async def generate_on_gpu(
         if _is_declared(error):
             raise
         raise GenerationFailed(f"{type(error).__name__}: {error}") from error
-    finally:
-        job.release_slot()
     job.timings["generate"] = whole_ms(timed.seconds)
     pictures = timed.value
     if len(pictures) != spec.num_images:
@@ -102,7 +102,7 @@ async def _await_gpu(
             await asyncio.wait({result}, timeout=timeout_s)
         if not result.done():
             log.warning("generation_timeout", generation_timeout_s=timeout_s)
-            job.timed_out = True
+            job.advance(JobState.TIMED_OUT)
             job.stop.set()
             await asyncio.wait({result}, timeout=env.stop_grace_s)
         if not result.done():
