@@ -133,7 +133,7 @@ def build_full_size(directory: Path, encoder: str, device: str) -> tuple[Path, P
     import torch
     from safetensors.torch import save_file
 
-    from pipeline.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
+    from pipeline.config import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
     from pipeline.untyped import transformers
 
     def text_config(spec: dict[str, Any]) -> Any:

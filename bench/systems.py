@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.procs import LOOPBACK, Child, Children, base_environment, free_port, wait_until
+from pipeline.config import BUILTIN_BLANK
 from tests.aws import Stack
 
 READY_TIMEOUT_S = 90.0
@@ -38,7 +39,7 @@ def start_consumer(children: Children, stack: Stack, latency_ms: int, index: int
         {
             **stack.environment(),
             "SQS_DLQ_URL": stack.dlq_url,
-            "MODEL_PATH": "builtin:blank",
+            "MODEL_PATH": BUILTIN_BLANK,
             "BLANK_LATENCY_MS": str(latency_ms),
             "HEALTH_HOST": LOOPBACK,
             "HEALTH_PORT": str(port),

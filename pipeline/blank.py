@@ -15,10 +15,11 @@ import time
 from PIL import Image
 
 from pipeline.batch import image_seeds
+from pipeline.config import BUILTIN_BLANK
 from pipeline.errors import GenerationStopped
 from pipeline.spec import GenerationSpec
 
-BLANK_NAME = "builtin:blank"
+BLANK_NAME = BUILTIN_BLANK
 BLANK_NATIVE_SIZE = (1024, 1024)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from consumer.errors import ConfigError
+from pipeline.config import BUILTIN_TINY
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -36,7 +37,7 @@ SANDBOX_ENVIRONMENT = {
 }
 HIDDEN_ENVIRONMENT = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 # The model of a local run when neither an option nor the environment names one.
-LOCAL_MODEL = "builtin:tiny"
+LOCAL_MODEL = BUILTIN_TINY
 
 
 @dataclass(frozen=True, slots=True)

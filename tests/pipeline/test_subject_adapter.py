@@ -9,11 +9,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import BUILTIN_TINY, PipelineConfig
+from pipeline.config import (
+    BUILTIN_TINY,
+    IP_ADAPTER_SUBFOLDER,
+    IP_ADAPTER_WEIGHT_NAME,
+    PipelineConfig,
+)
 from pipeline.errors import ModelLoadError
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
-from pipeline.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_tiny
+from pipeline.tiny import build_tiny
 from pipeline.tiny import random_ip_adapter_weights as random_weights
 from tests.pipeline.assets import close, load_generator, noise_picture, one, pixels, spec
 
