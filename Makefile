@@ -44,7 +44,7 @@ bench: setup
 	$(BIN)/python -m bench
 
 soak: setup
-	$(BIN)/python -m tests.soak
+	$(BIN)/python -m tests.chaos.soak
 
 schema: setup
 	$(BIN)/illustrator schema --write docs

@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 
 from bench.procs import LOOPBACK, Child, Children, base_environment, free_port, wait_until
-from tests.aws import FAKE_CREDENTIALS, Stack, make_stack
+from tests.support.aws import FAKE_CREDENTIALS, Stack, make_stack
 
 START_TIMEOUT_S = 60.0
 

@@ -11,7 +11,7 @@ import psutil
 
 from bench.procs import Child
 from bench.workload import Arrival, EventCollector, send_jobs
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 
 def percentile(values: Sequence[float], q: float) -> float:

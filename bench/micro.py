@@ -14,7 +14,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from bench.workload import AVATAR_KEY, avatar_png
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 REPEATS = 15
 

@@ -23,7 +23,7 @@ from types import TracebackType
 
 import psutil
 
-from tests.aws import FAKE_CREDENTIALS
+from tests.support.aws import FAKE_CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"

@@ -27,7 +27,7 @@ from bench.measure import (
 from bench.procs import Child, Children
 from bench.systems import BASELINE, ILLUSTRATOR, LAUNCHERS, wait_ready
 from bench.workload import EventCollector, job_ids, upload_avatar
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 # The targets for the GPU-busy fraction, by simulated job length (ms).
 TARGETS = {50: 0.95, 500: 0.99}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.procs import LOOPBACK, Child, Children, base_environment, free_port, wait_until
 from pipeline.config import BUILTIN_BLANK
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 READY_TIMEOUT_S = 90.0
 ILLUSTRATOR = "illustrator"

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 USER_ID = "bench-user"
 AVATAR_KEY = f"avatars/{USER_ID}.png"

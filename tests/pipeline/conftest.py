@@ -9,7 +9,7 @@ import pytest
 from pipeline.config import BUILTIN_TINY, PipelineConfig
 from pipeline.sdxl import SDXLGenerator
 from pipeline.tiny import save_tiny
-from tests.pipeline.assets import load_generator, make_tiny_lora
+from tests.support.assets import load_generator, make_tiny_lora
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pipeline.config import BUILTIN_BLANK, PipelineConfig
 from pipeline.errors import GenerationStopped
 from pipeline.factory import create_generator
 from pipeline.interface import Generator
-from tests.pipeline.assets import noise_picture, one, spec
+from tests.support.assets import noise_picture, one, spec
 
 AVATAR = noise_picture(1)
 

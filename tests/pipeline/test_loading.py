@@ -17,7 +17,7 @@ from pipeline.sdxl import SDXLGenerator
 from pipeline.tiny import build_tiny
 from pipeline.untyped import diffusers
 from pipeline.weights import WeightsKind, classify_keys, weights_kind
-from tests.pipeline.assets import (
+from tests.support.assets import (
     close,
     load_generator,
     make_finetuned_unet,

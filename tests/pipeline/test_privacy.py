@@ -9,7 +9,7 @@ import structlog
 
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
-from tests.pipeline.assets import long_story, noise_picture, one, spec
+from tests.support.assets import long_story, noise_picture, one, spec
 
 SECRET = "quokkamarmalade"
 

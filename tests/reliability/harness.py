@@ -29,9 +29,9 @@ from consumer.clock import Clock
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
 from consumer.settings import Settings
-from tests.aws import REGION, Stack
 from tests.chaos.proxy import FaultProxy
-from tests.recording import (
+from tests.support.aws import REGION, Stack
+from tests.support.recording import (
     SIZE,
     Recording,
 )

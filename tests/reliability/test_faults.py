@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.aws import Stack
 from tests.chaos.proxy import Fault, Rule, Service
 from tests.reliability.harness import (
     CALL_ATTEMPTS,
@@ -20,6 +19,7 @@ from tests.reliability.harness import (
     memory_request,
     rig,
 )
+from tests.support.aws import Stack
 
 OUTPUT = "generated/user1/memory_{}.png"
 

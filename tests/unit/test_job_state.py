@@ -15,7 +15,7 @@ from consumer.delivery.job_state import (
     Outcome,
     is_end,
 )
-from tests.consumer.fakes import FakeClock, message
+from tests.support.fakes import FakeClock, message
 
 S = JobState
 

@@ -19,8 +19,7 @@ from consumer.errors import ConfigError
 from consumer.settings import Settings
 from pipeline.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
 from pipeline.tiny import save_tiny
-from tests.aws import Stack
-from tests.pipeline.assets import (
+from tests.support.assets import (
     close,
     load_generator,
     make_finetuned_unet,
@@ -29,6 +28,7 @@ from tests.pipeline.assets import (
     pixels,
     spec,
 )
+from tests.support.aws import Stack
 
 KiB = 1024
 AVATAR = noise_picture(1)

@@ -23,7 +23,7 @@ from consumer.contract.keys import output_key, s3_uri
 from consumer.contract.signing import verify
 from consumer.settings import GenerationDefaults
 from pipeline.spec import JobKind
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 TOKEN = "test-signing-token-0123456789"
 

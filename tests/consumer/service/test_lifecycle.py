@@ -23,7 +23,7 @@ from aiohttp import web
 from PIL import Image
 
 from consumer.service.lifecycle import LifecycleWatcher, drain_on_notice, spot_reason
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 ROOT = Path(__file__).resolve().parents[3]
 INSTANCE_ID = "i-0123456789abcdef0"

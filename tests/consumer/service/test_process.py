@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -27,7 +27,7 @@ from tests.consumer.helpers import (
     running,
     send,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 ROOT = Path(__file__).resolve().parents[3]
 

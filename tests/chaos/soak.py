@@ -1,6 +1,6 @@
 """The chaos soak: many jobs, killed consumers, failing AWS calls; then an audit.
 
-``make soak`` (``python -m tests.soak``) runs 1000 jobs through three
+``make soak`` (``python -m tests.chaos.soak``) runs 1000 jobs through three
 ``illustrator run`` processes (builtin:blank) that reach moto's server through
 the fault proxy, which fails a share of S3, SNS and SQS calls (5xx,
 throttling, resets before and after the call took effect, delays). Every few
@@ -43,9 +43,9 @@ from typing import Any
 
 from PIL import Image
 
-from tests.aws import FAKE_CREDENTIALS, Stack, make_stack
 from tests.chaos.process import ConsumerProcess, consumer_environment
 from tests.chaos.proxy import Fault, FaultProxy, ProxyThread, Rule, Service
+from tests.support.aws import FAKE_CREDENTIALS, Stack, make_stack
 
 USERS = 20
 SIDE = 64
@@ -555,7 +555,7 @@ def run_soak(config: SoakConfig, endpoint: str) -> Report:
 
 def _parser() -> argparse.ArgumentParser:
     defaults = SoakConfig()
-    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.soak", description=__doc__)
     parser.add_argument("--jobs", type=int, default=defaults.jobs)
     parser.add_argument("--consumers", type=int, default=defaults.consumers)
     parser.add_argument(

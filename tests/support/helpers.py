@@ -19,8 +19,8 @@ from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
 from consumer.settings import Settings
 from pipeline.interface import Generator
-from tests.aws import REGION, Stack
-from tests.recording import SIZE
+from tests.support.aws import REGION, Stack
+from tests.support.recording import SIZE
 
 T = TypeVar("T")
 FAST = WorkerOptions(poll_wait_s=1, loop_backoff_base_s=0.05, loop_backoff_max_s=0.2)
