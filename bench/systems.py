@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.procs import LOOPBACK, Child, Children, base_environment, free_port, wait_until
+from consumer.cli.local_aws import SandboxResources
 from pipeline.config import BUILTIN_BLANK
-from tests.support.aws import Stack
 
 READY_TIMEOUT_S = 90.0
 ILLUSTRATOR = "illustrator"
 BASELINE = "baseline"
 
-Launcher = Callable[[Children, Stack, int, int], Child]
+Launcher = Callable[[Children, SandboxResources, int, int], Child]
 
 
 def _healthy(url: str) -> bool:
@@ -32,7 +32,9 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_consumer(children: Children, stack: Stack, latency_ms: int, index: int) -> Child:
+def start_consumer(
+    children: Children, stack: SandboxResources, latency_ms: int, index: int
+) -> Child:
     """Start one consumer on `stack` (not yet awaited); see :func:`wait_ready`."""
     port = free_port()
     env = base_environment(
@@ -58,7 +60,9 @@ def start_consumer(children: Children, stack: Stack, latency_ms: int, index: int
     return child
 
 
-def start_baseline(children: Children, stack: Stack, latency_ms: int, index: int) -> Child:
+def start_baseline(
+    children: Children, stack: SandboxResources, latency_ms: int, index: int
+) -> Child:
     """Start the sequential baseline on `stack` (not yet awaited)."""
     ready_file = children.log_dir / f"{BASELINE}-{latency_ms}ms-{index}.ready"
     ready_file.unlink(missing_ok=True)

@@ -52,6 +52,20 @@ class SandboxResources:
     bucket: str
     observer_url: str
 
+    def client(self, service: str) -> Any:
+        """A synchronous boto3 client on the sandbox."""
+        return _client(service, self.endpoint)
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point a consumer at these resources."""
+        return {
+            **SANDBOX_ENVIRONMENT,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "SQS_QUEUE_URL": self.queue_url,
+            "SNS_TOPIC_ARN": self.topic_arn,
+            "S3_BUCKET_NAME": self.bucket,
+        }
+
 
 class Sandbox:
     """moto's threaded server on 127.0.0.1 with a free port.
