@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench soak schema clean
+.PHONY: setup demo test test-unit lint bench soak schema clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The unit layer alone: no moto, no torch, under a minute.
+test-unit: setup
+	$(BIN)/pytest tests/unit
 
 lint: setup
 	$(BIN)/ruff check .
