@@ -13,7 +13,8 @@ from pipeline.config import BUILTIN_BLANK, PipelineConfig
 from pipeline.errors import GenerationStopped
 from pipeline.factory import create_generator
 from pipeline.interface import Generator
-from tests.support.assets import noise_picture, one, spec
+from tests.support.assets import noise_picture, one
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 

@@ -14,7 +14,8 @@ from pipeline import framing
 from pipeline.framing import DETECT_SIDE, FACE_MARGIN, PAD_COLOUR, frame_person, largest_face
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
-from tests.support.assets import noise_picture, one, pixels, spec
+from tests.support.assets import noise_picture, one, pixels
+from tests.support.specs import spec
 
 
 def portrait() -> Image.Image:

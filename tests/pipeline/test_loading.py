@@ -24,8 +24,8 @@ from tests.support.assets import (
     noise_picture,
     one,
     pixels,
-    spec,
 )
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 

@@ -9,7 +9,8 @@ import torch
 from pipeline.long_prompt import WINDOW_TEXT_TOKENS, encode_prompts, text_token_ids, token_windows
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
-from tests.support.assets import long_story, noise_picture, one, pixels, spec
+from tests.support.assets import long_story, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 SHORT_TEXTS = ["", "a picnic by the lake", "professional sketch, monochrome, " * 12]

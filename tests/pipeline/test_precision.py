@@ -16,7 +16,8 @@ from pipeline.loading import weights_variant
 from pipeline.sdxl import SDXLGenerator
 from pipeline.tiny import _vae, build_tiny
 from pipeline.untyped import _at_least
-from tests.support.assets import load_generator, noise_picture, one, pixels, spec
+from tests.support.assets import load_generator, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 

@@ -9,7 +9,8 @@ import structlog
 
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
-from tests.support.assets import long_story, noise_picture, one, spec
+from tests.support.assets import long_story, noise_picture, one
+from tests.support.specs import spec
 
 SECRET = "quokkamarmalade"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.prompts import SUBJECT_LEAD, compose_prompt
 from pipeline.spec import JobKind, uses_negative_prompt
-from tests.support.assets import spec
+from tests.support.specs import spec
 
 
 def test_memory_puts_the_style_before_the_story() -> None:

@@ -16,7 +16,8 @@ from pipeline.errors import ModelLoadError
 from pipeline.placement import place
 from pipeline.schedulers import configure_scheduler
 from pipeline.sdxl import SDXLGenerator
-from tests.support.assets import load_generator, noise_picture, one, spec
+from tests.support.assets import load_generator, noise_picture, one
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 TINY = PipelineConfig(model_path=BUILTIN_TINY, warmup=False)

@@ -13,7 +13,8 @@ from pipeline.interface import Generator
 from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
 from pipeline.tiny import TINY_NATIVE_SIZE
-from tests.support.assets import close, load_generator, noise_picture, one, pixels, spec
+from tests.support.assets import close, load_generator, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 OTHER = noise_picture(2)

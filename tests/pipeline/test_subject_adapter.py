@@ -20,7 +20,8 @@ from pipeline.sdxl import SDXLGenerator
 from pipeline.spec import JobKind
 from pipeline.tiny import build_tiny
 from pipeline.tiny import random_ip_adapter_weights as random_weights
-from tests.support.assets import close, load_generator, noise_picture, one, pixels, spec
+from tests.support.assets import close, load_generator, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 SUBJECT_WEIGHTS = "ip-adapter-subject.safetensors"

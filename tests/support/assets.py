@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,9 @@ from pipeline.config import PipelineConfig
 from pipeline.factory import create_generator
 from pipeline.interface import Generator
 from pipeline.sdxl import SDXLGenerator
-from pipeline.spec import GenerationSpec, JobKind
+from pipeline.spec import GenerationSpec
 from pipeline.tiny import build_tiny
 from pipeline.untyped import diffusers
-
-BASE_SPEC = GenerationSpec(
-    kind=JobKind.MEMORY,
-    prompt="a picnic by the lake",
-    style_prompt="professional sketch, monochrome",
-    negative_prompt="error, glitch",
-    num_inference_steps=2,
-    ip_adapter_scale=0.8,
-    guidance_scale=5.0,
-    seed=1234,
-    width=128,
-    height=128,
-)
 
 
 def load_generator(config: PipelineConfig) -> SDXLGenerator:
@@ -39,11 +25,6 @@ def load_generator(config: PipelineConfig) -> SDXLGenerator:
     assert isinstance(generator, SDXLGenerator)
     generator.load()
     return generator
-
-
-def spec(**changes: Any) -> GenerationSpec:
-    """The base spec with `changes`."""
-    return dataclasses.replace(BASE_SPEC, **changes)
 
 
 def noise_picture(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:

@@ -15,22 +15,11 @@ from consumer.delivery.job import Job, Prepared
 from consumer.delivery.job_state import JobState
 from consumer.errors import GenerationFailed
 from pipeline.blank import BlankGenerator
-from pipeline.spec import GenerationSpec, JobKind
+from pipeline.spec import GenerationSpec
 from tests.support.fakes import FakeClock, message
+from tests.support.specs import spec
 
-SPEC = GenerationSpec(
-    kind=JobKind.MEMORY,
-    prompt="a walk",
-    style_prompt="",
-    negative_prompt="",
-    num_inference_steps=1,
-    ip_adapter_scale=0.5,
-    guidance_scale=5.0,
-    seed=3,
-    width=48,
-    height=32,
-    num_images=2,
-)
+SPEC = spec(width=48, height=32, num_images=2)
 
 
 class Miscounting(BlankGenerator):

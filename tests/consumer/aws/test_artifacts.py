@@ -26,9 +26,9 @@ from tests.support.assets import (
     make_tiny_lora,
     noise_picture,
     pixels,
-    spec,
 )
 from tests.support.aws import Stack
+from tests.support.specs import spec
 
 KiB = 1024
 AVATAR = noise_picture(1)
