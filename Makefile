@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench soak schema clean
+.PHONY: setup demo test test-unit lint bench soak schema clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: setup
 test: setup
 	$(BIN)/pytest
 
+# The unit layer alone: no moto, no torch, under a minute.
+test-unit: setup
+	$(BIN)/pytest tests/unit
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -44,7 +48,7 @@ bench: setup
 	$(BIN)/python -m bench
 
 soak: setup
-	$(BIN)/python -m tests.soak
+	$(BIN)/python -m tests.chaos.soak
 
 schema: setup
 	$(BIN)/illustrator schema --write docs

@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 
 from bench.procs import LOOPBACK, Child, Children, base_environment, free_port, wait_until
-from tests.aws import FAKE_CREDENTIALS, Stack, make_stack
+from consumer.cli.local_aws import SANDBOX_ENVIRONMENT, SandboxResources, create_resources
 
 START_TIMEOUT_S = 60.0
 
@@ -40,7 +40,7 @@ def start_moto(children: Children) -> tuple[Child, str]:
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
-    child = children.start("moto", argv, base_environment(FAKE_CREDENTIALS))
+    child = children.start("moto", argv, base_environment(SANDBOX_ENVIRONMENT))
     wait_until(lambda: _answers(url), child, START_TIMEOUT_S, interval_s=0.1)
     return child, url
 
@@ -49,14 +49,14 @@ VISIBILITY_TIMEOUT_S = 30
 MAX_RECEIVE_COUNT = 3
 
 
-def fresh_stack(url: str) -> Stack:
+def fresh_stack(url: str) -> SandboxResources:
     """A new queue (with DLQ), topic, bucket and observer queue on the server."""
-    return make_stack(
-        url, visibility_timeout=VISIBILITY_TIMEOUT_S, max_receive_count=MAX_RECEIVE_COUNT
+    return create_resources(
+        url, "bench", visibility_timeout=VISIBILITY_TIMEOUT_S, max_receive_count=MAX_RECEIVE_COUNT
     )
 
 
-def with_fresh_queue(stack: Stack) -> Stack:
+def with_fresh_queue(stack: SandboxResources) -> SandboxResources:
     """`stack` with a new request queue of the same configuration.
 
     Each system under test gets a queue of its own because a stopped process's

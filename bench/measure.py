@@ -11,7 +11,7 @@ import psutil
 
 from bench.procs import Child
 from bench.workload import Arrival, EventCollector, send_jobs
-from tests.aws import Stack
+from consumer.cli.local_aws import SandboxResources
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -86,7 +86,11 @@ class Batch:
 
 
 def timed_batch(
-    stack: Stack, collector: EventCollector, ids: Sequence[str], side: int, timeout_s: float
+    stack: SandboxResources,
+    collector: EventCollector,
+    ids: Sequence[str],
+    side: int,
+    timeout_s: float,
 ) -> Batch:
     """Send every job, wait for every event; wall time from first send to last event."""
     first_sent = time.monotonic()
@@ -97,7 +101,11 @@ def timed_batch(
 
 
 def lone_overheads_ms(
-    stack: Stack, collector: EventCollector, ids: Sequence[str], side: int, latency_ms: int
+    stack: SandboxResources,
+    collector: EventCollector,
+    ids: Sequence[str],
+    side: int,
+    latency_ms: int,
 ) -> list[float]:
     """End-to-end time of jobs sent one at a time, less the generation time."""
     overheads = []

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from bench.workload import AVATAR_KEY, avatar_png
-from tests.aws import Stack
+from consumer.cli.local_aws import SandboxResources
 
 REPEATS = 15
 
@@ -39,7 +39,7 @@ def _decode(data: bytes) -> None:
     Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def _sqs_round_trip(stack: Stack) -> Callable[[], None]:
+def _sqs_round_trip(stack: SandboxResources) -> Callable[[], None]:
     sqs = stack.client("sqs")
     queue = sqs.create_queue(QueueName="bench-micro-scratch")["QueueUrl"]
 
@@ -51,7 +51,7 @@ def _sqs_round_trip(stack: Stack) -> Callable[[], None]:
     return round_trip
 
 
-def _subscribed_topic(stack: Stack) -> str:
+def _subscribed_topic(stack: SandboxResources) -> str:
     """A topic delivering to a queue of its own, as the events' topic does."""
     sqs, sns = stack.client("sqs"), stack.client("sns")
     sink = sqs.create_queue(QueueName="bench-micro-sink")["QueueUrl"]
@@ -66,7 +66,7 @@ def _subscribed_topic(stack: Stack) -> str:
     return topic
 
 
-def measure(stack: Stack, side: int, avatar_side: int) -> dict[str, float]:
+def measure(stack: SandboxResources, side: int, avatar_side: int) -> dict[str, float]:
     """Milliseconds per step of a job, each on its own.
 
     Uses scratch queues and a scratch topic, so the figures do not disturb

@@ -23,7 +23,7 @@ from types import TracebackType
 
 import psutil
 
-from tests.aws import FAKE_CREDENTIALS
+from consumer.cli.local_aws import SANDBOX_ENVIRONMENT
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
@@ -49,7 +49,7 @@ def free_port() -> int:
 def _aws_isolation() -> dict[str, str]:
     """Fake credentials and no AWS configuration files: nothing real is reachable."""
     return {
-        **FAKE_CREDENTIALS,
+        **SANDBOX_ENVIRONMENT,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",

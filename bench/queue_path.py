@@ -27,7 +27,7 @@ from bench.measure import (
 from bench.procs import Child, Children
 from bench.systems import BASELINE, ILLUSTRATOR, LAUNCHERS, wait_ready
 from bench.workload import EventCollector, job_ids, upload_avatar
-from tests.aws import Stack
+from consumer.cli.local_aws import SandboxResources
 
 # The issue's targets for the GPU-busy fraction, by simulated job length (ms).
 TARGETS = {50: 0.95, 500: 0.99}
@@ -50,7 +50,7 @@ def batch_timeout_s(jobs: int, latency_ms: int) -> float:
     return 120 + jobs * (latency_ms / 1000 + 1.0)
 
 
-def check_output(stack: Stack, event: dict[str, Any]) -> dict[str, Any]:
+def check_output(stack: SandboxResources, event: dict[str, Any]) -> dict[str, Any]:
     """Whether one event's PNG is where it says, with the right type and size."""
     uri = event["data"][0]["s3_uri"]
     key = uri.removeprefix(f"s3://{stack.bucket}/")
@@ -87,7 +87,7 @@ def _memory(child: Child) -> dict[str, Any]:
 def run_system(
     children: Children,
     moto: Child,
-    stack: Stack,
+    stack: SandboxResources,
     system: str,
     latency_ms: int,
     config: QueueConfig,

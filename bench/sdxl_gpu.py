@@ -136,7 +136,7 @@ def build_full_size(directory: Path, encoder: str, device: str) -> tuple[Path, P
     import torch
     from safetensors.torch import save_file
 
-    from pipeline.builtin.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
+    from pipeline.api.config import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
     from pipeline.engine.untyped import transformers
 
     def text_config(spec: dict[str, Any]) -> Any:

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.procs import LOOPBACK, Child, Children, base_environment, free_port, wait_until
-from tests.aws import Stack
+from consumer.cli.local_aws import SandboxResources
+from pipeline.api.config import BUILTIN_BLANK
 
 READY_TIMEOUT_S = 90.0
 ILLUSTRATOR = "illustrator"
 BASELINE = "baseline"
 
-Launcher = Callable[[Children, Stack, int, int], Child]
+Launcher = Callable[[Children, SandboxResources, int, int], Child]
 
 
 def _healthy(url: str) -> bool:
@@ -31,14 +32,16 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_consumer(children: Children, stack: Stack, latency_ms: int, index: int) -> Child:
+def start_consumer(
+    children: Children, stack: SandboxResources, latency_ms: int, index: int
+) -> Child:
     """Start one consumer on `stack` (not yet awaited); see :func:`wait_ready`."""
     port = free_port()
     env = base_environment(
         {
             **stack.environment(),
             "SQS_DLQ_URL": stack.dlq_url,
-            "MODEL_PATH": "builtin:blank",
+            "MODEL_PATH": BUILTIN_BLANK,
             "BLANK_LATENCY_MS": str(latency_ms),
             "HEALTH_HOST": LOOPBACK,
             "HEALTH_PORT": str(port),
@@ -57,7 +60,9 @@ def start_consumer(children: Children, stack: Stack, latency_ms: int, index: int
     return child
 
 
-def start_baseline(children: Children, stack: Stack, latency_ms: int, index: int) -> Child:
+def start_baseline(
+    children: Children, stack: SandboxResources, latency_ms: int, index: int
+) -> Child:
     """Start the sequential baseline on `stack` (not yet awaited)."""
     ready_file = children.log_dir / f"{BASELINE}-{latency_ms}ms-{index}.ready"
     ready_file.unlink(missing_ok=True)

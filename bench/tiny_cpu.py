@@ -111,11 +111,11 @@ def measure(repeats: int = REPEATS) -> dict[str, Any]:
     start = time.perf_counter()
     import torch
 
-    from pipeline.api.config import PipelineConfig
+    from pipeline.api.config import BUILTIN_TINY, PipelineConfig
     from pipeline.api.factory import create_generator
 
     imported = time.perf_counter()
-    generator = create_generator(PipelineConfig(model_path="builtin:tiny", device="cpu"))
+    generator = create_generator(PipelineConfig(model_path=BUILTIN_TINY, device="cpu"))
     generator.load()
     loaded = time.perf_counter()
     image = Image.linear_gradient("L").convert("RGB").resize((512, 512))

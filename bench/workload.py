@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.aws import Stack
+from consumer.cli.local_aws import SandboxResources
 
 USER_ID = "bench-user"
 AVATAR_KEY = f"avatars/{USER_ID}.png"
@@ -39,7 +39,7 @@ def avatar_png(side: int) -> bytes:
     return out.getvalue()
 
 
-def upload_avatar(stack: Stack, side: int) -> None:
+def upload_avatar(stack: SandboxResources, side: int) -> None:
     """Put the one user's avatar where a memory job looks for it."""
     stack.client("s3").put_object(
         Bucket=stack.bucket, Key=AVATAR_KEY, Body=avatar_png(side), ContentType="image/png"
@@ -67,7 +67,7 @@ def job_ids(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{index:04d}" for index in range(count)]
 
 
-def send_jobs(stack: Stack, ids: Sequence[str], side: int) -> dict[str, float]:
+def send_jobs(stack: SandboxResources, ids: Sequence[str], side: int) -> dict[str, float]:
     """Send one request per id, ten per call; the monotonic time each was sent."""
     sqs = stack.client("sqs")
     sent: dict[str, float] = {}
@@ -100,7 +100,7 @@ class EventCollector:
     Duplicated events (allowed by the contract) are counted, not kept.
     """
 
-    stack: Stack
+    stack: SandboxResources
     arrivals: dict[str, Arrival] = field(default_factory=dict)
     duplicates: int = 0
     error: BaseException | None = None

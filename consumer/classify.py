@@ -17,7 +17,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumer.errors import ErrorCode, IllustratorError, Severity
 from pipeline.api.errors import (
     ContentFilteredError,
-    GenerationOOMError,
     InvalidImageError,
     ModelLoadError,
     PipelineBrokenError,
@@ -93,8 +92,7 @@ def _pipeline(error: PipelineError) -> Classification:
         return _make(Severity.PERMANENT, ErrorCode.CONTENT_FILTERED, message)
     if isinstance(error, PipelineBrokenError | ModelLoadError):
         return _make(Severity.FATAL, ErrorCode.INTERNAL_ERROR, message)
-    if isinstance(error, GenerationOOMError):
-        return _make(Severity.TRANSIENT, ErrorCode.GENERATION_FAILED, message)
+    # Anything else, running out of GPU memory included, may pass on a retry.
     return _make(Severity.TRANSIENT, ErrorCode.GENERATION_FAILED, message)
 
 

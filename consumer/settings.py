@@ -19,13 +19,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
 from pipeline.api.batch import DEFAULT_MAX_BATCH_PIXELS
-from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, check_scheduler
+from pipeline.api.config import (
+    BUILTIN_MODELS,
+    BUILTIN_PREFIX,
+    Device,
+    Dtype,
+    PipelineConfig,
+    TimestepSpacing,
+    TorchCompileMode,
+    check_scheduler,
+    hub_cache_dir,
+    in_hub_cache,
+)
 
 DEFAULT_NEGATIVE_PROMPT = "error, glitch, mistake"
 DEFAULT_MEMORY_STYLE_PROMPT = (
     "highest quality, monochrome, professional sketch, personal, nostalgic, clean"
 )
 DEFAULT_SUBJECT_STYLE_PROMPT = "highest quality, professional sketch, monochrome"
+# The pipeline's defaults, which the settings of the same names take.
+_PIPELINE = PipelineConfig(model_path="")
 
 
 class GenerationDefaults(BaseSettings):
@@ -55,39 +68,40 @@ class GenerationDefaults(BaseSettings):
 class Settings(GenerationDefaults):
     """Everything `illustrator run` needs, validated once at start."""
 
-    # Model and pipeline.
+    # Model and pipeline: the allowed values and defaults are the pipeline's
+    # own (pipeline/api/config.py); "" stands for unset where it has None.
     model_path: str = "stabilityai/stable-diffusion-xl-base-1.0"
     model_s3_path: str = ""
     model_cache_dir: str = Field(
         default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "illustrator")
     )
-    enable_ip_adapter: bool = True
-    ip_adapter_path: str = "h94/IP-Adapter"
-    ip_adapter_subfolder: str = "sdxl_models"
-    ip_adapter_weight_name: str = "ip-adapter_sdxl.safetensors"
+    enable_ip_adapter: bool = _PIPELINE.enable_ip_adapter
+    ip_adapter_path: str = _PIPELINE.ip_adapter_path
+    ip_adapter_subfolder: str = _PIPELINE.ip_adapter_subfolder
+    ip_adapter_weight_name: str = _PIPELINE.ip_adapter_weight_name
     # A second adapter file beside the first (same folder and image encoder),
     # used by subject jobs; empty: both kinds use IP_ADAPTER_WEIGHT_NAME.
     subject_ip_adapter_weight_name: str = ""
     ip_adapter_image_encoder_path: str = ""
     enable_lora: bool = False
     lora_path: str = ""
-    lora_scale: float = Field(1.0, ge=0.0, le=4.0, allow_inf_nan=False)
-    torch_compile: bool = False
-    torch_compile_mode: Literal["", "default", "reduce-overhead", "max-autotune"] = ""
-    device: Literal["", "cuda", "cpu"] = ""
-    dtype: Literal["", "bfloat16", "float16", "float32"] = ""
+    lora_scale: float = Field(_PIPELINE.lora_scale, ge=0.0, le=4.0, allow_inf_nan=False)
+    torch_compile: bool = _PIPELINE.torch_compile
+    torch_compile_mode: TorchCompileMode | Literal[""] = ""
+    device: Device | Literal[""] = ""
+    dtype: Dtype | Literal[""] = ""
     vae_path: str = ""
     # Empty keeps the model's own scheduler class (Euler for SDXL).
     scheduler: str = ""
-    scheduler_karras: bool = False
-    timestep_spacing: Literal["leading", "linspace", "trailing"] = "trailing"
+    scheduler_karras: bool = _PIPELINE.scheduler_karras
+    timestep_spacing: TimestepSpacing = _PIPELINE.timestep_spacing
     vae_tiling_pixels: int = Field(0, ge=0)
-    warmup: bool = True
+    warmup: bool = _PIPELINE.warmup
     # Output safety: a StableDiffusionSafetyChecker folder, cached hub id or
     # s3:// prefix (empty: off), and how often a flagged picture is redrawn.
     safety_checker_path: str = ""
     safety_max_redraws: int = Field(2, ge=0, le=10)
-    blank_latency_ms: int = Field(0, ge=0, le=3_600_000)
+    blank_latency_ms: int = Field(_PIPELINE.blank_latency_ms, ge=0, le=3_600_000)
 
     # AWS.
     aws_region: str = "us-east-1"
@@ -170,26 +184,6 @@ def load_settings(*required: str) -> Settings:
     return settings
 
 
-BUILTIN_MODELS = (BUILTIN_BLANK, BUILTIN_TINY)
-
-
-def hub_cache_dir() -> Path:
-    """The local Hugging Face hub cache, found as ``huggingface_hub`` finds it."""
-    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(name):
-            return Path(os.environ[name]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "huggingface" / "hub"
-
-
-def _in_hub_cache(repo_id: str) -> bool:
-    # The cache's layout: models--<org>--<name>/snapshots/<revision>/...
-    snapshots = hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    return snapshots.is_dir() and any(snapshots.iterdir())
-
-
 def _looks_like_hub_id(value: str) -> bool:
     parts = value.split("/")
     return 1 <= len(parts) <= 2 and all(parts) and not value.startswith((".", "~"))
@@ -207,7 +201,7 @@ def check_model_source(settings: Settings) -> None:
     if settings.model_s3_path:
         return
     valid = ", ".join(BUILTIN_MODELS)
-    if value.startswith("builtin:"):
+    if value.startswith(BUILTIN_PREFIX):
         if value not in BUILTIN_MODELS:
             raise ConfigError(f"MODEL_PATH={value}: unknown built-in model (valid: {valid})")
         return
@@ -215,7 +209,7 @@ def check_model_source(settings: Settings) -> None:
         raise ConfigError(f"MODEL_PATH is empty: give a folder, a cached hub id or one of {valid}")
     if Path(value).expanduser().is_dir():
         return
-    if _looks_like_hub_id(value) and _in_hub_cache(value):
+    if _looks_like_hub_id(value) and in_hub_cache(value):
         return
     if _looks_like_hub_id(value) and not Path(value).exists():
         reason = f"not a local folder, nor a hub id in the local hub cache {hub_cache_dir()}"

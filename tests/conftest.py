@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from tests.aws import FAKE_CREDENTIALS, MotoEndpoint, Stack, make_stack
+from tests.support.aws import FAKE_CREDENTIALS, MotoEndpoint, Stack, make_stack
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,14 @@ The pipeline reads local files only; this module is where remote sources
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from consumer.aws.artifact_cache import ArtifactCache
 from consumer.aws.s3_download import ArtifactError, S3Uri, is_s3_uri, parse_s3_uri
 from consumer.errors import ConfigError
 from consumer.settings import Settings
-from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
+from pipeline.api.config import BUILTIN_BLANK, PipelineConfig, needs_ip_adapter_files
 
 __all__ = ["ArtifactCache", "ArtifactError", "prepare_pipeline_config"]
 
@@ -96,31 +99,40 @@ async def prepare_pipeline_config(
 async def _prepare(settings: Settings, cache: ArtifactCache) -> PipelineConfig:
     model_path, weights_file = await _resolve_model(cache, settings)
     ip_adapter_path, image_encoder_path = settings.ip_adapter_path, None
-    if settings.enable_ip_adapter and model_path != BUILTIN_TINY:
+    if settings.enable_ip_adapter and needs_ip_adapter_files(model_path):
         ip_adapter_path, image_encoder_path = await _resolve_ip_adapter(cache, settings)
     lora_path = await _resolve_file(cache, settings.lora_path) if settings.enable_lora else None
     vae_path = await _resolve_folder(cache, settings.vae_path) if settings.vae_path else None
     return PipelineConfig(
+        **pipeline_settings(settings),
         model_path=model_path,
         model_name=settings.model_s3_path or settings.model_path,
         weights_file=weights_file,
-        enable_ip_adapter=settings.enable_ip_adapter,
         ip_adapter_path=ip_adapter_path,
-        ip_adapter_subfolder=settings.ip_adapter_subfolder,
-        ip_adapter_weight_name=settings.ip_adapter_weight_name,
-        subject_ip_adapter_weight_name=settings.subject_ip_adapter_weight_name or None,
         image_encoder_path=image_encoder_path,
         lora_path=lora_path,
-        lora_scale=settings.lora_scale,
-        torch_compile=settings.torch_compile,
-        warmup=settings.warmup,
-        blank_latency_ms=settings.blank_latency_ms,
-        device=settings.device or None,
-        dtype=settings.dtype or None,
         vae_path=vae_path,
-        scheduler=settings.scheduler or None,
-        scheduler_karras=settings.scheduler_karras,
-        timestep_spacing=settings.timestep_spacing,
-        torch_compile_mode=settings.torch_compile_mode or None,
-        vae_tiling_pixels=settings.vae_tiling_pixels or None,
     )
+
+
+def pipeline_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that share a name with a :class:`PipelineConfig` field.
+
+    The settings say "unset" with an empty value (``""``, ``0``) where the
+    pipeline says ``None``; a field whose default is ``None`` gets ``None``
+    for it. Paths that may name S3 sources are resolved by the caller.
+    """
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(PipelineConfig):
+        if spec.name in _RESOLVED or spec.name not in Settings.model_fields:
+            continue
+        value = getattr(settings, spec.name)
+        values[spec.name] = None if spec.default is None and not value else value
+    return values
+
+
+# Fields whose local value comes from resolving a setting, not from the setting itself.
+_RESOLVED = frozenset(
+    {"model_path", "model_name", "weights_file", "ip_adapter_path", "image_encoder_path"}
+    | {"lora_path", "vae_path"}
+)

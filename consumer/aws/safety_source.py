@@ -15,24 +15,11 @@ from pathlib import Path
 from consumer.aws.artifact_cache import ArtifactCache
 from consumer.aws.s3_download import is_s3_uri
 from consumer.errors import ConfigError
-from consumer.settings import Settings, hub_cache_dir
+from consumer.settings import Settings
+from pipeline.api.config import cached_snapshot, hub_cache_dir
 from pipeline.api.safety import checker_folder_problem
 
 SETTING = "SAFETY_CHECKER_PATH"
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    # The hub cache's layout: models--<org>--<name>/refs/main names the
-    # snapshot under snapshots/<revision>/.
-    root = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    ref = root / "refs" / "main"
-    if ref.is_file():
-        snapshot = root / "snapshots" / ref.read_text(encoding="utf-8").strip()
-        if snapshot.is_dir():
-            return snapshot
-    snapshots = root / "snapshots"
-    found = sorted(snapshots.iterdir()) if snapshots.is_dir() else []
-    return found[-1] if found else None
 
 
 def local_checker_folder(value: str) -> Path:
@@ -43,7 +30,7 @@ def local_checker_folder(value: str) -> Path:
     """
     folder = Path(value).expanduser()
     if not folder.is_dir():
-        snapshot = _cached_snapshot(value) if value.count("/") == 1 else None
+        snapshot = cached_snapshot(value, "config.json") if value.count("/") == 1 else None
         if snapshot is None:
             raise ConfigError(
                 f"{SETTING}={value}: not a local folder, nor a hub id in the local hub "

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY
+
 if TYPE_CHECKING:
     from consumer.cli.local_aws import Sandbox, SandboxResources
     from consumer.settings import Settings
@@ -172,18 +174,18 @@ def main(args: argparse.Namespace) -> int:
     verdict = "both jobs succeeded" if ok else "FAILED"
     print(f"\nillustrator demo: {verdict} in {time.monotonic() - started:.1f} s")
     print(f"  pictures and their inputs: {args.output.resolve()}")
-    if settings.model_path == "builtin:tiny":
+    if settings.model_path == BUILTIN_TINY:
         print("  (noise, as expected of builtin:tiny's random weights)")
     return 0 if ok else EXIT_FAILED
 
 
 def model_note(model: str) -> str:
     """One line on what the model draws, so nobody mistakes noise for a bug."""
-    if model == "builtin:tiny":
+    if model == BUILTIN_TINY:
         return (
             "builtin:tiny is a small SDXL + IP-Adapter pipeline with random weights: it runs "
             "the real code path on a CPU and draws noise. Use --model or MODEL_PATH for SDXL."
         )
-    if model == "builtin:blank":
+    if model == BUILTIN_BLANK:
         return "builtin:blank loads no model: it draws a plain picture."
     return f"{model} draws real pictures (slow without a GPU)."

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from consumer.errors import ConfigError
+from pipeline.api.config import BUILTIN_TINY
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -36,7 +37,7 @@ SANDBOX_ENVIRONMENT = {
 }
 HIDDEN_ENVIRONMENT = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 # The model of a local run when neither an option nor the environment names one.
-LOCAL_MODEL = "builtin:tiny"
+LOCAL_MODEL = BUILTIN_TINY
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,20 @@ class SandboxResources:
     topic_arn: str
     bucket: str
     observer_url: str
+
+    def client(self, service: str) -> Any:
+        """A synchronous boto3 client on the sandbox."""
+        return _client(service, self.endpoint)
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point a consumer at these resources."""
+        return {
+            **SANDBOX_ENVIRONMENT,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "SQS_QUEUE_URL": self.queue_url,
+            "SNS_TOPIC_ARN": self.topic_arn,
+            "S3_BUCKET_NAME": self.bucket,
+        }
 
 
 class Sandbox:

@@ -40,6 +40,11 @@ REQUEST_DESCRIPTION = (
 )
 
 
+def _default(name: str) -> object:
+    # The documents state the service's defaults as settings.py declares them.
+    return GenerationDefaults.model_fields[name].default
+
+
 class Request(BaseModel):
     """A generation request as AutoBio sends it.
 
@@ -73,12 +78,14 @@ class Request(BaseModel):
         "optional (at most 2000) for subject.",
     )
     num_inference_steps: Annotated[int, Field(ge=1, le=150)] | None = Field(
-        None, description="Denoising steps, 1-150. Default DEFAULT_NUM_INFERENCE_STEPS (50)."
+        None,
+        description="Denoising steps, 1-150. Default DEFAULT_NUM_INFERENCE_STEPS "
+        f"({_default('default_num_inference_steps')}).",
     )
     ip_adapter_scale: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
         None,
         description="How strongly the input picture conditions the drawing, 0.0-1.0. "
-        "Default DEFAULT_IP_ADAPTER_SCALE (0.33).",
+        f"Default DEFAULT_IP_ADAPTER_SCALE ({_default('default_ip_adapter_scale')}).",
     )
     negative_prompt: Text | None = Field(
         None,
@@ -92,7 +99,8 @@ class Request(BaseModel):
     )
     guidance_scale: Annotated[float, Field(ge=0.0, le=20.0, allow_inf_nan=False)] | None = Field(
         None,
-        description="Classifier-free guidance, 0.0-20.0. Default DEFAULT_GUIDANCE_SCALE (5.0). "
+        description="Classifier-free guidance, 0.0-20.0. Default DEFAULT_GUIDANCE_SCALE "
+        f"({_default('default_guidance_scale')}). "
         "At most 1: no guidance and no negative prompt.",
     )
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = Field(

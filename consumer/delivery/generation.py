@@ -19,6 +19,7 @@ from PIL import Image
 
 from consumer.delivery.gpu_thread import Timed
 from consumer.delivery.job import Job, JobEnvironment, Prepared, whole_ms
+from consumer.delivery.job_state import JobState
 from consumer.errors import GenerationFailed, IllustratorError
 from pipeline.api.errors import (
     ContentFilteredError,
@@ -60,6 +61,7 @@ async def generate_on_gpu(
         if announce is not None:
             announce()
 
+    job.advance(JobState.GENERATING)
     future = env.gpu.submit(_draw, env.generator, spec, prepared.image, job.stop, on_begin)
     job.gpu_future = future
     try:
@@ -68,7 +70,7 @@ async def generate_on_gpu(
         _count_safety(env, job, error.checked, error.flagged, error.redraws, error.check_seconds)
         raise
     except GenerationStopped as error:
-        if not job.timed_out:
+        if job.state is not JobState.TIMED_OUT:
             raise
         raise GenerationFailed(
             f"the generation ran past GENERATION_TIMEOUT_S "
@@ -78,8 +80,6 @@ async def generate_on_gpu(
         if _is_declared(error):
             raise
         raise GenerationFailed(f"{type(error).__name__}: {error}") from error
-    finally:
-        job.release_slot()
     drawn = timed.value
     job.timings["generate"] = whole_ms(timed.seconds - drawn.check_seconds)
     if drawn.checked:
@@ -131,7 +131,7 @@ async def _await_gpu(
             await asyncio.wait({result}, timeout=timeout_s)
         if not result.done():
             log.warning("generation_timeout", generation_timeout_s=timeout_s)
-            job.timed_out = True
+            job.advance(JobState.TIMED_OUT)
             job.stop.set()
             await asyncio.wait({result}, timeout=env.stop_grace_s)
         if not result.done():

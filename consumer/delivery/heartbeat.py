@@ -113,6 +113,13 @@ class Heartbeat:
             async with hold.lock:
                 pass
 
+    async def hand_back(self, message: ReceivedMessage, seconds: int) -> None:
+        """Stop extending `message`, then hide it for `seconds` from now (0:
+        visible at once). Raises what the queue's call raises."""
+        # In this order: an extension sent after the new visibility would undo it.
+        await self.release(message)
+        await self.queue.set_visibility(message, seconds)
+
     async def beat(self) -> None:
         """Extend every tracked request whose visibility is half gone.
 

@@ -6,7 +6,6 @@ A job's life, stage by stage, is run by :class:`consumer.delivery.runner.JobRunn
 from __future__ import annotations
 
 import concurrent.futures
-import enum
 import io
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +23,15 @@ from consumer.clock import Clock
 from consumer.contract.request import Request
 from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.heartbeat import Heartbeat
+from consumer.delivery.job_state import (
+    COMMITTED,
+    HOLDS_SLOT,
+    JobState,
+    Outcome,
+    check_transition,
+    is_end,
+)
+from consumer.delivery.retry_policy import RetryLimits
 from consumer.metrics import Metrics
 from consumer.settings import Settings
 from pipeline.api.interface import Generator
@@ -38,16 +46,6 @@ META_JOB_ID, META_SEED, META_MODEL = "job-id", "seed", "model"
 META_DIGEST = "request-digest"
 
 
-class Outcome(enum.StrEnum):
-    """How a job ended."""
-
-    SUCCEEDED = "succeeded"
-    REUSED = "reused"
-    FAILED = "failed"
-    RETRY = "retry"
-    FATAL = "fatal"
-
-
 def _noop() -> None:
     return None
 
@@ -56,15 +54,17 @@ def _noop() -> None:
 class Job:
     """One received request and what is known about it so far.
 
+    Its life is :attr:`state`, moved only by :meth:`advance` along the
+    transitions of :mod:`consumer.delivery.job_state`.
+
     Attributes:
-        release_slot: called once the job no longer needs the GPU line, so
-            the worker may prefetch the next request.
-        committed: the job generates or reports its outcome; a drain waits
-            for it instead of withdrawing it.
-        reported: its completion event is published.
+        release_slot: gives the job's slot back so the worker may prefetch
+            the next request; called by :meth:`advance` alone, as the job
+            leaves the states that hold a slot.
+        outcome: the outcome reported in its event, then the one it ended with.
+        fatal_reason: why it stopped the worker, when it ended :attr:`Outcome.FATAL`.
         stop: set to stop its generation at the next denoising step (the
             deadline, the end of a drain).
-        timed_out: its generation ran past ``GENERATION_TIMEOUT_S``.
         safety: what the safety checker did (pictures ``checked``,
             ``flagged``, ``redraws``); ``None`` when no checker ran.
     """
@@ -77,19 +77,49 @@ class Job:
     spec: GenerationSpec | None = None
     timings: dict[str, int] = field(default_factory=dict)
     gpu_future: concurrent.futures.Future[Any] | None = None
-    committed: bool = False
-    reported: bool = False
+    state: JobState = JobState.RECEIVED
     outcome: Outcome | None = None
     fatal_reason: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    timed_out: bool = False
     safety: dict[str, int] | None = None
+
+    def advance(self, new: JobState, outcome: Outcome | None = None) -> None:
+        """Move to `new` (with the `outcome` it reports), or raise
+        :class:`~consumer.delivery.job_state.InvalidTransition`."""
+        check_transition(self.state, new)
+        held = self.state in HOLDS_SLOT
+        self.state = new
+        if outcome is not None:
+            self.outcome = outcome
+        if held and new not in HOLDS_SLOT:
+            # The one place a slot is given back.
+            self.release_slot()
+
+    def end(self, outcome: Outcome, fatal_reason: str | None = None) -> Outcome:
+        """End the job with `outcome`; returns it."""
+        self.advance(JobState(outcome.value), outcome)
+        self.fatal_reason = fatal_reason
+        return outcome
+
+    def abandon(self) -> None:
+        """End a job cut short (cancelled by a shutdown); no-op once it has ended."""
+        if not is_end(self.state):
+            self.advance(JobState.RELEASED)
+
+    @property
+    def committed(self) -> bool:
+        """Whether the job generates to its end or reports its outcome: a drain
+        waits for it instead of withdrawing it."""
+        return self.state in COMMITTED
 
     def withdraw(self) -> bool:
         """Stop the job if it has not begun generating; True when it never will."""
-        if self.committed:
+        if self.state not in (JobState.RECEIVED, JobState.GENERATING):
             return False
-        return self.gpu_future is None or self.gpu_future.cancel()
+        if self.gpu_future is not None and not self.gpu_future.cancel():
+            return False
+        self.advance(JobState.WITHDRAWN)
+        return True
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -135,6 +165,12 @@ class JobEnvironment:
     max_attempts: int
     dlq_url: str | None
     stop_grace_s: float
+
+    @property
+    def retry_limits(self) -> RetryLimits:
+        """The numbers the retry decision is made with."""
+        s = self.settings
+        return RetryLimits(self.max_attempts, s.retry_backoff_base_s, s.retry_backoff_max_s)
 
     @classmethod
     def build(

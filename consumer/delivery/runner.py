@@ -46,11 +46,12 @@ from consumer.delivery.job import (
     META_SEED,
     Job,
     JobEnvironment,
-    Outcome,
     Prepared,
     encode_png,
 )
-from consumer.errors import InvalidRequest, Severity
+from consumer.delivery.job_state import JobState, Outcome
+from consumer.delivery.retry_policy import Action, decide
+from consumer.errors import InvalidRequest
 from consumer.metrics import emf_record
 from pipeline.api.images import decode_image
 from pipeline.api.safety import Drawn
@@ -75,10 +76,10 @@ class JobRunner:
         try:
             prepared = await self._prepare(job)
             if prepared is None:
-                return Outcome.REUSED
+                return job.end(Outcome.REUSED)
             drawn = await self._generate(job, prepared)
             await self._deliver(job, prepared, drawn.pictures, drawn.seeds)
-            return Outcome.SUCCEEDED
+            return job.end(Outcome.SUCCEEDED)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # every failure ends in an outcome
@@ -165,7 +166,7 @@ class JobRunner:
         self, job: Job, prepared: Prepared, pictures: list[Image.Image], seeds: list[int]
     ) -> None:
         # `seeds`: each picture's own, a redrawn one's redraw seed included.
-        job.committed = True
+        job.advance(JobState.DELIVERING)
         with job.stage("upload"):
             # Every picture is written before the event: a job succeeds with
             # all of its outputs or not at all.
@@ -207,8 +208,7 @@ class JobRunner:
     async def _reuse(
         self, job: Job, spec: GenerationSpec, keys: list[str], metadata: list[dict[str, str]]
     ) -> None:
-        job.committed = True
-        job.release_slot()
+        job.advance(JobState.DELIVERING)
         # Report the seeds and model the existing pictures were made with.
         seeds = [int(m[META_SEED]) if m.get(META_SEED, "").isdigit() else None for m in metadata]
         if seeds[0] is not None:
@@ -225,8 +225,7 @@ class JobRunner:
         self, job: Job, event: CompletionEvent, outcome: Outcome, error_code: str = ""
     ) -> None:
         await self.env.publisher.publish(event)
-        job.reported = True
-        job.outcome = outcome
+        job.advance(JobState.REPORTED, outcome)
         self.env.metrics.job_finished(event.kind, outcome.value, error_code)
         self.env.metrics.observe(event.timings_ms)
         if self.settings.log_format == "json":
@@ -249,15 +248,14 @@ class JobRunner:
     # Failures.
 
     async def _failed(self, job: Job, error: Exception) -> Outcome:
-        job.committed = True
-        job.release_slot()
         verdict = classify(error)
-        if job.reported:
+        if job.state is JobState.REPORTED:
             # Only the delete failed: the request comes back after its
             # visibility timeout and is then reported as reused.
             log.warning("delete_failed", error=verdict.message)
             await self.env.heartbeat.release(job.message)
-            return job.outcome or Outcome.SUCCEEDED
+            return job.end(job.outcome or Outcome.SUCCEEDED)
+        job.advance(JobState.SETTLING)
         self._log(job, verdict, error)
         try:
             return await self._settle(job, verdict)
@@ -268,7 +266,7 @@ class JobRunner:
             log.warning("failure_not_recorded", error=problem.message)
             self.env.metrics.retries.labels(error_code=problem.code.value).inc()
             await self._back_off(job)
-            return Outcome.RETRY
+            return job.end(Outcome.RETRY)
 
     def _log(self, job: Job, verdict: Classification, error: Exception) -> None:
         log.log(
@@ -283,22 +281,16 @@ class JobRunner:
 
     async def _settle(self, job: Job, verdict: Classification) -> Outcome:
         attempt = job.message.receive_count
-        if verdict.severity is Severity.FATAL:
-            job.fatal_reason = verdict.message
-            await self.env.heartbeat.release(job.message)
-            await self.env.queue.set_visibility(job.message, 0)
-            return Outcome.FATAL
-        if verdict.severity is Severity.TRANSIENT and attempt < self.env.max_attempts:
-            delay = retry_delay(
-                attempt, self.settings.retry_backoff_base_s, self.settings.retry_backoff_max_s
-            )
-            await self.env.heartbeat.release(job.message)
-            await self.env.queue.set_visibility(job.message, delay)
-            self.env.metrics.retries.labels(error_code=verdict.code.value).inc()
-            log.info("job_retry_scheduled", attempt=attempt, delay_s=delay)
-            return Outcome.RETRY
-        await self._dead_letter(job, verdict)
-        return Outcome.FAILED
+        decision = decide(verdict.severity, attempt, self.env.retry_limits)
+        if decision.action is Action.DEAD_LETTER:
+            await self._dead_letter(job, verdict)
+            return job.end(Outcome.FAILED)
+        await self.env.heartbeat.hand_back(job.message, decision.hide_s)
+        if decision.action is Action.STOP_WORKER:
+            return job.end(Outcome.FATAL, verdict.message)
+        self.env.metrics.retries.labels(error_code=verdict.code.value).inc()
+        log.info("job_retry_scheduled", attempt=attempt, delay_s=decision.hide_s)
+        return job.end(Outcome.RETRY)
 
     async def _dead_letter(self, job: Job, verdict: Classification) -> None:
         # Event first, then the dead-letter copy: if either fails the request
@@ -319,14 +311,10 @@ class JobRunner:
     async def _back_off(self, job: Job) -> None:
         # Best effort: if even this fails, the request comes back after its
         # visibility timeout.
-        await self.env.heartbeat.release(job.message)
-        delay = retry_delay(
-            job.message.receive_count,
-            self.settings.retry_backoff_base_s,
-            self.settings.retry_backoff_max_s,
-        )
+        limits = self.env.retry_limits
+        delay = retry_delay(job.message.receive_count, limits.backoff_base_s, limits.backoff_max_s)
         try:
-            await self.env.queue.set_visibility(job.message, delay)
+            await self.env.heartbeat.hand_back(job.message, delay)
         except Exception as error:
             log.warning("backoff_not_set", error=classify(error).message)
 

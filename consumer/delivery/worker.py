@@ -34,7 +34,8 @@ from consumer.classify import classify
 from consumer.clock import Clock, SystemClock
 from consumer.delivery.backoff import JitteredBackoff
 from consumer.delivery.gpu_thread import GpuThread
-from consumer.delivery.job import Job, JobEnvironment, Outcome
+from consumer.delivery.job import Job, JobEnvironment
+from consumer.delivery.job_state import Outcome
 from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.runner import JobRunner
 from consumer.delivery.sources import Source, receive_first
@@ -256,13 +257,10 @@ class Worker:
 
     async def _release(self, job: Job) -> None:
         message = job.message
-        await job.heartbeat.release(message)
         try:
             # Bounded: with AWS unreachable, botocore's retries would hold the
             # exit for far longer than a release is worth.
-            await asyncio.wait_for(
-                job.heartbeat.queue.set_visibility(message, 0), RELEASE_TIMEOUT_S
-            )
+            await asyncio.wait_for(job.heartbeat.hand_back(message, 0), RELEASE_TIMEOUT_S)
         except Exception as error:  # it comes back after its visibility timeout anyway
             log.warning(
                 "release_failed", sqs_message_id=message.message_id, error=classify(error).message
@@ -388,7 +386,7 @@ class Worker:
         try:
             outcome = await runner.run(job)
         finally:
-            job.release_slot()
+            job.abandon()  # a cancelled job ends here, giving its slot back
             self._jobs.pop(job.message.receipt_handle, None)
             self._count_in_flight()
             self._job_ended.set()

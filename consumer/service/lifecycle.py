@@ -30,17 +30,16 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.aws.clients import client_config, make_session
+from consumer.settings import Settings
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from consumer.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_VARIABLE = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
-DEFAULT_HOOK_NAME = "illustrator-drain"
+DEFAULT_HOOK_NAME: str = Settings.model_fields["ec2_lifecycle_hook_name"].default
 DEFAULT_POLL_S = 5.0
 GROUP_TAG = "aws:autoscaling:groupName"
 TOKEN_TTL_S = 21600

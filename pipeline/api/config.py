@@ -7,25 +7,44 @@ pipeline never talks to AWS.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
 
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_BLANK = "builtin:blank"
+BUILTIN_MODELS = (BUILTIN_BLANK, BUILTIN_TINY)
+BUILTIN_PREFIX = "builtin:"
 
+# The IP-Adapter weights a real model uses unless told otherwise.
+IP_ADAPTER_PATH = "h94/IP-Adapter"
+IP_ADAPTER_SUBFOLDER = "sdxl_models"
+IP_ADAPTER_WEIGHT_NAME = "ip-adapter_sdxl.safetensors"
+
+# Each set of allowed values is declared once, as a Literal type; the tuples
+# beside them are read from it, and the service's settings use the types.
 # Diffusers' own class names, so a recipe copied from a model card works as is.
-SCHEDULERS = (
+Scheduler = Literal[
     "EulerDiscreteScheduler",
     "EulerAncestralDiscreteScheduler",
     "DPMSolverMultistepScheduler",
     "DDIMScheduler",
     "LCMScheduler",
     "TCDScheduler",
-)
+]
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 # Those with a Karras sigma schedule: "DPM++ 2M Karras" is
 # DPMSolverMultistepScheduler with ``scheduler_karras``.
 KARRAS_SCHEDULERS = ("EulerDiscreteScheduler", "DPMSolverMultistepScheduler")
-TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
-TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+TimestepSpacing = Literal["leading", "linspace", "trailing"]
+TIMESTEP_SPACINGS: tuple[str, ...] = get_args(TimestepSpacing)
+TorchCompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+TORCH_COMPILE_MODES: tuple[str, ...] = get_args(TorchCompileMode)
+Device = Literal["cuda", "cpu"]
+DEVICES: tuple[str, ...] = get_args(Device)
+Dtype = Literal["bfloat16", "float16", "float32"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +90,9 @@ class PipelineConfig:
     model_path: str
     weights_file: str | None = None
     enable_ip_adapter: bool = True
-    ip_adapter_path: str = "h94/IP-Adapter"
-    ip_adapter_subfolder: str = "sdxl_models"
-    ip_adapter_weight_name: str = "ip-adapter_sdxl.safetensors"
+    ip_adapter_path: str = IP_ADAPTER_PATH
+    ip_adapter_subfolder: str = IP_ADAPTER_SUBFOLDER
+    ip_adapter_weight_name: str = IP_ADAPTER_WEIGHT_NAME
     image_encoder_path: str | None = None
     lora_path: str | None = None
     lora_scale: float = 1.0
@@ -86,7 +105,7 @@ class PipelineConfig:
     vae_path: str | None = None
     scheduler: str | None = None
     scheduler_karras: bool = False
-    timestep_spacing: str = "trailing"
+    timestep_spacing: TimestepSpacing = "trailing"
     torch_compile_mode: str | None = None
     vae_tiling_pixels: int | None = None
     subject_ip_adapter_weight_name: str | None = None
@@ -97,6 +116,12 @@ class PipelineConfig:
         check_torch_compile_mode(self.torch_compile_mode)
         if self.vae_tiling_pixels is not None and self.vae_tiling_pixels <= 0:
             raise ValueError(f"vae_tiling_pixels must be positive, got {self.vae_tiling_pixels}")
+
+
+def needs_ip_adapter_files(model_path: str) -> bool:
+    """Whether a model at `model_path` reads IP-Adapter weights from files
+    (the built-ins make their own, or use none)."""
+    return model_path not in BUILTIN_MODELS
 
 
 def check_scheduler(name: str | None, *, karras: bool = False) -> str | None:
@@ -128,3 +153,33 @@ def check_torch_compile_mode(mode: str | None) -> str | None:
             f"unknown torch.compile mode {mode!r}; choose one of {', '.join(TORCH_COMPILE_MODES)}"
         )
     return mode
+
+
+def hub_cache_dir() -> Path:
+    """The local Hugging Face hub cache, by the variables ``huggingface_hub``
+    reads, read now (its own constants are fixed when it is imported)."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "huggingface" / "hub"
+
+
+def cached_snapshot(repo_id: str, marker: str) -> Path | None:
+    """The hub cache's snapshot folder of `repo_id` that holds file `marker`
+    (e.g. ``model_index.json``), asked of ``huggingface_hub`` without the
+    network; ``None`` when it is not cached or `repo_id` is no repo id."""
+    import huggingface_hub  # here: the check is rare, the import not free
+
+    try:
+        found = huggingface_hub.try_to_load_from_cache(repo_id, marker, cache_dir=hub_cache_dir())
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds a diffusers model `repo_id` (its ``model_index.json``)."""
+    return cached_snapshot(repo_id, "model_index.json") is not None

@@ -15,10 +15,11 @@ import time
 from PIL import Image
 
 from pipeline.api.batch import image_seeds
+from pipeline.api.config import BUILTIN_BLANK
 from pipeline.api.errors import GenerationStopped
 from pipeline.api.spec import GenerationSpec
 
-BLANK_NAME = "builtin:blank"
+BLANK_NAME = BUILTIN_BLANK
 BLANK_NATIVE_SIZE = (1024, 1024)
 
 

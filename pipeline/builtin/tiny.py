@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from pipeline.api.config import BUILTIN_TINY, IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME
 from pipeline.api.errors import ModelLoadError
 from pipeline.builtin.clip_bpe import BOS, EOS, VOCAB_SIZE, clip_bpe
 from pipeline.engine.reference.clip import clip_feature_extractor
@@ -24,7 +25,7 @@ from pipeline.engine.untyped import SDXLPipeline, diffusers, transformers
 from pipeline.engine.weights.checkpoints import WeightsKind, load_unet_weights, weights_kind
 from pipeline.engine.weights.source import IPAdapterParts, IPAdapterStateDict, ModelSource
 
-TINY_NAME = "builtin:tiny"
+TINY_NAME = BUILTIN_TINY
 TINY_SEED = 20240611
 TINY_LATENT_SIZE = 16
 VAE_SCALE_FACTOR = 8
@@ -261,10 +262,6 @@ class TinySource(ModelSource):
         if dtype != torch.float32:
             self._model.image_encoder.to(dtype=dtype)
         return self._model.ip_adapter_parts()
-
-
-IP_ADAPTER_SUBFOLDER = "sdxl_models"
-IP_ADAPTER_WEIGHT_NAME = "ip-adapter_sdxl.safetensors"
 
 
 def save_tiny(directory: str | Path) -> tuple[Path, Path]:

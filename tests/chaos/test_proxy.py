@@ -15,8 +15,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 from multidict import CIMultiDict
 
-from tests.aws import REGION, Stack
 from tests.chaos.proxy import Call, Fault, FaultProxy, Rule, Service, identify, proxy_in_thread
+from tests.support.aws import REGION, Stack
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5)
 

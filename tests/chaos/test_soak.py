@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tests.soak import SoakConfig, run_soak
+from tests.chaos.soak import SoakConfig, run_soak
 
 SHORT = SoakConfig(
     jobs=60,

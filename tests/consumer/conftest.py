@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.aws import Stack, make_stack
+from tests.support.aws import Stack, make_stack
 
 
 @pytest.fixture

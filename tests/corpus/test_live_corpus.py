@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from consumer.contract.signing import sign
-from tests.aws import FAKE_CREDENTIALS, Stack
 from tests.chaos.process import ConsumerProcess, consumer_environment
 from tests.corpus.corpus import (
     AUTH_TOKEN,
@@ -30,6 +29,7 @@ from tests.corpus.corpus import (
     signature_for,
 )
 from tests.corpus.make_images import builders
+from tests.support.aws import FAKE_CREDENTIALS, Stack
 
 WITHIN_S = 150.0
 SIDECAR_PATHS = ("/health", "/health/", "/livez", "/readyz", "/metrics")

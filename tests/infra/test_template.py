@@ -23,7 +23,7 @@ import boto3
 import pytest
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
-from tests.aws import FAKE_CREDENTIALS, REGION
+from tests.support.aws import FAKE_CREDENTIALS, REGION
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "illustrator.yaml"

@@ -9,7 +9,7 @@ import pytest
 from pipeline.api.config import BUILTIN_TINY, PipelineConfig
 from pipeline.builtin.tiny import save_tiny
 from pipeline.engine.generator import SDXLGenerator
-from tests.pipeline.assets import load_generator, make_tiny_lora
+from tests.support.assets import load_generator, make_tiny_lora
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import pytest
 from pipeline.api.config import BUILTIN_TINY, PipelineConfig
 from pipeline.api.errors import GenerationStopped
 from pipeline.engine.generator import SDXLGenerator
-from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
+from tests.support.assets import load_generator, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 # Measured with builtin:tiny at 4 steps, 128x128, float32 on the CPU: batch

@@ -13,7 +13,8 @@ from pipeline.api.errors import GenerationStopped
 from pipeline.api.factory import create_generator
 from pipeline.api.interface import Generator
 from pipeline.builtin.blank import BlankGenerator
-from tests.pipeline.assets import noise_picture, one, spec
+from tests.support.assets import noise_picture, one
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 

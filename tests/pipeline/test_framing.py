@@ -20,7 +20,8 @@ from pipeline.engine.reference.framing import (
     frame_person,
     largest_face,
 )
-from tests.pipeline.assets import noise_picture, one, pixels, spec
+from tests.support.assets import noise_picture, one, pixels
+from tests.support.specs import spec
 
 
 def portrait() -> Image.Image:

@@ -17,14 +17,15 @@ from pipeline.engine.generator import SDXLGenerator
 from pipeline.engine.untyped import diffusers
 from pipeline.engine.weights.checkpoints import WeightsKind, classify_keys, weights_kind
 from pipeline.engine.weights.loading import split_hub_path
-from tests.pipeline.assets import (
+from tests.support.assets import (
+    close,
     load_generator,
     make_finetuned_unet,
     noise_picture,
     one,
     pixels,
-    spec,
 )
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 
@@ -39,7 +40,7 @@ def test_local_folder_draws_what_builtin_tiny_draws(
     assert loaded.model_name == str(model_dir)
     assert loaded.native_size == (128, 128)
     job = spec()
-    assert np.array_equal(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
+    assert close(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
 
 
 def test_separate_image_encoder_path(tiny: SDXLGenerator, tiny_on_disk: tuple[Path, Path]) -> None:
@@ -54,7 +55,7 @@ def test_separate_image_encoder_path(tiny: SDXLGenerator, tiny_on_disk: tuple[Pa
         )
     )
     job = spec()
-    assert np.array_equal(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
+    assert close(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
 
 
 def test_unet_weights_file_is_loaded_over_the_base(
@@ -76,7 +77,7 @@ def test_unet_weights_file_is_loaded_over_the_base(
     )
     job = spec()
     tuned = pixels(one(from_folder, job, AVATAR))
-    assert np.array_equal(tuned, pixels(one(over_builtin, job, AVATAR)))
+    assert close(tuned, pixels(one(over_builtin, job, AVATAR)))
     assert np.abs(tuned - pixels(one(tiny, job, AVATAR))).mean() > 1.0
 
 

@@ -14,7 +14,8 @@ from pipeline.engine.text.long_prompt import (
     text_token_ids,
     token_windows,
 )
-from tests.pipeline.assets import long_story, noise_picture, one, pixels, spec
+from tests.support.assets import long_story, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 SHORT_TEXTS = ["", "a picnic by the lake", "professional sketch, monochrome, " * 12]

@@ -10,7 +10,8 @@ import torch
 from pipeline.api.config import BUILTIN_TINY, PipelineConfig
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError
 from pipeline.engine.generator import SDXLGenerator
-from tests.pipeline.assets import load_generator, noise_picture, one, spec
+from tests.support.assets import load_generator, noise_picture, one
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 

@@ -16,7 +16,8 @@ from pipeline.builtin.tiny import _vae, build_tiny
 from pipeline.engine.generator import SDXLGenerator
 from pipeline.engine.untyped import _at_least
 from pipeline.engine.weights.loading import weights_variant
-from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
+from tests.support.assets import load_generator, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 

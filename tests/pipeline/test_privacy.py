@@ -9,7 +9,8 @@ import structlog
 
 from pipeline.api.spec import JobKind
 from pipeline.engine.generator import SDXLGenerator
-from tests.pipeline.assets import long_story, noise_picture, one, spec
+from tests.support.assets import long_story, noise_picture, one
+from tests.support.specs import spec
 
 SECRET = "quokkamarmalade"
 

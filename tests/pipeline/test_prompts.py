@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.api.spec import JobKind, uses_negative_prompt
 from pipeline.engine.text.prompts import SUBJECT_LEAD, compose_prompt
-from tests.pipeline.assets import spec
+from tests.support.specs import spec
 
 
 def test_memory_puts_the_style_before_the_story() -> None:

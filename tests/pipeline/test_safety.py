@@ -16,8 +16,9 @@ from pipeline.api.safety import CheckedGenerator, checker_folder_problem, draw, 
 from pipeline.engine.generator import SDXLGenerator
 from pipeline.engine.safety_checker import SafetyChecker
 from tests import safety_checkers
-from tests.pipeline.assets import noise_picture, pixels, spec
-from tests.safety_checkers import Recording
+from tests.support.assets import noise_picture, pixels
+from tests.support.safety_checkers import Recording
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 JOB = spec(width=64, height=64, num_inference_steps=2, seed=40, num_images=3)

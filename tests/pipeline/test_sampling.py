@@ -16,7 +16,8 @@ from pipeline.api.errors import ModelLoadError
 from pipeline.engine.generator import SDXLGenerator
 from pipeline.engine.runtime.placement import place
 from pipeline.engine.runtime.schedulers import configure_scheduler
-from tests.pipeline.assets import load_generator, noise_picture, one, spec
+from tests.support.assets import load_generator, noise_picture, one
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 TINY = PipelineConfig(model_path=BUILTIN_TINY, warmup=False)

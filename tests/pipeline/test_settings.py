@@ -16,7 +16,7 @@ from pipeline.api.config import (
     check_timestep_spacing,
     check_torch_compile_mode,
 )
-from tests.pipeline.assets import spec
+from tests.support.specs import spec
 
 
 def test_validators_and_budget_import_without_torch() -> None:

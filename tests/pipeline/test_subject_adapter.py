@@ -5,18 +5,23 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.api.config import BUILTIN_TINY, PipelineConfig
+from pipeline.api.config import (
+    BUILTIN_TINY,
+    IP_ADAPTER_SUBFOLDER,
+    IP_ADAPTER_WEIGHT_NAME,
+    PipelineConfig,
+)
 from pipeline.api.errors import ModelLoadError
 from pipeline.api.spec import JobKind
-from pipeline.builtin.tiny import IP_ADAPTER_SUBFOLDER, IP_ADAPTER_WEIGHT_NAME, build_tiny
+from pipeline.builtin.tiny import build_tiny
 from pipeline.builtin.tiny import random_ip_adapter_weights as random_weights
 from pipeline.engine.generator import SDXLGenerator
-from tests.pipeline.assets import load_generator, noise_picture, one, pixels, spec
+from tests.support.assets import close, load_generator, noise_picture, one, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 SUBJECT_WEIGHTS = "ip-adapter-subject.safetensors"
@@ -65,10 +70,10 @@ def test_each_kind_draws_with_its_own_adapter_only(
     # Alternating kinds: each picture is exactly the one its adapter alone draws.
     for _ in range(2):
         drawn = pixels(one(both, subject, AVATAR))
-        assert np.array_equal(drawn, pixels(one(subject_only, subject, AVATAR)))
-        assert not np.array_equal(drawn, pixels(one(memory_only, subject, AVATAR)))
+        assert close(drawn, pixels(one(subject_only, subject, AVATAR)))
+        assert not close(drawn, pixels(one(memory_only, subject, AVATAR)))
         drawn = pixels(one(both, memory, AVATAR))
-        assert np.array_equal(drawn, pixels(one(memory_only, memory, AVATAR)))
+        assert close(drawn, pixels(one(memory_only, memory, AVATAR)))
 
 
 def test_builtin_tiny_has_no_subject_adapter() -> None:

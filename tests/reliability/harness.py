@@ -10,29 +10,26 @@ so they never wait on the loop the proxy and the worker share.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import io
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
-from PIL import Image
 
 from consumer.aws.clients import AwsClients, client_config
 from consumer.clock import Clock
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
 from consumer.settings import Settings
-from tests.aws import REGION, Stack
 from tests.chaos.proxy import FaultProxy
-from tests.recording import (
-    SIZE,
+from tests.support.aws import REGION, Stack
+from tests.support.helpers import eventually, png
+from tests.support.recording import (
     Recording,
 )
 
@@ -41,66 +38,6 @@ from tests.recording import (
 # ``times=CALL_ATTEMPTS`` makes one call of the worker fail for good.
 CALL_ATTEMPTS = 2
 OPTIONS = WorkerOptions(poll_wait_s=1, loop_backoff_base_s=0.05, loop_backoff_max_s=0.5)
-
-
-class ShiftedClock:
-    """The system clock plus an offset the test moves forward at will.
-
-    Sleeps are real (so the loop runs as in production) but capped, so a
-    loop sleeping on the shifted clock notices a jump quickly.
-    """
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.offset)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(min(seconds, 0.1))
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-def png(size: tuple[int, int] = (32, 32)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (90, 140, 200)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def memory_request(job_id: str, user_id: str = "user1", **fields: Any) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "kind": "memory",
-        "user_id": user_id,
-        "prompt": "a harbour at dawn",
-        "num_inference_steps": 1,
-        "width": SIZE,
-        "height": SIZE,
-        "seed": 11,
-        **fields,
-    }
-
-
-async def eventually(
-    check: Callable[[], object], *, within: float = 20.0, what: str = "a condition"
-) -> None:
-    """Poll `check` (a function or coroutine function) until it returns something
-    true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

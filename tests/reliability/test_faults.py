@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.aws import Stack
 from tests.chaos.proxy import Fault, Rule, Service
 from tests.reliability.harness import (
     CALL_ATTEMPTS,
     Rig,
-    eventually,
-    memory_request,
     rig,
 )
+from tests.support.aws import Stack
+from tests.support.helpers import eventually
+from tests.support.helpers import memory as memory_request
 
 OUTPUT = "generated/user1/memory_{}.png"
 

@@ -13,9 +13,12 @@ import json
 
 from consumer.delivery.backoff import SQS_MAX_VISIBILITY_S
 from consumer.delivery.heartbeat import CAP_MARGIN_S
-from tests.aws import Stack
 from tests.chaos.proxy import Recorded, Service
-from tests.reliability.harness import ShiftedClock, eventually, memory_request, rig
+from tests.reliability.harness import rig
+from tests.support.aws import Stack
+from tests.support.fakes import ShiftedClock
+from tests.support.helpers import eventually
+from tests.support.helpers import memory as memory_request
 
 VISIBILITY_S = 2
 # How far below the cap the jump lands: a few extensions' worth.

@@ -10,9 +10,11 @@ from __future__ import annotations
 import aiohttp
 
 from consumer.service.sidecar import Sidecar
-from tests.aws import FAKE_CREDENTIALS, Stack
 from tests.chaos.proxy import Fault, Rule
-from tests.reliability.harness import Rig, eventually, memory_request, rig, rig_settings
+from tests.reliability.harness import Rig, rig, rig_settings
+from tests.support.aws import FAKE_CREDENTIALS, Stack
+from tests.support.helpers import eventually
+from tests.support.helpers import memory as memory_request
 
 TOKEN = "sidecar-test-token-8e21"
 PATHS = ("/health", "/health/", "/livez", "/readyz", "/metrics")

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
-import numpy as np
 import pytest
 import structlog
 from aiobotocore.config import AioConfig
@@ -20,15 +19,16 @@ from consumer.errors import ConfigError
 from consumer.settings import Settings
 from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
 from pipeline.builtin.tiny import save_tiny
-from tests.aws import Stack
-from tests.pipeline.assets import (
+from tests.support.assets import (
+    close,
     load_generator,
     make_finetuned_unet,
     make_tiny_lora,
     noise_picture,
     pixels,
-    spec,
 )
+from tests.support.aws import Stack
+from tests.support.specs import spec
 
 KiB = 1024
 AVATAR = noise_picture(1)
@@ -320,9 +320,7 @@ async def test_tiny_model_folder_from_s3_loads_and_is_cached(
         )
     )
     job = spec()
-    assert np.array_equal(
-        pixels(from_s3.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0])
-    )
+    assert close(pixels(from_s3.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0]))
 
     before = mtimes(tmp_path / "cache" / "s3")
     cache = ArtifactCache(settings.model_cache_dir)
@@ -357,9 +355,7 @@ async def test_single_unet_weights_file_from_s3_over_the_base(
         )
     )
     job = spec()
-    assert np.array_equal(
-        pixels(tuned.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0])
-    )
+    assert close(pixels(tuned.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0]))
 
     before = mtimes(tmp_path / "cache")
     cache = ArtifactCache(settings.model_cache_dir)

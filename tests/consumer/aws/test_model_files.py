@@ -21,7 +21,8 @@ from pipeline.api.config import PipelineConfig
 from pipeline.builtin.tiny import build_tiny, save_tiny
 from tests.aws import Stack
 from tests.consumer.aws.test_artifacts import files_under, upload_folder
-from tests.pipeline.assets import load_generator, noise_picture, pixels, spec
+from tests.support.assets import load_generator, noise_picture, pixels
+from tests.support.specs import spec
 
 AVATAR = noise_picture(3)
 # Published beside the weights the libraries load; never fetched.

@@ -16,9 +16,9 @@ from consumer.cli.local_aws import REGION
 from consumer.clock import SystemClock, epoch_ms
 from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.job import Job
-from tests.aws import Stack
 from tests.chaos.proxy import Fault, FaultProxy, Rule, Service, proxy_in_thread
-from tests.consumer.fakes import FakeClock, FakeQueue, message
+from tests.support.aws import Stack
+from tests.support.fakes import FakeClock, FakeQueue, message
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from consumer.aws.s3_download import ArtifactError, Download, etag_matches, pars
 from consumer.aws.storage import Storage
 from consumer.cli.local_aws import REGION
 from consumer.errors import InputNotFound, InvalidInput
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 KiB = 1024
 

@@ -12,7 +12,7 @@ import pytest
 from consumer.cli import main as cli
 from consumer.cli.dlq import RECEIVE_NOTE
 from consumer.cli.redrive import CopyRedrive, MoveTaskRedrive, RedriveReport, size_chunks
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 Message = dict[str, Any]
 
@@ -356,7 +356,7 @@ class _Interleaved:
 
     async def delete_message_batch(self, **kwargs: Any) -> Any:
         from consumer.cli.redrive import dlq_size
-        from tests.consumer.helpers import eventually
+        from tests.support.helpers import eventually
 
         response = await self._real.delete_message_batch(**kwargs)
 
@@ -386,8 +386,8 @@ async def test_redrive_ends_with_a_consumer_running(stack: Stack, crowded: bool)
     be added (eight attributes already), by the budget."""
     from consumer.aws.clients import client_config, make_session
     from consumer.cli.redrive import RUN_ATTRIBUTE, dlq_size
-    from tests.consumer.helpers import running
-    from tests.recording import blank
+    from tests.support.helpers import running
+    from tests.support.recording import blank
 
     extra = {f"a{i}": "x" for i in range(6)} if crowded else {}
     poison = {_poison(f"poison-{i}") for i in range(6)}

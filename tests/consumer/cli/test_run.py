@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.aws import Stack
-from tests.consumer.helpers import memory, put_input, send
+from tests.support.aws import Stack
+from tests.support.helpers import memory, put_input, send
 
 ROOT = Path(__file__).resolve().parents[3]
 # Each refusal comes before any model, AWS client or torch import.

@@ -23,15 +23,10 @@ from consumer.contract.keys import output_key, s3_uri
 from consumer.contract.signing import verify
 from consumer.settings import GenerationDefaults
 from pipeline.api.spec import JobKind
-from tests.aws import Stack
+from tests.support.aws import Stack
+from tests.support.helpers import png
 
 TOKEN = "test-signing-token-0123456789"
-
-
-def _png(colour: str = "red", size: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _requests(stack: Stack, wait_s: int = 0) -> list[dict[str, Any]]:
@@ -76,7 +71,7 @@ def _stand_in_worker(stack: Stack, status: str = "succeeded", timeout_s: float =
         assert time.monotonic() < deadline, "no request arrived"
         messages = _requests(stack, wait_s=1)
     request = json.loads(messages[0]["Body"])
-    picture = _png("blue")
+    picture = png(64, 64, "blue")
     event = _event(request, stack.bucket, status)
     if event.data:
         key = output_key(

@@ -6,8 +6,8 @@ import io
 
 from PIL import Image
 
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -19,7 +19,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 
 async def test_n_pictures_in_one_batch_at_their_keys_with_their_seeds(stack: Stack) -> None:

@@ -8,8 +8,8 @@ from typing import cast
 
 from PIL import Image
 
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -21,7 +21,7 @@ from tests.consumer.helpers import (
     send,
     subject,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -10,8 +10,8 @@ import pytest
 
 from consumer.delivery.worker import EXIT_FATAL
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError
-from tests.aws import REGION, Stack
-from tests.consumer.helpers import (
+from tests.support.aws import REGION, Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -24,7 +24,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 TOKEN = "s3cr3t-signing-token"
 

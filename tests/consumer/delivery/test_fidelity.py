@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.aws import Stack
-from tests.consumer.helpers import Observer, memory, outputs, put_input, running, send
-from tests.recording import blank
+from tests.support.aws import Stack
+from tests.support.helpers import Observer, memory, outputs, put_input, running, send
+from tests.support.recording import blank
 
 
 async def test_a_job_id_reused_for_another_request_fails_and_keeps_the_output(

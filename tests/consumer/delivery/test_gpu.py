@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from consumer.delivery.gpu_thread import GpuThread
-from tests.consumer.helpers import eventually
+from tests.support.helpers import eventually
 
 
 async def test_calls_run_one_at_a_time_in_order_on_one_thread() -> None:

@@ -9,8 +9,8 @@ from structlog.testing import capture_logs
 
 from consumer.aws.request_queue import RequestQueue
 from consumer.delivery.heartbeat import CAP_MARGIN_S, RECEIVE_HOLD_S, Heartbeat
-from tests.consumer.fakes import FakeClock, FakeQueue, message
-from tests.consumer.helpers import eventually
+from tests.support.fakes import FakeClock, FakeQueue, message
+from tests.support.helpers import eventually
 
 
 def _heartbeat(visibility_s: int = 60, **kwargs: Any) -> tuple[Heartbeat, FakeQueue, FakeClock]:

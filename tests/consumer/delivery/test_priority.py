@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -17,7 +17,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 
 def _priority_queue(stack: Stack) -> tuple[str, str]:

@@ -8,8 +8,8 @@ import pytest
 
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
 from pipeline.api.errors import GenerationOOMError
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -19,7 +19,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 
 async def test_a_retry_hides_the_request_for_the_backoff(

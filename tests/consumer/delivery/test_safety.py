@@ -26,7 +26,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.safety_checkers import Recording
+from tests.support.safety_checkers import Recording
 
 # Pictures of different model instances agree within 1 of 255.
 TOLERANCE = 1

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.aws import Stack
-from tests.consumer.helpers import Observer, memory, put_input, running, send, settings
-from tests.recording import blank
+from tests.support.aws import Stack
+from tests.support.helpers import Observer, memory, put_input, running, send, settings
+from tests.support.recording import blank
 
 
 async def test_a_started_event_comes_before_the_completion(stack: Stack) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from consumer.delivery.worker import EXIT_FATAL, EXIT_OK
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     FAST,
     Observer,
     eventually,
@@ -27,7 +27,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.recording import Recording, blank
+from tests.support.recording import Recording, blank
 
 # A short visibility keeps the receive hold short: an interrupted long poll
 # that takes a released request hides it for that long only.

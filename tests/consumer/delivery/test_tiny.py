@@ -9,8 +9,8 @@ from PIL import Image
 from consumer.cli.run import load_generator
 from consumer.cli.samples import avatar, photo
 from consumer.delivery.gpu_thread import GpuThread
-from tests.aws import Stack
-from tests.consumer.helpers import Observer, memory, put_input, running, send, settings, subject
+from tests.support.aws import Stack
+from tests.support.helpers import Observer, memory, put_input, running, send, settings, subject
 
 
 async def test_tiny_model_draws_memory_and_subject_jobs_at_the_asked_size(stack: Stack) -> None:

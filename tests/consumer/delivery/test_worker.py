@@ -16,8 +16,8 @@ from consumer.aws.clients import open_clients
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import EXIT_OK, Worker
 from consumer.delivery.worker_state import WorkerState
-from tests.aws import REGION, Stack
-from tests.consumer.helpers import (
+from tests.support.aws import REGION, Stack
+from tests.support.helpers import (
     FAST,
     Observer,
     eventually,
@@ -30,7 +30,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 
 async def test_at_most_one_request_is_prefetched(stack: Stack) -> None:

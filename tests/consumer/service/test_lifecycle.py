@@ -8,22 +8,20 @@ at it with ``AWS_ENDPOINT_URL_AUTO_SCALING``.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from aiohttp import web
-from PIL import Image
 
 from consumer.service.lifecycle import LifecycleWatcher, drain_on_notice, spot_reason
-from tests.aws import Stack
+from tests.support.aws import Stack
+from tests.support.helpers import eventually, png
 
 ROOT = Path(__file__).resolve().parents[3]
 INSTANCE_ID = "i-0123456789abcdef0"
@@ -121,19 +119,6 @@ def _watcher(stand_in: StandIn, **options: Any) -> LifecycleWatcher:
     return LifecycleWatcher(
         region="us-east-1", endpoint=stand_in.url, poll_interval_s=0.01, **options
     )
-
-
-async def eventually(check: Callable[[], Any], within: float = 15.0, what: str = "it") -> Any:
-    """Poll `check` (plain or async) until it is true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_no_notice_while_in_service_and_one_token_is_reused(imds: StandIn) -> None:
@@ -290,12 +275,6 @@ async def test_a_worker_stopping_for_another_reason_ends_the_watch(imds: StandIn
 # --------------------------------------------------- `illustrator run`, end to end
 
 
-def _png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), "white").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _send(stack: Stack, job_id: str) -> None:
     body: dict[str, object] = {"job_id": job_id, "kind": "memory", "user_id": "user1"}
     body |= {"prompt": "a lighthouse", "width": 64, "height": 64, "num_inference_steps": 1}
@@ -325,7 +304,9 @@ def _log_events(path: Path) -> list[str]:
 async def test_run_drains_on_a_notice_and_then_completes_the_action(
     stack: Stack, imds: StandIn, tmp_path: Path, notice: str, reason: str
 ) -> None:
-    stack.client("s3").put_object(Bucket=stack.bucket, Key="avatars/user1.png", Body=_png())
+    stack.client("s3").put_object(
+        Bucket=stack.bucket, Key="avatars/user1.png", Body=png(64, 64, "white")
+    )
     log_path = tmp_path / "consumer.log"
     environment = {
         **os.environ,

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -27,7 +27,7 @@ from tests.consumer.helpers import (
     running,
     send,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -217,12 +217,12 @@ LONG = {"num_inference_steps": 150, "width": 128, "height": 128}
 ABORT = "terminate called"
 
 # A consumer whose generator never returns and ignores its stop (a wedged
-# GPU), with a short stop grace.
+# GPU), with a short stop grace: `run` builds its WorkerOptions with it.
 WEDGED = """
-import sys, threading
+import functools, sys, threading
 import consumer.delivery.options as options
 import pipeline.builtin.blank as blank
-options.STOP_GRACE_S = 1.0
+options.WorkerOptions = functools.partial(options.WorkerOptions, stop_grace_s=1.0)
 def generate(self, spec, image, stop=None):
     threading.Event().wait(3600)
 blank.BlankGenerator.generate = generate

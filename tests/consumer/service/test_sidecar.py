@@ -23,10 +23,10 @@ from consumer.service.wiring import serve
 from consumer.settings import Settings
 from pipeline.api.errors import ModelLoadError
 from pipeline.api.interface import Generator
-from tests.aws import Stack
-from tests.consumer.fakes import FakeClock
-from tests.consumer.helpers import Observer, eventually, memory, put_input, send, settings
-from tests.recording import blank
+from tests.support.aws import Stack
+from tests.support.fakes import FakeClock
+from tests.support.helpers import Observer, eventually, memory, put_input, send, settings
+from tests.support.recording import blank
 
 SECRET = "very-secret-auth-token"
 

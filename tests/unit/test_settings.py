@@ -134,6 +134,16 @@ def test_python_dash_m_consumer_is_the_cli() -> None:
     assert "schema" in result.stdout
 
 
+def _cache_model(cache: Path, repo_id: str) -> None:
+    """`repo_id` in a hub cache as huggingface_hub lays it out."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "model_index.json").write_text("{}")
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text("0123abc")
+
+
 def _model(monkeypatch: pytest.MonkeyPatch, value: str, **env: str) -> None:
     from consumer.settings import Settings, check_model_source
 
@@ -161,12 +171,15 @@ def test_a_hub_id_passes_only_when_it_is_in_the_local_cache(
     with pytest.raises(ConfigError, match="nor a hub id in the local hub cache"):
         _model(monkeypatch, "org/model")
     (tmp_path / "models--org--model" / "snapshots" / "0123abc").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="nor a hub id"):  # a snapshot without its files
+        _model(monkeypatch, "org/model")
+    _cache_model(tmp_path, "org/model")
     _model(monkeypatch, "org/model")
 
 
 def test_hf_home_locates_the_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    (tmp_path / "hub" / "models--org--model" / "snapshots" / "0123abc").mkdir(parents=True)
+    _cache_model(tmp_path / "hub", "org/model")
     _model(monkeypatch, "org/model", HF_HOME=str(tmp_path))
 
 

@@ -1,6 +1,6 @@
 """The chaos soak: many jobs, killed consumers, failing AWS calls; then an audit.
 
-``make soak`` (``python -m tests.soak``) runs 1000 jobs through three
+``make soak`` (``python -m tests.chaos.soak``) runs 1000 jobs through three
 ``illustrator run`` processes (builtin:blank) that reach moto's server through
 the fault proxy, which fails a share of S3, SNS and SQS calls (5xx,
 throttling, resets before and after the call took effect, delays). Every few
@@ -25,7 +25,6 @@ itself; the exit status is 0 when the audit passes.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -41,11 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from tests.aws import FAKE_CREDENTIALS, Stack, make_stack
 from tests.chaos.process import ConsumerProcess, consumer_environment
 from tests.chaos.proxy import Fault, FaultProxy, ProxyThread, Rule, Service
+from tests.support.aws import FAKE_CREDENTIALS, Stack, make_stack
+from tests.support.helpers import png
 
 USERS = 20
 SIDE = 64
@@ -139,15 +137,9 @@ def fault_rules(rate: float) -> list[Rule]:
     ]
 
 
-def _png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (120, 80, 40)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _upload_inputs(stack: Stack) -> None:
     s3 = stack.client("s3")
-    picture = _png()
+    picture = png(32, 32, (120, 80, 40))
     for n in range(USERS):
         for prefix in ("avatars/", "subjects/"):
             s3.put_object(Bucket=stack.bucket, Key=f"{prefix}user{n}.png", Body=picture)
@@ -555,7 +547,7 @@ def run_soak(config: SoakConfig, endpoint: str) -> Report:
 
 def _parser() -> argparse.ArgumentParser:
     defaults = SoakConfig()
-    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.soak", description=__doc__)
     parser.add_argument("--jobs", type=int, default=defaults.jobs)
     parser.add_argument("--consumers", type=int, default=defaults.consumers)
     parser.add_argument(

@@ -19,15 +19,17 @@ from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
 from consumer.settings import Settings
 from pipeline.api.interface import Generator
-from tests.aws import REGION, Stack
-from tests.recording import SIZE
+from tests.support.aws import REGION, Stack
+from tests.support.recording import SIZE
 
 T = TypeVar("T")
 FAST = WorkerOptions(poll_wait_s=1, loop_backoff_base_s=0.05, loop_backoff_max_s=0.2)
 
 
-def png(width: int = 32, height: int = 32, color: tuple[int, int, int] = (200, 120, 80)) -> bytes:
-    """A small PNG picture."""
+def png(
+    width: int = 32, height: int = 32, color: str | tuple[int, int, int] = (200, 120, 80)
+) -> bytes:
+    """A small PNG picture of one colour (a name or an RGB triple)."""
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -103,7 +105,7 @@ async def eventually(
 @overload
 async def eventually(check: Callable[[], T], *, within: float = ..., what: str = ...) -> T: ...
 async def eventually(
-    check: Callable[[], Any], *, within: float = 15.0, what: str = "a condition"
+    check: Callable[[], Any], *, within: float = 20.0, what: str = "a condition"
 ) -> Any:
     """Poll `check` until it returns something true; fail after `within` seconds."""
     deadline = time.monotonic() + within

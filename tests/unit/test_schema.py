@@ -10,7 +10,7 @@ import yaml
 from consumer.cli.schema import write_documents
 from consumer.contract.documents import asyncapi_document, json_schemas
 
-DOCS = Path(__file__).resolve().parents[3] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_committed_documents_match_the_models(tmp_path: Path) -> None:

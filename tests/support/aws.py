@@ -11,8 +11,6 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import boto3
-
 from consumer.cli.local_aws import REGION, Sandbox, SandboxResources, create_resources
 
 FAKE_CREDENTIALS = {
@@ -44,19 +42,10 @@ class MotoEndpoint:
 class Stack(SandboxResources):
     """The resources of one test, with the helpers tests use to read them."""
 
-    def client(self, service: str) -> Any:
-        """A synchronous boto3 client on the moto endpoint."""
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)
-
     def environment(self) -> dict[str, str]:
-        """The settings that point the consumer at this stack."""
-        return {
-            **FAKE_CREDENTIALS,
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "SQS_QUEUE_URL": self.queue_url,
-            "SNS_TOPIC_ARN": self.topic_arn,
-            "S3_BUCKET_NAME": self.bucket,
-        }
+        """The settings that point the consumer at this stack, with the
+        tests' own placeholder credentials."""
+        return {**super().environment(), **FAKE_CREDENTIALS}
 
     def events(self, wait_s: int = 0, max_messages: int = 10) -> list[dict[str, Any]]:
         """Completion events received by the observer queue so far."""

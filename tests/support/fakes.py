@@ -1,9 +1,10 @@
-"""Fakes for unit tests: a clock to drive by hand and a queue that records calls."""
+"""Fakes: a clock driven by hand, a clock shifted by the test, a queue that records calls."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -63,3 +64,26 @@ def message(
         received_at=received_at,
         received_at_ms=1_700_000_000_000,
     )
+
+
+class ShiftedClock:
+    """The system clock plus an offset the test moves forward at will.
+
+    Sleeps are real (so the loop runs as in production) but capped, so a
+    loop sleeping on the shifted clock notices a jump quickly.
+    """
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.offset)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(min(seconds, 0.1))
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
