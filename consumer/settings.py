@@ -48,6 +48,8 @@ class GenerationDefaults(BaseSettings):
     s3_generated_prefix: str = "generated/"
     max_input_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_input_pixels: int = Field(40_000_000, gt=0)
+    # The longer side of an input at most this many times the shorter.
+    max_input_aspect: float = Field(8.0, ge=1.0, le=1000.0, allow_inf_nan=False)
     # num_images x width x height of one request; above it the request is refused.
     max_batch_pixels: int = Field(DEFAULT_MAX_BATCH_PIXELS, gt=0)
 

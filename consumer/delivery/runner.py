@@ -1,7 +1,8 @@
 """One job through its stages, each timed, with one outcome at the end.
 
 Stages: check the signature and parse; look for an existing output
-(idempotency); fetch and decode the input; generate on the GPU thread
+(idempotency); fetch the input and prepare it (bounded memory, off the event
+loop: :mod:`pipeline.reference`); generate on the GPU thread
 (stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
 ``generation_failed``, or fatal when the GPU does not come back); encode and
 upload the PNG; publish the event; delete the request. Any
@@ -53,7 +54,7 @@ from consumer.delivery.job import (
 from consumer.errors import InvalidRequest, Severity
 from consumer.metrics import emf_record
 from pipeline.batch import image_seeds
-from pipeline.images import decode_image
+from pipeline.reference import InputLimits, prepare_reference
 from pipeline.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
@@ -122,11 +123,14 @@ class JobRunner:
             found, data = await self.env.storage.fetch_first(
                 candidates, self.settings.max_input_bytes
             )
+            limits = InputLimits(
+                self.settings.max_input_bytes,
+                self.settings.max_input_pixels,
+                self.settings.max_input_aspect,
+            )
+            # Off the event loop, before the GPU's turn, in bounded memory.
             image = await asyncio.to_thread(
-                decode_image,
-                data,
-                max_bytes=self.settings.max_input_bytes,
-                max_pixels=self.settings.max_input_pixels,
+                prepare_reference, data, limits, self.env.generator.reference_side
             )
         log.debug("input_fetched", key=found, size=image.size)
         return Prepared(request, spec, keys, digest, image)

@@ -67,7 +67,7 @@ def _send_corpus(stack: Stack) -> Sent:
         if case.text is not None:  # SQS carries text only; the rest is tested by parsing
             sent.add(stack, case.name, case.text, case.expect_live, signature_for(case))
     for image in image_cases():
-        key = f"avatars/corpus/{image.name}"
+        key = f"avatars/{CORPUS_USER}/corpus/{image.name}"
         s3.put_object(Bucket=stack.bucket, Key=key, Body=image.data)
         body = json.dumps(
             {
