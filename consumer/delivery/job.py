@@ -65,6 +65,8 @@ class Job:
         stop: set to stop its generation at the next denoising step (the
             deadline, the end of a drain).
         timed_out: its generation ran past ``GENERATION_TIMEOUT_S``.
+        authentic: its signature was verified (or signatures are off); until
+            then nothing of its body names a job or a user, in events or logs.
     """
 
     message: ReceivedMessage
@@ -81,6 +83,7 @@ class Job:
     fatal_reason: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     timed_out: bool = False
+    authentic: bool = False
 
     def withdraw(self) -> bool:
         """Stop the job if it has not begun generating; True when it never will."""

@@ -69,9 +69,9 @@ class JobRunner:
 
     async def run(self, job: Job) -> Outcome:
         """Take `job` through its stages and report its outcome."""
-        fields = identifying_fields(job.message.body_bytes)
+        # The ids from the body are bound once the body is known to be authentic.
         structlog.contextvars.bind_contextvars(
-            sqs_message_id=job.message.message_id, job_id=fields.job_id, user_id=fields.user_id
+            sqs_message_id=job.message.message_id, job_id=None, user_id=None
         )
         try:
             prepared = await self._prepare(job)
@@ -97,6 +97,9 @@ class JobRunner:
                 self.settings.auth_token.get_secret_value(),
                 self.settings.auth_token_previous.get_secret_value(),
             )
+        job.authentic = True
+        fields = identifying_fields(body)
+        structlog.contextvars.bind_contextvars(job_id=fields.job_id, user_id=fields.user_id)
         request = parse_request(body, self.settings)
         spec = effective_spec(request, self.settings, self.env.generator.native_size)
         job.request, job.spec = request, spec
@@ -348,6 +351,9 @@ class JobRunner:
         user_id: str | None
         if job.request is not None:
             job_id, kind, user_id = job.request.job_id, job.request.kind.value, job.request.user_id
+        elif not job.authentic:
+            # A sender without the key must not publish about anyone's job.
+            job_id = kind = user_id = None
         else:
             fields = identifying_fields(job.message.body_bytes)
             job_id, kind, user_id = fields.job_id, fields.kind, fields.user_id
