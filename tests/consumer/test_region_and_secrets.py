@@ -37,9 +37,7 @@ def test_us_east_1_only_when_nothing_names_a_region(chain: Path) -> None:
     assert Settings().aws_region == "us-east-1"
 
 
-def test_the_default_profile_names_the_region(
-    chain: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_default_profile_names_the_region(chain: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(chain))
     assert Settings().aws_region == "ap-southeast-2"
 
@@ -50,9 +48,7 @@ def test_aws_profile_chooses_the_profile(chain: Path, monkeypatch: pytest.Monkey
     assert Settings().aws_region == "eu-west-3"
 
 
-def test_aws_default_region_beats_the_profile(
-    chain: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_aws_default_region_beats_the_profile(chain: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(chain))
     monkeypatch.setenv("AWS_DEFAULT_REGION", "ca-central-1")
     assert Settings().aws_region == "ca-central-1"
