@@ -123,7 +123,10 @@ def _decode_webp(data: bytes, image: Image.Image) -> Image.Image:
     import cv2
     import numpy as np
 
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:  # OpenCV reports a failed allocation this way too
+        raise InvalidImageError(f"input WEBP image cannot be decoded: {error}") from error
     if pixels is None or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise InvalidImageError("input WEBP image is truncated or corrupt")
     if (pixels.shape[1], pixels.shape[0]) != image.size:

@@ -143,3 +143,17 @@ def test_the_generator_prepares_a_raw_picture_as_the_consumer_does(
     assert np.array_equal(pixels(encoded[0]), pixels(prepared))
     assert np.array_equal(pixels(encoded[1]), pixels(prepared))
     assert np.abs(from_prepared - from_raw).max() <= 1  # pixels() are 0-255: 1/255
+
+
+def test_opencv_running_out_of_memory_on_a_webp_is_the_pictures_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cv2
+
+    def exhausted(*_: Any) -> Any:
+        raise cv2.error("Insufficient memory")
+
+    monkeypatch.setattr(cv2, "imdecode", exhausted)
+    data = encode(noise_picture(8, (96, 80)), "WEBP")
+    with pytest.raises(InvalidImageError, match="cannot be decoded"):
+        prepare_reference(data, LIMITS, SIDE)
