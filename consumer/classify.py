@@ -108,7 +108,10 @@ def classify(error: BaseException) -> Classification:
 
     Unknown exceptions are treated as transient internal errors: a bug that
     hits one request must not stop the worker, and the retry limit still
-    ends on the dead-letter queue. Running out of host memory is fatal.
+    ends on the dead-letter queue. Running out of host memory is not fatal
+    either: the failed allocation is given back and the worker goes on (input
+    preparation turns its own into :class:`~pipeline.api.errors.InvalidImageError`,
+    the request's ``invalid_input``); only a broken GPU or model stops it.
     """
     if isinstance(error, IllustratorError):
         return _make(error.severity, error.code, _short(error.message))
@@ -121,6 +124,6 @@ def classify(error: BaseException) -> Classification:
     if isinstance(error, ConnectionError):
         return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, f"connection failed: {error}")
     if isinstance(error, MemoryError):
-        return _make(Severity.FATAL, ErrorCode.INTERNAL_ERROR, "the worker ran out of memory")
+        return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, "the worker ran out of memory")
     message = _short(f"{type(error).__name__}: {error}")
     return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, message, expected=False)

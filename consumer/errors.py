@@ -9,6 +9,8 @@
 
 Failures are declared where they are raised, never guessed from messages;
 `consumer.classify` maps foreign exceptions (botocore, pipeline) onto these.
+A bad input picture has one type wherever it is found, in the bucket or
+while preparing it: :class:`pipeline.api.errors.InvalidImageError`.
 """
 
 from __future__ import annotations
@@ -72,12 +74,6 @@ class InputNotFound(PermanentError):
     """No input image exists for the request."""
 
     default_code = ErrorCode.INPUT_NOT_FOUND
-
-
-class InvalidInput(PermanentError):
-    """The input image is too large, too many pixels, or not PNG/JPEG/WebP."""
-
-    default_code = ErrorCode.INVALID_INPUT
 
 
 class TransientError(IllustratorError):

@@ -14,6 +14,8 @@ import socket
 from pathlib import Path
 from typing import Literal
 
+import botocore.session
+from botocore.exceptions import BotoCoreError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +34,7 @@ from pipeline.api.config import (
     in_hub_cache,
 )
 
+DEFAULT_REGION = "us-east-1"
 DEFAULT_NEGATIVE_PROMPT = "error, glitch, mistake"
 DEFAULT_MEMORY_STYLE_PROMPT = (
     "highest quality, monochrome, professional sketch, personal, nostalgic, clean"
@@ -61,6 +64,8 @@ class GenerationDefaults(BaseSettings):
     s3_generated_prefix: str = "generated/"
     max_input_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_input_pixels: int = Field(40_000_000, gt=0)
+    # The longer side of an input at most this many times the shorter.
+    max_input_aspect: float = Field(8.0, ge=1.0, le=1000.0, allow_inf_nan=False)
     # num_images x width x height of one request; above it the request is refused.
     max_batch_pixels: int = Field(DEFAULT_MAX_BATCH_PIXELS, gt=0)
 
@@ -103,8 +108,8 @@ class Settings(GenerationDefaults):
     safety_max_redraws: int = Field(2, ge=0, le=10)
     blank_latency_ms: int = Field(_PIPELINE.blank_latency_ms, ge=0, le=3_600_000)
 
-    # AWS.
-    aws_region: str = "us-east-1"
+    # AWS. Empty: the rest of the AWS chain decides (see aws_chain_region).
+    aws_region: str = ""
     s3_bucket_name: str = "auto-bio-illustrations"
     sqs_queue_url: str = ""
     sqs_priority_queue_url: str = ""
@@ -145,6 +150,8 @@ class Settings(GenerationDefaults):
 
     @model_validator(mode="after")
     def _check_dependencies(self) -> Settings:
+        if not self.aws_region:
+            self.aws_region = aws_chain_region()
         if self.auth_enabled and not self.auth_token.get_secret_value():
             raise ValueError("AUTH_TOKEN is required when AUTH_ENABLED=true")
         if self.enable_lora and not self.lora_path:
@@ -156,11 +163,32 @@ class Settings(GenerationDefaults):
                 raise ValueError(f"SCHEDULER_KARRAS: {error}") from None
         return self
 
+    def secret_values(self) -> list[str]:
+        """The value of every secret setting, however it was set (environment or `.env`)."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+
     def require(self, *names: str) -> None:
         """Raise :class:`ConfigError` naming the first of `names` left empty."""
         for name in names:
             if not getattr(self, name):
                 raise ConfigError(f"{name.upper()} is required but not set")
+
+
+def aws_chain_region() -> str:
+    """The region when ``AWS_REGION`` is not set, as the AWS chain finds it.
+
+    ``AWS_DEFAULT_REGION``, else the region of the profile (``AWS_PROFILE``,
+    else the default one) in the AWS config file, else ``us-east-1``.
+    """
+    region = os.environ.get("AWS_DEFAULT_REGION", "")
+    if not region:
+        try:
+            region = botocore.session.Session().get_config_variable("region") or ""
+        except BotoCoreError:
+            # A missing profile is reported by the first AWS call, with its name.
+            region = ""
+    return str(region) or DEFAULT_REGION
 
 
 def _describe(error: ValidationError) -> str:

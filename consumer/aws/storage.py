@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from consumer.classify import aws_error_code
-from consumer.errors import InputNotFound, InvalidInput
+from consumer.errors import InputNotFound
+from pipeline.api.errors import InvalidImageError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -57,7 +58,7 @@ class Storage:
     async def fetch_first(self, keys: Sequence[str], max_bytes: int) -> tuple[str, bytes]:
         """The first of `keys` that exists, and its bytes.
 
-        Raises :class:`InputNotFound` when none exists, :class:`InvalidInput`
+        Raises :class:`InputNotFound` when none exists, :class:`InvalidImageError`
         when the object is larger than `max_bytes` (checked before reading it,
         and again while reading in case the length was not announced).
         """
@@ -72,12 +73,16 @@ class Storage:
             async with body:
                 size = response.get("ContentLength", 0)
                 if size > max_bytes:
-                    raise InvalidInput(f"input {key} is {size} bytes; the limit is {max_bytes}")
+                    raise InvalidImageError(
+                        f"input {key} is {size} bytes; the limit is {max_bytes}"
+                    )
                 data = bytearray()
                 async for chunk in body.iter_chunks(CHUNK_BYTES):
                     data += chunk
                     if len(data) > max_bytes:
-                        raise InvalidInput(f"input {key} is over the limit of {max_bytes} bytes")
+                        raise InvalidImageError(
+                            f"input {key} is over the limit of {max_bytes} bytes"
+                        )
             return key, bytes(data)
         raise InputNotFound(f"no input image found; tried {', '.join(keys)}")
 

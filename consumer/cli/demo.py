@@ -159,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         resources = sandbox.create()
         settings = local_settings(resources, model=local_model(args.model), worker_id="demo")
-        configure_logging(settings.log_level, "console")
+        configure_logging(settings.log_level, "console", secrets=settings.secret_values())
         args.output.mkdir(parents=True, exist_ok=True)
         print(f"illustrator demo: embedded AWS at {endpoint}, model {settings.model_path}")
         print(f"  {model_note(settings.model_path)}")

@@ -115,9 +115,7 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings(*REQUIRED)
     check_model_source(settings)
     check_safety_checker_source(settings)
-    configure_logging(
-        settings.log_level, settings.log_format, secrets=[settings.auth_token.get_secret_value()]
-    )
+    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
     options = WorkerOptions(burst=args.burst)
     code = asyncio.run(
         serve(settings, load_generator, options=options, companions=companions(settings))

@@ -119,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         settings = local_settings(
             resources, model=local_model(args.model), worker_id="local-worker"
         )
-        configure_logging(settings.log_level, "console")
+        configure_logging(settings.log_level, "console", secrets=settings.secret_values())
         _upload_samples(sandbox, resources, settings)
         lines = export_lines(resources)
         # The file first: whoever reads the printed lines may look for it at once.

@@ -98,7 +98,12 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> tuple[bytes, Reque
     """The validated body; with ``--image`` its key is set to the upload's."""
     fields = request_fields(args)
     if args.image is not None:
-        check_image(args.image, settings.max_input_bytes, settings.max_input_pixels)
+        check_image(
+            args.image,
+            settings.max_input_bytes,
+            settings.max_input_pixels,
+            settings.max_input_aspect,
+        )
         fields["image_key"] = image_key_for(args.image, JobKind(args.kind), args.user_id, settings)
     return build_body(fields, settings)
 
@@ -272,8 +277,10 @@ def request_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in Request.model_fields if name != "version"}
 
 
-def check_image(path: Path, max_bytes: int, max_pixels: int) -> None:
-    """Refuse a missing, oversized or undecodable image before anything is uploaded.
+def check_image(
+    path: Path, max_bytes: int, max_pixels: int, max_aspect: float | None = None
+) -> None:
+    """Refuse a missing, oversized, too oddly shaped or undecodable image before upload.
 
     The picture is decoded by the consumer's own safe decoder, with its
     limits, so what the consumer would refuse is refused here, at once.
@@ -287,7 +294,9 @@ def check_image(path: Path, max_bytes: int, max_pixels: int) -> None:
     if size > max_bytes:
         raise InvalidRequest(f"--image is {size} bytes; the service accepts at most {max_bytes}")
     try:
-        decode_image(path.read_bytes(), max_bytes=max_bytes, max_pixels=max_pixels)
+        decode_image(
+            path.read_bytes(), max_bytes=max_bytes, max_pixels=max_pixels, max_aspect=max_aspect
+        )
     except InvalidImageError as error:
         raise InvalidRequest(f"--image {path.name}: {error}") from None
     except OSError as error:

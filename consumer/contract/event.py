@@ -19,7 +19,8 @@ Status = Literal["succeeded", "failed"]
 COMPLETION_DESCRIPTION = (
     "One job's outcome, published to SNS once the job ends. A succeeded event has data and "
     "no error; a failed one has error and no data. job_id, kind and user_id are null when "
-    "the request body held no valid value for them. Subscribers deduplicate by job_id."
+    "the request body held no valid value for them, and always for an unauthorized request "
+    "(its body is not trusted). Subscribers deduplicate by job_id."
 )
 STARTED_DESCRIPTION = (
     "Published when a job begins generating, only with PUBLISH_STARTED_EVENTS=true. "
@@ -86,11 +87,16 @@ class CompletionEvent(BaseModel):
     )
 
     version: Literal[1] = Field(1, description="The contract version, 1.")
-    job_id: str | None = Field(description="The request's job_id; null when unreadable.")
-    kind: str | None = Field(
-        description="The request's kind (memory or subject); null when unreadable."
+    job_id: str | None = Field(
+        description="The request's job_id; null when unreadable or unauthorized."
     )
-    user_id: str | None = Field(description="The request's user_id; null when unreadable.")
+    kind: str | None = Field(
+        description="The request's kind (memory or subject); null when unreadable or "
+        "unauthorized (SNS attribute kind: unknown)."
+    )
+    user_id: str | None = Field(
+        description="The request's user_id; null when unreadable or unauthorized."
+    )
     status: Status = Field(description="succeeded or failed; also an SNS message attribute.")
     data: list[OutputRef] | None = Field(
         None, description="Succeeded only: every picture, in order (num_images of them)."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Literal, TypeVar
@@ -25,6 +26,8 @@ MAX_TEXT = 2000
 MAX_SEED = 2**32 - 1
 MAX_IMAGES = 4
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+KEY_PATTERN = r"^[A-Za-z0-9._/-]+$"
+_KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
 T = TypeVar("T")
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
@@ -114,11 +117,15 @@ class Request(BaseModel):
     height: Side | None = Field(
         None, description="Multiple of 64, 64-2048. Default: the model's native height."
     )
-    image_key: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
-        None,
-        description="S3 key of the input picture; must start with the kind's input prefix "
-        "(S3_AVATAR_PREFIX or S3_SUBJECT_PREFIX) and contain no '..'. "
-        "Default: the first of <prefix><user_id>.png, .jpg, .jpeg, .webp that exists.",
+    image_key: Annotated[str, Field(min_length=1, max_length=1024, pattern=KEY_PATTERN)] | None = (
+        Field(
+            None,
+            description="S3 key of the input picture, in the user's own namespace: it starts "
+            "with the kind's input prefix (S3_AVATAR_PREFIX or S3_SUBJECT_PREFIX), then user_id, "
+            "then '.' or '/' (avatars/u1.png, avatars/u1/2024.jpg); only A-Z a-z 0-9 . _ / -; "
+            "no empty, '.' or '..' segment. "
+            "Default: the first of <prefix><user_id>.png, .jpg, .jpeg, .webp that exists.",
+        )
     )
     num_images: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | None = Field(
         None,
@@ -130,8 +137,6 @@ class Request(BaseModel):
     def _check_kind_rules(self) -> Request:
         if self.kind is JobKind.MEMORY and not self.prompt:
             raise ValueError("prompt is required for a memory job (1-2000 characters)")
-        if self.image_key is not None and ".." in self.image_key:
-            raise ValueError("image_key must not contain '..'")
         return self
 
 
@@ -192,10 +197,29 @@ def parse_request(body: bytes, defaults: GenerationDefaults) -> Request:
         request = Request.model_validate_json(body)
     except ValidationError as error:
         raise InvalidRequest(_describe(error)) from None
-    prefix = input_prefix(request.kind, defaults)
-    if request.image_key is not None and not request.image_key.startswith(prefix):
-        raise InvalidRequest(f"image_key must start with {prefix!r} for a {request.kind} job")
+    if request.image_key is not None:
+        check_image_key(request.image_key, input_prefix(request.kind, defaults), request.user_id)
     return request
+
+
+def check_image_key(key: str, prefix: str, user_id: str) -> None:
+    """Raise :class:`InvalidRequest` unless `key` lies in `user_id`'s namespace under `prefix`.
+
+    The namespace is ``<prefix><user_id>`` followed by ``.`` or ``/``; the
+    key uses only ``A-Z a-z 0-9 . _ / -`` (no percent-encoding, no look-alike
+    characters) and has no empty, ``.`` or ``..`` segment, so no reader of
+    the key, S3 or any other, can take it for another user's picture.
+    """
+    if not _KEY_CHARACTERS.fullmatch(key):
+        raise InvalidRequest("image_key may use only the characters A-Z a-z 0-9 . _ / -")
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise InvalidRequest("image_key must not have an empty, '.' or '..' segment")
+    home = prefix + user_id
+    if not key.startswith(home) or key[len(home) : len(home) + 1] not in (".", "/"):
+        raise InvalidRequest(
+            f"image_key must start with {home + '.'!r} or {home + '/'!r}: "
+            "a request reads only its own user's pictures"
+        )
 
 
 def identifying_fields(body: bytes) -> RequestFields:

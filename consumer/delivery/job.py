@@ -67,6 +67,8 @@ class Job:
             deadline, the end of a drain).
         safety: what the safety checker did (pictures ``checked``,
             ``flagged``, ``redraws``); ``None`` when no checker ran.
+        authentic: its signature was verified (or signatures are off); until
+            then nothing of its body names a job or a user, in events or logs.
     """
 
     message: ReceivedMessage
@@ -82,6 +84,7 @@ class Job:
     fatal_reason: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     safety: dict[str, int] | None = None
+    authentic: bool = False
 
     def advance(self, new: JobState, outcome: Outcome | None = None) -> None:
         """Move to `new` (with the `outcome` it reports), or raise

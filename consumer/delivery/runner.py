@@ -1,7 +1,8 @@
 """One job through its stages, each timed, with one outcome at the end.
 
 Stages: check the signature and parse; look for an existing output
-(idempotency); fetch and decode the input; generate on the GPU thread
+(idempotency); fetch the input and prepare it (bounded memory, off the event
+loop: :mod:`pipeline.api.reference`); generate on the GPU thread
 (stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
 ``generation_failed``, or fatal when the GPU does not come back); encode and
 upload the PNG; publish the event; delete the request. Any
@@ -53,7 +54,7 @@ from consumer.delivery.job_state import JobState, Outcome
 from consumer.delivery.retry_policy import Action, decide
 from consumer.errors import InvalidRequest
 from consumer.metrics import emf_record
-from pipeline.api.images import decode_image
+from pipeline.api.reference import InputLimits, prepare_reference
 from pipeline.api.safety import Drawn
 from pipeline.api.spec import GenerationSpec
 
@@ -69,9 +70,9 @@ class JobRunner:
 
     async def run(self, job: Job) -> Outcome:
         """Take `job` through its stages and report its outcome."""
-        fields = identifying_fields(job.message.body_bytes)
+        # The ids from the body are bound once the body is known to be authentic.
         structlog.contextvars.bind_contextvars(
-            sqs_message_id=job.message.message_id, job_id=fields.job_id, user_id=fields.user_id
+            sqs_message_id=job.message.message_id, job_id=None, user_id=None
         )
         try:
             prepared = await self._prepare(job)
@@ -97,6 +98,9 @@ class JobRunner:
                 self.settings.auth_token.get_secret_value(),
                 self.settings.auth_token_previous.get_secret_value(),
             )
+        job.authentic = True
+        fields = identifying_fields(body)
+        structlog.contextvars.bind_contextvars(job_id=fields.job_id, user_id=fields.user_id)
         request = parse_request(body, self.settings)
         spec = effective_spec(request, self.settings, self.env.generator.native_size)
         job.request, job.spec = request, spec
@@ -123,11 +127,14 @@ class JobRunner:
             found, data = await self.env.storage.fetch_first(
                 candidates, self.settings.max_input_bytes
             )
+            limits = InputLimits(
+                self.settings.max_input_bytes,
+                self.settings.max_input_pixels,
+                self.settings.max_input_aspect,
+            )
+            # Off the event loop, before the GPU's turn, in bounded memory.
             image = await asyncio.to_thread(
-                decode_image,
-                data,
-                max_bytes=self.settings.max_input_bytes,
-                max_pixels=self.settings.max_input_pixels,
+                prepare_reference, data, limits, self.env.generator.reference_side
             )
         log.debug("input_fetched", key=found, size=image.size)
         return Prepared(request, spec, keys, digest, image)
@@ -335,6 +342,9 @@ class JobRunner:
         user_id: str | None
         if job.request is not None:
             job_id, kind, user_id = job.request.job_id, job.request.kind.value, job.request.user_id
+        elif not job.authentic:
+            # A sender without the key must not publish about anyone's job.
+            job_id = kind = user_id = None
         else:
             fields = identifying_fields(job.message.body_bytes)
             job_id, kind, user_id = fields.job_id, fields.kind, fields.user_id

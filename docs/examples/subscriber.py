@@ -80,7 +80,8 @@ def receive(
 ) -> list[dict[str, Any]]:
     """Up to `count` events of `statuses`, within `timeout_s`; each deleted once read."""
     events: list[dict[str, Any]] = []
-    # Events can come twice in rare failures: keep one per job id and status.
+    # Events can come twice in rare failures: keep one per job id and status
+    # (per SQS message for an event that names no job).
     seen: set[tuple[object, object]] = set()
     deadline = time.monotonic() + timeout_s
     while len(events) < count and time.monotonic() < deadline:
@@ -92,7 +93,7 @@ def receive(
             event = event_of(message["Body"])
             # A new filter policy can take minutes to apply on AWS: check here too.
             if event is not None and event.get("status") in statuses:
-                key = (event.get("job_id"), event.get("status"))
+                key = (event.get("job_id") or event.get("sqs_message_id"), event.get("status"))
                 if key not in seen and len(events) < count:
                     seen.add(key)
                     events.append(event)

@@ -19,6 +19,8 @@ _RIFF, _WEBP = b"RIFF", b"WEBP"
 # Pillow has its own bomb limits (warning, then error at twice the limit);
 # ours is checked first, and theirs is reported the same way if it trips.
 _BOMB_ERRORS = (Image.DecompressionBombError,)
+# Pillow's modes for 16-bit greyscale PNGs (by version and byte order).
+_WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L"})
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -32,13 +34,15 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Decode a PNG, JPEG or WebP picture into an upright RGB image.
+def open_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, max_aspect: float | None = None
+) -> Image.Image:
+    """Open a PNG, JPEG or WebP picture, reading its header only.
 
     Raises:
         InvalidImageError: more than `max_bytes` bytes, more than `max_pixels`
-            pixels (checked from the header, before decoding), another
-            format, or a truncated or corrupt file.
+            pixels, a longer side more than `max_aspect` times the shorter
+            (when given), another format, or a header that cannot be read.
     """
     if len(data) > max_bytes:
         raise InvalidImageError(
@@ -54,6 +58,28 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
             f"input image is {width}x{height} = {width * height} pixels, "
             f"more than the limit of {max_pixels}"
         )
+    if max_aspect is not None and max(width, height) > max_aspect * min(width, height):
+        raise InvalidImageError(
+            f"input image is {width}x{height}: its aspect ratio is over the limit of "
+            f"{max_aspect:g} (the longer side at most {max_aspect:g} times the shorter)"
+        )
+    return image
+
+
+def decode_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, max_aspect: float | None = None
+) -> Image.Image:
+    """Decode a PNG, JPEG or WebP picture into an upright RGB image of its full size.
+
+    For a quick check of a file; the worker prepares its input with
+    :func:`pipeline.api.reference.prepare_reference`, which never holds the full
+    size longer than it must.
+
+    Raises:
+        InvalidImageError: as :func:`open_image`, or a truncated or corrupt file.
+    """
+    image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, max_aspect=max_aspect)
+    found = image.format
     try:
         image.load()
         upright = ImageOps.exif_transpose(image)
@@ -61,7 +87,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
         raise InvalidImageError(f"input image has too many pixels: {error}") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InvalidImageError(f"input {found} image is truncated or corrupt: {error}") from error
-    return _to_rgb(upright)
+    return to_rgb(upright)
 
 
 def _open(data: bytes, found: str) -> Image.Image:
@@ -74,12 +100,16 @@ def _open(data: bytes, found: str) -> Image.Image:
         raise InvalidImageError(f"input {found} image cannot be read: {error}") from error
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """RGB, with any transparency laid over white rather than black.
 
     Avatars are often PNGs with a transparent background; dropping the alpha
     channel would turn it black, which the IP-Adapter would take as content.
+    16-bit greyscale is scaled to 8 bits (a plain conversion would clip every
+    value above 255 to white).
     """
+    if image.mode in _WIDE_GREY:
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )

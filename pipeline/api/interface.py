@@ -29,6 +29,13 @@ class Generator(Protocol):
         """(width, height) used when a request gives no size."""
         ...
 
+    @property
+    def reference_side(self) -> int | None:
+        """The side of the square reference picture the generator's image
+        encoder takes (see :func:`pipeline.api.reference.prepare_reference`), or
+        ``None`` when it uses no reference picture. Known once loaded."""
+        ...
+
     def load(self) -> None:
         """Load weights and warm up; called once before the first job."""
         ...
@@ -40,6 +47,9 @@ class Generator(Protocol):
         stop: threading.Event | None = None,
     ) -> list[Image.Image]:
         """Draw exactly ``spec.num_images`` RGB pictures of ``spec.width`` x ``spec.height``.
+
+        `image` is the reference picture, best already prepared at
+        :attr:`reference_side`; one of another size is prepared here.
 
         Picture i uses seed ``(spec.seed + i) % 2**32`` and equals, up to
         floating-point batch effects, the one-picture result of that seed.

@@ -137,6 +137,11 @@ class CheckedGenerator:
         """The wrapped generator's native size."""
         return self.generator.native_size
 
+    @property
+    def reference_side(self) -> int | None:
+        """The side of the prepared reference picture the wrapped generator takes."""
+        return self.generator.reference_side
+
     def load(self) -> None:
         """Load the wrapped generator (the checker is loaded already)."""
         self.generator.load()

@@ -41,6 +41,11 @@ class BlankGenerator:
         """SDXL's native size, so requests without a size behave as in production."""
         return BLANK_NATIVE_SIZE
 
+    @property
+    def reference_side(self) -> None:
+        """``None``: the picture is not used, so it is not prepared."""
+        return None
+
     def load(self) -> None:
         """Nothing to load."""
 

@@ -17,9 +17,9 @@ from PIL import Image
 from pipeline.api.batch import image_seeds
 from pipeline.api.config import PipelineConfig
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError, PipelineError
+from pipeline.api.reference import reference_from_image
 from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
 from pipeline.engine.reference.adapters import adapter_for, attach_ip_adapter, fuse_lora
-from pipeline.engine.reference.framing import frame_person
 from pipeline.engine.reference.ip_scale import IPAdapterScale
 from pipeline.engine.runtime.device import choose_device, choose_dtype, free_memory
 from pipeline.engine.runtime.placement import place, set_vae_tiling
@@ -74,6 +74,13 @@ class SDXLGenerator:
     def native_size(self) -> tuple[int, int]:
         """The UNet's native picture size; read from the model once loaded."""
         return self._native_size
+
+    @property
+    def reference_side(self) -> int | None:
+        """The image encoder's input size once loaded; ``None`` without an IP-Adapter."""
+        if self._pipe is None or self._ip_scale is None:
+            return None
+        return int(self._pipe.image_encoder.config.image_size)
 
     @property
     def pipeline(self) -> SDXLPipeline:
@@ -200,8 +207,12 @@ class SDXLGenerator:
         if self._ip_scale is not None:
             adapters = self._ip_scale.adapters
             self._ip_scale.set(spec.ip_adapter_scale, adapter_for(spec.kind, adapters))
-            # Square before the encoder's centre crop, so it sees the whole person.
-            arguments["ip_adapter_image"] = [frame_person(image)] * adapters
+            side = self.reference_side or image.width
+            if image.size != (side, side):
+                # Framed square before the encoder's centre crop, so it sees
+                # the whole person; the consumer hands it over prepared.
+                image = reference_from_image(image, side)
+            arguments["ip_adapter_image"] = [image] * adapters
         negative = spec.negative_prompt if uses_negative_prompt(spec.guidance_scale) else None
         set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         with torch.inference_mode():

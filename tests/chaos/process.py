@@ -154,5 +154,8 @@ class ConsumerProcess:
 
 def consumer_environment(base: dict[str, str], **settings: str) -> dict[str, str]:
     """The child's environment: this one's PATH and Python, `base`, then `settings`."""
-    keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
+    # PYTHONPATH too: the child runs the code under test, not an installed copy.
+    keep = {
+        k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH"}
+    }
     return {**keep, "PYTHONUNBUFFERED": "1", **base, **settings}

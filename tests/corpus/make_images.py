@@ -134,6 +134,55 @@ def webp_header_bomb() -> bytes:
     return bytes(data)
 
 
+def webp_vp8x_bomb(width: int = 16384, height: int = 16384) -> bytes:
+    """An animated WebP whose VP8X header claims a `width` x `height` canvas."""
+    first, *rest = _frames()
+    data = bytearray(_encode(first, "WEBP", save_all=True, append_images=rest, duration=100))
+    at = data.index(b"VP8X") + 12  # chunk id(4) size(4) flags(4): then width-1, height-1
+    data[at : at + 6] = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return bytes(data)
+
+
+def png_header_shape(width: int, height: int) -> bytes:
+    """An IHDR claiming `width` x `height` over one short row of pixel data."""
+    return _raw_png(width, height, 8, 2, b"\x00" + b"\x00" * 30)
+
+
+def jpeg_header_shape(width: int, height: int) -> bytes:
+    """A small baseline JPEG whose SOF0 header claims `width` x `height`."""
+    data = bytearray(_encode(_gradient(), "JPEG", quality=80))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def shape(size: tuple[int, int], fmt: str, **options: object) -> bytes:
+    """Flat bands in `fmt` at `size`: any shape, a few hundred bytes."""
+    image = Image.new("RGB", size, (200, 190, 180))
+    image.paste((40, 60, 80), (0, 0, size[0] // 2, size[1] // 2))
+    return _encode(image, fmt, **options)
+
+
+def oriented(size: tuple[int, int], orientation: int) -> bytes:
+    """A JPEG stored at `size` with EXIF `orientation`."""
+    image = Image.new("RGB", size, (90, 120, 150))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    return _encode(image, "JPEG", quality=80, exif=exif.tobytes())
+
+
+def animated_shape(size: tuple[int, int]) -> bytes:
+    """A three-frame animated WebP of `size`."""
+    first, *rest = (Image.new("RGB", size, (60 * i, 90, 120)) for i in range(3))
+    return _encode(first, "WEBP", save_all=True, append_images=rest, duration=100, loop=0)
+
+
+def png_16bit_rgb_shape(width: int, height: int) -> bytes:
+    """48-bit RGB at `width` x `height`."""
+    row = b"\x00" + struct.pack(">HHH", 1000, 30000, 65535) * width
+    return _raw_png(width, height, 16, 2, row * height)
+
+
 def cmyk_jpeg() -> bytes:
     """CMYK JPEG, as print workflows and some phone editors produce."""
     return _encode(_gradient().convert("CMYK"), "JPEG", quality=85)
@@ -222,6 +271,30 @@ def builders() -> dict[str, Callable[[], bytes]]:
         "html_named.jpg": lambda: HTML,
         "text_named.webp": lambda: b"just some text, not a picture\n",
         "random_bytes.png": lambda: random.Random(3).randbytes(2048),
+        # Shapes: the widest accepted (8:1), and just beyond it, in each format.
+        "aspect_8.png": lambda: shape((800, 100), "PNG"),
+        "aspect_8_tall.jpg": lambda: shape((100, 800), "JPEG", quality=80),
+        "aspect_8.webp": lambda: shape((800, 100), "WEBP", quality=80),
+        "aspect_9.png": lambda: shape((900, 100), "PNG"),
+        "aspect_9_tall.jpg": lambda: shape((100, 900), "JPEG", quality=80),
+        "aspect_9.webp": lambda: shape((900, 100), "WEBP", quality=80),
+        "aspect_one_pixel_row.png": lambda: shape((4000, 1), "PNG"),
+        "aspect_9_animated.webp": lambda: animated_shape((900, 100)),
+        "aspect_8_animated.webp": lambda: animated_shape((800, 100)),
+        "aspect_9_rgb48.png": lambda: png_16bit_rgb_shape(900, 100),
+        "aspect_9_cmyk.jpg": lambda: _encode(Image.new("CMYK", (100, 900)), "JPEG"),
+        "aspect_8_cmyk.jpg": lambda: _encode(Image.new("CMYK", (800, 100)), "JPEG"),
+        # Huge declared sizes in tiny files, in pixels and in shape.
+        "bomb_header_vp8x.webp": webp_vp8x_bomb,
+        "shape_header.png": lambda: png_header_shape(65500, 610),
+        "shape_header.jpg": lambda: jpeg_header_shape(65500, 610),
+        "shape_header_vp8x.webp": lambda: webp_vp8x_bomb(16383, 1000),
+        # EXIF orientations on extreme shapes: the turn happens after the check.
+        "aspect_8_exif_6.jpg": lambda: oriented((800, 100), 6),
+        "aspect_8_exif_8.jpg": lambda: oriented((800, 100), 8),
+        "aspect_8_exif_3.jpg": lambda: oriented((100, 800), 3),
+        "aspect_9_exif_6.jpg": lambda: oriented((900, 100), 6),
+        "truncated.webp": lambda: truncated(_encode(_noise("RGB", (48, 48)), "WEBP", quality=90)),
     }
 
 

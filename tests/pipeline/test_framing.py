@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.api.spec import JobKind
-from pipeline.engine.generator import SDXLGenerator
-from pipeline.engine.reference import framing
-from pipeline.engine.reference.framing import (
+from pipeline.api import framing
+from pipeline.api.framing import (
     DETECT_SIDE,
     FACE_MARGIN,
     PAD_COLOUR,
     frame_person,
     largest_face,
 )
+from pipeline.api.spec import JobKind
+from pipeline.engine.generator import SDXLGenerator
 from tests.support.assets import noise_picture, one, pixels
 from tests.support.specs import spec
 

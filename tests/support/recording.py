@@ -59,6 +59,10 @@ class Recording:
     def native_size(self) -> tuple[int, int]:
         return (SIZE, SIZE)
 
+    @property
+    def reference_side(self) -> int | None:
+        return self.inner.reference_side
+
     def load(self) -> None:
         self.inner.load()
 

@@ -37,7 +37,9 @@ def test_subject_input_candidates_use_the_subject_prefix() -> None:
 
 
 def test_image_key_replaces_the_candidates() -> None:
-    assert input_candidates(request(image_key="avatars/x/y.webp"), DEFAULTS) == ["avatars/x/y.webp"]
+    assert input_candidates(request(image_key="avatars/u1/y.webp"), DEFAULTS) == [
+        "avatars/u1/y.webp"
+    ]
 
 
 def test_output_key_depends_only_on_the_request() -> None:

@@ -156,10 +156,59 @@ def test_floats_must_be_finite(field: str, text: str) -> None:
 
 def test_image_key_must_sit_under_the_kinds_prefix() -> None:
     assert parse(memory(image_key="avatars/user123/me.png")).image_key == "avatars/user123/me.png"
-    assert parse(subject(image_key="subjects/u.jpg")).image_key == "subjects/u.jpg"
-    assert "avatars/" in rejected(memory(image_key="subjects/u.png"))
-    assert "subjects/" in rejected(subject(image_key="avatars/u.png"))
-    assert "subjects/" in rejected(subject(image_key="generated/u.png"))
+    assert parse(subject(image_key="subjects/user123.jpg")).image_key == "subjects/user123.jpg"
+    assert "avatars/user123" in rejected(memory(image_key="subjects/user123.png"))
+    assert "subjects/user123" in rejected(subject(image_key="avatars/user123.png"))
+    assert "subjects/user123" in rejected(subject(image_key="generated/user123.png"))
+
+
+@pytest.mark.parametrize(
+    "key", ["avatars/u1.png", "avatars/u1/2024.jpg", "avatars/u1.", "avatars/u1/a/b-c_d.e.webp"]
+)
+def test_image_key_in_the_users_own_namespace_passes(key: str) -> None:
+    body = json.dumps(memory(user_id="u1", image_key=key)).encode()
+    assert parse_request(body, DEFAULTS).image_key == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "avatars/u1x.png",  # another user whose id starts with u1
+        "avatars/u1-2/me.png",
+        "avatars/u2.png",
+        "avatars/u2/me.png",
+        "avatars/u1",
+        "avatars/u1/",
+        "avatars/u1//me.png",
+        "avatars/u1/./me.png",
+        "avatars/u1/../u2.png",
+        "avatars/u1/..",
+        "/avatars/u1.png",
+        "avatars/U1.png",
+        "avatars/u1%2e%2e/u2.png",
+        "avatars/u1/%2e%2e/u2.png",
+        "avatars/u1%2f..%2fu2.png",
+        "avatars/u1%2Fme.png",
+        "avatars/u1/\uff0e\uff0e/u2.png",  # fullwidth full stops
+        "avatars/u1\uff0fme.png",  # fullwidth solidus
+        "avatars/u1\u2215me.png",  # division slash
+        "avatars/u1\u2044me.png",  # fraction slash
+        "avatars/u1\u2024png",  # one-dot leader
+        "avatars/\u04301.png",  # Cyrillic a for nothing: no look-alike passes
+        "avatars/u\u0661.png",  # Arabic-Indic digit one
+        "avatars\uff0fu1.png",
+        "avatars/u1\\..\\u2.png",
+        "avatars/u1.png\u0000",
+        "avatars/u1.png\n",
+        "avatars/u1 .png",
+    ],
+)
+def test_image_key_outside_the_users_namespace_is_invalid_request(key: str) -> None:
+    body = json.dumps(memory(user_id="u1", image_key=key)).encode()
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(body, DEFAULTS)
+    assert caught.value.code is ErrorCode.INVALID_REQUEST
+    assert "image_key" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -171,10 +220,10 @@ def test_image_key_path_traversal(key: str) -> None:
 
 def test_image_key_prefix_follows_settings() -> None:
     custom = GenerationDefaults(s3_avatar_prefix="in/faces/")
-    body = json.dumps(memory(image_key="in/faces/u.png")).encode()
-    assert parse_request(body, custom).image_key == "in/faces/u.png"
+    body = json.dumps(memory(image_key="in/faces/user123.png")).encode()
+    assert parse_request(body, custom).image_key == "in/faces/user123.png"
     with pytest.raises(InvalidRequest):
-        parse_request(json.dumps(memory(image_key="avatars/u.png")).encode(), custom)
+        parse_request(json.dumps(memory(image_key="avatars/user123.png")).encode(), custom)
 
 
 def test_effective_spec_fills_defaults_per_kind() -> None:

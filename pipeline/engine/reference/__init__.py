@@ -1,3 +1,5 @@
-"""The reference picture: framing it around the face, the image processor, the IP-Adapters and
-their scale.
+"""The reference picture on the GPU side: the image processor, the IP-Adapters and their scale.
+
+Preparing the picture itself (decode, turn, reduce, frame) is the API's
+``pipeline.api.reference``, shared by every generator.
 """

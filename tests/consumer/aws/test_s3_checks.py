@@ -15,8 +15,9 @@ from consumer.aws.clients import open_clients
 from consumer.aws.s3_download import ArtifactError, Download, etag_matches, parse_s3_uri
 from consumer.aws.storage import Storage
 from consumer.cli.local_aws import REGION
-from consumer.errors import InputNotFound, InvalidInput
-from tests.support.aws import Stack
+from consumer.errors import InputNotFound
+from pipeline.api.errors import InvalidImageError
+from tests.aws import Stack
 
 KiB = 1024
 
@@ -128,10 +129,10 @@ async def test_inputs_over_the_cap_are_refused_before_and_while_reading(stack: S
     put(stack, "avatars/big.png", os.urandom(10 * KiB))
     async with open_clients(REGION) as clients:
         announced = Storage(clients.s3, stack.bucket)
-        with pytest.raises(InvalidInput, match="is 10240 bytes; the limit is 4096"):
+        with pytest.raises(InvalidImageError, match="is 10240 bytes; the limit is 4096"):
             await announced.fetch_first(["avatars/big.png"], 4 * KiB)
         unannounced = Storage(_Unannounced(clients.s3), stack.bucket)  # type: ignore[arg-type]
-        with pytest.raises(InvalidInput, match="over the limit of 4096 bytes"):
+        with pytest.raises(InvalidImageError, match="over the limit of 4096 bytes"):
             await unannounced.fetch_first(["avatars/big.png"], 4 * KiB)
         # At the cap itself, it is read whole.
         key, data = await announced.fetch_first(["avatars/big.png"], 10 * KiB)

@@ -23,8 +23,8 @@ from consumer.contract.keys import output_key, s3_uri
 from consumer.contract.signing import verify
 from consumer.settings import GenerationDefaults
 from pipeline.api.spec import JobKind
-from tests.support.aws import Stack
-from tests.support.helpers import png
+from tests.aws import Stack
+from tests.consumer.helpers import png
 
 TOKEN = "test-signing-token-0123456789"
 
@@ -336,8 +336,9 @@ def test_submit_groups_by_user_and_can_send_to_the_priority_queue(
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, None, "input PNG image cannot be read"),
         (b"plain text, not a picture", None, "not a PNG, JPEG or WebP"),
         (None, "100", "more than the limit of 100"),
+        (png(900, 100), None, "aspect ratio is over the limit of 8"),
     ],
-    ids=["corrupt", "not-a-picture", "too-many-pixels"],
+    ids=["corrupt", "not-a-picture", "too-many-pixels", "too-wide"],
 )
 def test_an_image_the_consumer_would_refuse_is_never_uploaded(
     stack: Stack,

@@ -115,13 +115,13 @@ async def test_input_candidates_are_tried_in_order(stack: Stack) -> None:
     put_input(stack, "avatars/user1.jpeg", _jpeg((0, 0, 255)))
     put_input(stack, "avatars/user1.jpg", _jpeg((255, 0, 0)))
     put_input(stack, "avatars/user1.webp", _webp())
-    put_input(stack, "avatars/explicit/pic.png", png(color=(0, 255, 0)))
+    put_input(stack, "avatars/user1/explicit/pic.png", png(color=(0, 255, 0)))
     observer = Observer(stack)
     generator = blank()
     async with running(generator):
         send(stack, memory("m-order"))
         await observer.wait(1)
-        send(stack, memory("m-key", image_key="avatars/explicit/pic.png"))
+        send(stack, memory("m-key", image_key="avatars/user1/explicit/pic.png"))
         await observer.wait(2)
     assert [e["status"] for e in observer.events] == ["succeeded", "succeeded"]
     red, green = (cast(tuple[int, ...], image.getpixel((4, 4))) for image in generator.images)

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from consumer.delivery.worker import EXIT_FATAL
+from consumer.logs import configure_logging
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError
-from tests.support.aws import REGION, Stack
-from tests.support.helpers import (
+from tests.aws import REGION, Stack
+from tests.consumer.helpers import (
     Observer,
     eventually,
     memory,
@@ -138,21 +139,50 @@ async def test_signing_on_accepts_signed_and_refuses_the_rest(stack: Stack) -> N
         send(stack, memory("sig-bad"), attributes={"signature": "0" * 64})
         await observer.wait(4)
         await eventually(lambda: queue_counts(stack) == (0, 0), what="all deleted")
-    by_job: dict[str, list[str]] = {}
+    by_job: dict[str | None, list[str]] = {}
     for event in observer.events:
         by_job.setdefault(event["job_id"], []).append(
             event["status"] if event["status"] == "succeeded" else event["error"]["code"]
         )
-    assert by_job == {
-        "sig-ok": ["succeeded"],
-        "sig-none": ["unauthorized"],
-        "sig-bad": ["unauthorized", "unauthorized"],
-    }
+    # The refused ones name no job: their bodies are not trusted.
+    assert by_job == {"sig-ok": ["succeeded"], None: ["unauthorized"] * 3}
     assert len(generator.calls) == 1
     dead = _dead_letters(stack)
     assert {d["MessageAttributes"]["error_code"]["StringValue"] for d in dead} == {"unauthorized"}
     assert len(dead) == 3
     assert all(TOKEN not in json.dumps(event) for event in observer.events)
+
+
+async def test_an_unverified_body_names_nobody_in_its_event_or_logs(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("debug", "json")
+    victim = memory("victim-job", "victim-user")
+    event = await _one_failure(
+        stack, victim, token="not-the-token", config=settings(auth_enabled=True, auth_token=TOKEN)
+    )
+    assert event["error"]["code"] == "unauthorized"
+    assert (event["job_id"], event["kind"], event["user_id"]) == (None, None, None)
+    assert event["parameters"] is None
+    (dead,) = _dead_letters(stack)
+    assert json.loads(dead["Body"]) == victim  # kept whole for operators
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    failed = [line for line in lines if line["event"] == "job_failed"]
+    assert len(failed) == 1
+    assert failed[0]["error_code"] == "unauthorized"
+    assert failed[0]["sqs_message_id"] == event["sqs_message_id"]
+    for line in lines:
+        text = json.dumps(line)
+        assert "victim-job" not in text
+        assert "victim-user" not in text
+
+
+async def test_unauthorized_event_is_filtered_as_kind_unknown(stack: Stack) -> None:
+    observer = Observer(stack)
+    async with running(blank(), settings(auth_enabled=True, auth_token=TOKEN)):
+        send(stack, memory("victim-job", "victim-user"))
+        await observer.wait(1)
+    assert observer.attributes == [{"status": "failed", "kind": "unknown"}]
 
 
 async def test_signing_accepts_the_retiring_token_during_a_rotation(stack: Stack) -> None:
@@ -168,7 +198,7 @@ async def test_signing_accepts_the_retiring_token_during_a_rotation(stack: Stack
         e["job_id"]: e["status"] if e["status"] == "succeeded" else e["error"]["code"]
         for e in observer.events
     }
-    assert outcome == {"rot-new": "succeeded", "rot-old": "succeeded", "rot-other": "unauthorized"}
+    assert outcome == {"rot-new": "succeeded", "rot-old": "succeeded", None: "unauthorized"}
 
 
 async def test_signing_off_ignores_signatures(stack: Stack) -> None:

@@ -82,18 +82,65 @@ def frame_face(image: Image.Image, face: Box) -> Image.Image:
     The square is moved to stay inside the picture where it fits; where it
     is larger than the picture's short side, the rest is padding.
     """
-    x, y, w, h = face
-    side = min(max(1, round(FACE_MARGIN * max(w, h))), max(image.size))
-    left = _place(x + w / 2 - side / 2, side, image.width)
-    top = _place(y + h / 2 - side / 2, side, image.height)
+    left, top, side, _ = _face_window(image, face)
     return _square(image, left, top, side)
 
 
 def frame_person(image: Image.Image) -> Image.Image:
-    """The square picture the image encoder should see (see the module's docstring)."""
+    """The square picture the image encoder should see (see the module's docstring).
+
+    The square is as large as the framed part of the picture: for pictures
+    of any size, :func:`framed_square` draws it at the encoder's size instead.
+    """
     rgb = image.convert("RGB")
     face = largest_face(rgb)
     return pad_to_square(rgb) if face is None else frame_face(rgb, face)
+
+
+def framed_square(image: Image.Image, side: int) -> Image.Image:
+    """What :func:`frame_person` frames, drawn directly at `side` x `side`.
+
+    The square is never built at the picture's own scale: only the part of
+    the picture inside it is cut out and resized, and padding is added at
+    the output's size. Memory stays within the picture plus the output
+    however long and narrow the picture is.
+    """
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    window = _window(rgb)
+    return _render(rgb, window, side)
+
+
+def _window(image: Image.Image) -> Box:
+    """The square :func:`frame_person` would frame: left, top, side, side."""
+    face = largest_face(image)
+    if face is None:
+        length = max(image.size)
+        return ((image.width - length) // 2, (image.height - length) // 2, length, length)
+    return _face_window(image, face)
+
+
+def _face_window(image: Image.Image, face: Box) -> Box:
+    x, y, w, h = face
+    length = min(max(1, round(FACE_MARGIN * max(w, h))), max(image.size))
+    left = _place(x + w / 2 - length / 2, length, image.width)
+    top = _place(y + h / 2 - length / 2, length, image.height)
+    return (left, top, length, length)
+
+
+def _render(image: Image.Image, window: Box, side: int) -> Image.Image:
+    left, top, length, _ = window
+    scale = side / length
+    box = (
+        max(left, 0),
+        max(top, 0),
+        min(left + length, image.width),
+        min(top + length, image.height),
+    )
+    size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
+    part = image.crop(box).resize(size, Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (side, side), PAD_COLOUR)
+    canvas.paste(part, (round((box[0] - left) * scale), round((box[1] - top) * scale)))
+    return canvas
 
 
 def _place(start: float, side: int, length: int) -> int:
