@@ -10,6 +10,7 @@ for the worker.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,12 @@ from pipeline.interface import Generator
 from pipeline.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
+
+# What a job's GPU future becomes once its outcome is in hand: done, holding
+# nothing. A failed future would keep its exception, and with it the frames
+# it was raised through, for as long as the job lives.
+_SETTLED: concurrent.futures.Future[Any] = concurrent.futures.Future()
+_SETTLED.set_result(None)
 
 
 def _is_declared(error: Exception) -> bool:
@@ -68,6 +75,7 @@ async def generate_on_gpu(
         raise GenerationFailed(f"{type(error).__name__}: {error}") from error
     finally:
         job.release_slot()
+        _settle(job, future)
     job.timings["generate"] = whole_ms(timed.seconds)
     pictures = timed.value
     if len(pictures) != spec.num_images:
@@ -81,6 +89,12 @@ async def generate_on_gpu(
                 f"not {spec.width}x{spec.height}"
             )
     return pictures
+
+
+def _settle(job: Job, future: concurrent.futures.Future[Any]) -> None:
+    """Let the job forget a finished GPU future; a running one is the drain's to await."""
+    if future.done():
+        job.gpu_future = _SETTLED
 
 
 async def _await_gpu(
