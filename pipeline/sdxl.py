@@ -58,6 +58,7 @@ class SDXLGenerator:
         self._source = source
         self._pipe: SDXLPipeline | None = None
         self._device = torch.device("cpu")
+        self._dtype = torch.float32
         self._native_size = source.expected_native_size
         self._lock = threading.Lock()
         self._oom_streak = 0
@@ -88,6 +89,7 @@ class SDXLGenerator:
         config = self._config
         self._device = choose_device(config.device)
         dtype = choose_dtype(self._device, config.dtype)
+        self._dtype = dtype
         pipe = self._source.base_pipeline(dtype)
         if config.lora_path:
             fuse_lora(pipe, config.lora_path, config.lora_scale)
@@ -160,25 +162,44 @@ class SDXLGenerator:
         with self._lock:
             if self._broken:
                 raise PipelineBrokenError(self._broken)
+            out_of_memory = ""
             try:
                 pictures = self._draw(spec, image, stop)
             except torch.OutOfMemoryError as error:
-                raise self._out_of_memory(spec) from error
+                # Only the message is kept: the error's traceback holds the
+                # frames of the forward pass and their activations, which are
+                # freed once this block has let go of it.
+                out_of_memory = str(error).splitlines()[0] if str(error) else "out of memory"
             except _DEVICE_ERRORS as error:
                 self._broken = f"the GPU failed and cannot be used again: {error}"
                 raise PipelineBrokenError(self._broken) from error
+            finally:
+                self._restore_vae_dtype()
+            if out_of_memory:
+                # Raised outside the handler, so it has no __context__ either.
+                raise self._out_of_memory(spec, out_of_memory)
             self._oom_streak = 0
             return pictures
 
-    def _out_of_memory(self, spec: GenerationSpec) -> PipelineError:
+    def _restore_vae_dtype(self) -> None:
+        # With a float16 VAE whose config says force_upcast, diffusers casts
+        # it to float32 for the decode and back afterwards; a failure in the
+        # decode skips the cast back, and every later job would then fail on
+        # mismatched dtypes. Cheap when nothing changed: one dtype read.
+        vae = self._pipe.vae if self._pipe is not None else None
+        if vae is not None and vae.dtype != self._dtype:
+            log.warning("vae_dtype_restored", dtype=str(self._dtype).removeprefix("torch."))
+            vae.to(dtype=self._dtype)
+
+    def _out_of_memory(self, spec: GenerationSpec, detail: str) -> PipelineError:
         free_memory(self._device)
         self._oom_streak += 1
         size = f"{spec.width}x{spec.height}"
         if self._oom_streak >= OOM_STREAK_FATAL:
             self._broken = f"out of GPU memory {self._oom_streak} times in a row (last at {size})"
-            log.error("generation_oom_fatal", streak=self._oom_streak, size=size)
+            log.error("generation_oom_fatal", streak=self._oom_streak, size=size, detail=detail)
             return PipelineBrokenError(self._broken)
-        log.warning("generation_oom", streak=self._oom_streak, size=size)
+        log.warning("generation_oom", streak=self._oom_streak, size=size, detail=detail)
         return GenerationOOMError(f"out of GPU memory at {size}; cache freed, try again later")
 
     def _draw(
