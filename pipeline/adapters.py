@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import structlog
+import torch
+from PIL import Image
 
 from pipeline.errors import ModelLoadError
 from pipeline.source import IPAdapterParts
@@ -50,6 +52,28 @@ def adapter_for(kind: JobKind, adapters: int) -> int:
     The first serves every job; a second one, when loaded, serves subject jobs.
     """
     return 1 if kind is JobKind.SUBJECT and adapters > 1 else 0
+
+
+def encode_reference(pipe: SDXLPipeline, image: Image.Image, guidance: bool) -> list[torch.Tensor]:
+    """The reference picture's embeddings for each loaded IP-Adapter, encoded once.
+
+    diffusers would run the image encoder once per adapter, the inactive one
+    included; adapters of the same kind take the same embeddings, so one pass
+    serves them all (a second only for an adapter of the other kind, which
+    reads the encoder's hidden states). With `guidance` each is the
+    unconditional embedding followed by the picture's, as diffusers expects.
+    """
+    device = pipe._execution_device
+    encoded: dict[bool, torch.Tensor] = {}
+    embeds = []
+    for layer in pipe.unet.encoder_hid_proj.image_projection_layers:
+        hidden = type(layer).__name__ != "ImageProjection"
+        if hidden not in encoded:
+            positive, negative = pipe.encode_image(image, device, 1, hidden)
+            single = positive[None, :]
+            encoded[hidden] = torch.cat([negative[None, :], single]) if guidance else single
+        embeds.append(encoded[hidden])
+    return embeds
 
 
 def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:

@@ -14,7 +14,7 @@ import structlog
 import torch
 from PIL import Image
 
-from pipeline.adapters import adapter_for, attach_ip_adapter, fuse_lora
+from pipeline.adapters import adapter_for, attach_ip_adapter, encode_reference, fuse_lora
 from pipeline.batch import image_seeds
 from pipeline.config import PipelineConfig
 from pipeline.device import choose_device, choose_dtype, free_memory
@@ -95,7 +95,6 @@ class SDXLGenerator:
             fuse_lora(pipe, config.lora_path, config.lora_scale)
         if config.enable_ip_adapter:
             attach_ip_adapter(pipe, self._source.ip_adapter(dtype))
-            self._ip_scale = IPAdapterScale(pipe.unet)
         else:
             log.info(
                 "ip_adapter_disabled",
@@ -109,6 +108,9 @@ class SDXLGenerator:
             compile_unet=config.torch_compile,
             compile_mode=config.torch_compile_mode,
         )
+        if config.enable_ip_adapter:
+            # After placement, so the saved weights are on the device too.
+            self._ip_scale = IPAdapterScale(pipe.unet)
         self._pipe = pipe
         side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         self._native_size = (side, side)
@@ -218,14 +220,18 @@ class SDXLGenerator:
             "generator": [torch.Generator(device="cpu").manual_seed(s) for s in image_seeds(spec)],
             "output_type": "pil",
         }
+        guidance = uses_negative_prompt(spec.guidance_scale)
+        negative = spec.negative_prompt if guidance else None
+        set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         if self._ip_scale is not None:
             adapters = self._ip_scale.adapters
             self._ip_scale.set(spec.ip_adapter_scale, adapter_for(spec.kind, adapters))
-            # Square before the encoder's centre crop, so it sees the whole person.
-            arguments["ip_adapter_image"] = [frame_person(image)] * adapters
-        negative = spec.negative_prompt if uses_negative_prompt(spec.guidance_scale) else None
-        set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         with torch.inference_mode():
+            if self._ip_scale is not None:
+                # Square before the encoder's centre crop, so it sees the whole person.
+                arguments["ip_adapter_image_embeds"] = encode_reference(
+                    pipe, frame_person(image), guidance
+                )
             # Embeddings, not strings: diffusers would cut the text at 77 tokens.
             arguments |= encode_prompts(pipe, compose_prompt(spec), negative).as_arguments()
             drawn = run_stoppable(pipe, arguments, stop)
