@@ -85,6 +85,12 @@ def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:
     file = Path(path)
     if not file.is_file():
         raise ModelLoadError(f"LoRA weights file {path!r} does not exist")
+    # Fused in float32, then cast: adding the LoRA's small update to half
+    # precision weights would round it away, or round it twice.
+    dtypes = {name: module.dtype for name, module in _lora_targets(pipe)}
+    for name, module in _lora_targets(pipe):
+        if dtypes[name] != torch.float32:
+            module.to(dtype=torch.float32)
     try:
         pipe.load_lora_weights(
             str(file.parent),
@@ -96,4 +102,13 @@ def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:
         pipe.unload_lora_weights()
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load LoRA weights from {path!r}: {error}") from error
+    finally:
+        for name, module in _lora_targets(pipe):
+            module.to(dtype=dtypes[name])
     log.info("lora_fused", lora_path=path, lora_scale=scale)
+
+
+def _lora_targets(pipe: SDXLPipeline) -> list[tuple[str, torch.nn.Module]]:
+    # What a LoRA file may hold weights for.
+    names = ("unet", "text_encoder", "text_encoder_2")
+    return [(name, getattr(pipe, name)) for name in names if getattr(pipe, name, None) is not None]
