@@ -87,7 +87,7 @@ def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:
         raise ModelLoadError(f"LoRA weights file {path!r} does not exist")
     # Fused in float32, then cast: adding the LoRA's small update to half
     # precision weights would round it away, or round it twice.
-    dtypes = {name: module.dtype for name, module in _lora_targets(pipe)}
+    dtypes = {name: next(module.parameters()).dtype for name, module in _lora_targets(pipe)}
     for name, module in _lora_targets(pipe):
         if dtypes[name] != torch.float32:
             module.to(dtype=torch.float32)
