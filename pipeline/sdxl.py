@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipeline.adapters import adapter_for, attach_ip_adapter, encode_reference, fuse_lora
 from pipeline.batch import image_seeds
+from pipeline.compiling import WARM_UP_BATCHES, WARM_UP_LARGEST_SIDE
 from pipeline.config import PipelineConfig
 from pipeline.device import choose_device, choose_dtype, free_memory
 from pipeline.errors import GenerationOOMError, PipelineBrokenError, PipelineError
@@ -64,6 +65,7 @@ class SDXLGenerator:
         self._oom_streak = 0
         self._broken: str | None = None
         self._ip_scale: IPAdapterScale | None = None
+        self._compiled = False
         self.load_seconds: float | None = None
 
     @property
@@ -101,12 +103,17 @@ class SDXLGenerator:
                 message="ENABLE_IP_ADAPTER=false: plain text-to-image, input images are ignored",
             )
         configure_scheduler(pipe, config)
+        # place() compiles on a GPU, and on a CPU only with a named backend.
+        self._compiled = config.torch_compile and (
+            self._device.type == "cuda" or config.torch_compile_backend is not None
+        )
         place(
             pipe,
             self._device,
             dtype,
             compile_unet=config.torch_compile,
             compile_mode=config.torch_compile_mode,
+            compile_backend=config.torch_compile_backend,
         )
         if config.enable_ip_adapter:
             # After placement, so the saved weights are on the device too.
@@ -131,23 +138,43 @@ class SDXLGenerator:
 
     def _warm_up(self) -> None:
         # At the native size, so compiled graphs and cuDNN's algorithm choices
-        # are ready for the jobs that follow.
+        # are ready for the jobs that follow. A compiled UNet has one graph per
+        # batch class and per adapter kind (pipeline.compiling): each is
+        # compiled here, on this thread, never in a job.
         width, height = self._native_size
-        spec = GenerationSpec(
-            kind=JobKind.MEMORY,
-            prompt="warm-up",
-            style_prompt="",
-            negative_prompt="",
-            num_inference_steps=WARMUP_STEPS,
-            ip_adapter_scale=0.5,
-            guidance_scale=5.0,
-            seed=0,
-            width=width,
-            height=height,
-        )
+        cases = [(JobKind.MEMORY, 5.0, 1, width, height)]
+        if self._compiled:
+            kinds = [JobKind.MEMORY]
+            if self._ip_scale is not None and self._ip_scale.adapters > 1:
+                kinds.append(JobKind.SUBJECT)
+            sides = [(width, height), (WARM_UP_LARGEST_SIDE, WARM_UP_LARGEST_SIDE)]
+            cases = [
+                (kind, guidance, pictures, *side)
+                for kind in kinds
+                for guidance, pictures in WARM_UP_BATCHES
+                for side in sides
+            ]
         started = time.perf_counter()
-        self.generate(spec, Image.new("RGB", (_WARMUP_IMAGE_SIZE, _WARMUP_IMAGE_SIZE), "gray"))
-        log.info("pipeline_warmed_up", seconds=round(time.perf_counter() - started, 3))
+        for kind, guidance, pictures, width, height in cases:
+            spec = GenerationSpec(
+                kind=kind,
+                prompt="warm-up",
+                style_prompt="",
+                negative_prompt="",
+                num_inference_steps=WARMUP_STEPS,
+                ip_adapter_scale=0.5,
+                guidance_scale=guidance,
+                seed=0,
+                width=width,
+                height=height,
+                num_images=pictures,
+            )
+            self.generate(spec, Image.new("RGB", (_WARMUP_IMAGE_SIZE,) * 2, "gray"))
+        log.info(
+            "pipeline_warmed_up",
+            seconds=round(time.perf_counter() - started, 3),
+            generations=len(cases),
+        )
 
     def generate(
         self,
