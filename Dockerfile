@@ -37,10 +37,14 @@ RUN pip install --no-cache-dir --no-deps . \
 
 # Weights and downloaded artefacts live on the volume and survive restarts;
 # the hub is never contacted at run time.
+# Expandable segments: jobs of every size come and go on one GPU, and the
+# caching allocator would otherwise fragment until a job that fits runs out
+# of memory.
 ENV MODEL_CACHE_DIR=/var/cache/illustrator \
     HF_HOME=/var/cache/illustrator/huggingface \
     HF_HUB_OFFLINE=1 \
-    HEALTH_PORT=8080
+    HEALTH_PORT=8080 \
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 VOLUME ["/var/cache/illustrator"]
 
 USER 10001:10001

@@ -28,9 +28,11 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +44,10 @@ TARGETS = {"seconds_per_image": 1.5, "peak_gib": 11.0, "start_to_ready_s": 20.0}
 GPU_VARIANTS = ("bf16", "fp16", "bf16+compile", "fp16+compile")
 CPU_VARIANTS = ("fp32",)
 GPU_SCHEDULERS = "DPMSolverMultistepScheduler+karras,EulerAncestralDiscreteScheduler"
+# The largest requests: four pictures at the native size, one at the largest side.
+GPU_PEAKS = "4x1024,1x2048"
+# The service's default step count (DEFAULT_NUM_INFERENCE_STEPS).
+SERVICE_STEPS = 50
 GiB = 1024**3
 
 SDXL_UNET: dict[str, Any] = {
@@ -293,6 +299,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             args,
             lambda: _synchronise(device),
             lambda: peak_memory_bytes(device) / GiB,
+            lambda: reset_peak_memory(device),
         ),
         # The checker of the same precision, on pictures of the same size.
         **measure_safety(
@@ -361,19 +368,32 @@ def run_variant(
         "--schedulers",
         ",".join(args.schedulers),
         *(["--few-step"] if args.few_step else []),
+        "--peaks",
+        ",".join(f"{pictures}x{side}" for pictures, side in args.peaks),
         "--started-at",
         repr(time.time()),
     ]
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=args.timeout,
-        cwd=REPO_ROOT,
-        env=environment,
-    )
+    # A fresh inductor cache per variant: a cache left by an earlier variant
+    # or run would make its start to ready (the warm-up's compilation) look
+    # shorter than a new machine's.
+    cache = tempfile.mkdtemp(prefix=f"inductor-{variant.replace('+', '-')}-")
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "TORCHINDUCTOR_CACHE_DIR": cache,
+    }
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=args.timeout,
+            cwd=REPO_ROOT,
+            env=environment,
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stdout + done.stderr)[-3000:]
@@ -419,6 +439,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             "batches": list(args.batches),
             "schedulers": list(args.schedulers),
             "few_step": args.few_step,
+            "peaks": [f"{pictures}x{side}" for pictures, side in args.peaks],
         },
         "targets": TARGETS,
         "machine": _machine(),
@@ -438,6 +459,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             print(f"  batch {batch}: {figures['seconds_per_image']:.3f} s/image")
         for name, figures in r.get("schedulers", {}).items():
             print(f"  {name}: {figures['seconds_per_image']:.3f} s/image")
+        for name, figures in r.get("peaks", {}).items():
+            print(f"  peak at {name}: {figures['peak_gib']:.2f} GiB")
         if "few_step" in r:
             print(f"  few-step recipe: {r['few_step']['seconds_per_image']:.3f} s/image")
         if "safety" in r:
@@ -463,6 +486,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--batches", help="pictures per call, e.g. 1,2,4 (default: 1,2,4 on a GPU, 1 on a CPU)")
     add("--schedulers", help="e.g. DDIMScheduler,DPMSolverMultistepScheduler+karras")
     add("--few-step", action="store_true", help="also time the few-step recipe (on a GPU: always)")
+    add(
+        "--peaks",
+        help="memory peaks of PICTURESxSIDE calls, e.g. 4x1024,1x2048 (the default on a GPU)",
+    )
     add("--workdir", type=Path, help="where the random weights are saved (kept for reruns)")
     add("--results-dir", type=Path, default=RESULTS_DIR)
     add("--timeout", type=float, default=900.0, help="seconds per variant")
@@ -474,7 +501,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--started-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.size = args.size or (128 if args.tiny else 1024)
-    args.steps = args.steps or (2 if args.tiny else 30)
+    args.steps = args.steps or (2 if args.tiny else SERVICE_STEPS)
     args.device = args.device or ("cpu" if args.tiny else "cuda")
     default = CPU_VARIANTS if args.device == "cpu" else GPU_VARIANTS
     args.variants = tuple(args.variants.split(",")) if args.variants else default
@@ -484,6 +511,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     schedulers = GPU_SCHEDULERS if args.schedulers is None and gpu else args.schedulers or ""
     args.schedulers = tuple(name for name in schedulers.split(",") if name)
     args.few_step = args.few_step or gpu
+    peaks = GPU_PEAKS if args.peaks is None and gpu else args.peaks or ""
+    args.peaks = tuple(
+        (int(pictures), int(side))
+        for pictures, side in (peak.split("x") for peak in peaks.split(",") if peak)
+    )
     return args
 
 

@@ -8,7 +8,7 @@ The pipeline reads local files only; this module is where remote sources
 
     config = await prepare_pipeline_config(settings)
     generator = pipeline.api.factory.create_generator(config)
-    await asyncio.to_thread(generator.load)
+    await gpu.run(generator.load)   # on the GPU thread that will generate
 """
 
 from __future__ import annotations

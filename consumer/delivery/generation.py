@@ -10,6 +10,7 @@ for the worker.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,12 @@ from pipeline.api.safety import Drawn, draw
 from pipeline.api.spec import GenerationSpec
 
 log = structlog.get_logger(__name__)
+
+# What a job's GPU future becomes once its outcome is in hand: done, holding
+# nothing. A failed future would keep its exception, and with it the frames
+# it was raised through, for as long as the job lives.
+_SETTLED: concurrent.futures.Future[Any] = concurrent.futures.Future()
+_SETTLED.set_result(None)
 
 
 def _is_declared(error: Exception) -> bool:
@@ -80,6 +87,8 @@ async def generate_on_gpu(
         if _is_declared(error):
             raise
         raise GenerationFailed(f"{type(error).__name__}: {error}") from error
+    finally:
+        _settle(job, future)
     drawn = timed.value
     job.timings["generate"] = whole_ms(timed.seconds - drawn.check_seconds)
     if drawn.checked:
@@ -110,6 +119,12 @@ def _count_safety(
     if flagged:
         # Counts only: nothing of a flagged picture is ever logged.
         log.warning("pictures_flagged", checked=checked, flagged=flagged, redraws=redraws)
+
+
+def _settle(job: Job, future: concurrent.futures.Future[Any]) -> None:
+    """Let the job forget a finished GPU future; a running one is the drain's to await."""
+    if future.done():
+        job.gpu_future = _SETTLED
 
 
 async def _await_gpu(

@@ -78,18 +78,27 @@ class GpuThread:
         self._queue.put(None)
 
     def _serve(self) -> None:
-        while (item := self._queue.get()) is not None:
-            future, context, call = item
-            # False when the caller withdrew the call while it was queued.
-            if not future.set_running_or_notify_cancel():
-                continue
-            self._busy = True
-            started = time.monotonic()
-            try:
-                value = context.run(call)
-            except BaseException as error:  # handed to the awaiting coroutine
-                future.set_exception(error)
-            else:
-                future.set_result(Timed(value, started, time.monotonic()))
-            finally:
-                self._busy = False
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._run_one(item)
+            # Not kept while waiting for the next call: a failed call's future
+            # holds its exception and the frames it was raised through.
+            del item
+
+    def _run_one(self, item: _Item) -> None:
+        future, context, call = item
+        # False when the caller withdrew the call while it was queued.
+        if not future.set_running_or_notify_cancel():
+            return
+        self._busy = True
+        started = time.monotonic()
+        try:
+            value = context.run(call)
+        except BaseException as error:  # handed to the awaiting coroutine
+            future.set_exception(error)
+        else:
+            future.set_result(Timed(value, started, time.monotonic()))
+        finally:
+            self._busy = False

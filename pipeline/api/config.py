@@ -85,6 +85,10 @@ class PipelineConfig:
             ``ip-adapter-plus-face_sdxl_vit-h.safetensors`` beside
             ``ip-adapter-plus_sdxl_vit-h.safetensors``), that subject jobs use
             instead; ``None``: both kinds use the one adapter. A real model only.
+        torch_compile_backend: ``torch.compile``'s backend; ``None`` is
+            inductor, on a GPU only. Another (``"eager"``, ``"aot_eager"``)
+            compiles on a CPU too: tests and benchmarks count compilations
+            with it without generating code. Not a setting of the service.
     """
 
     model_path: str
@@ -109,6 +113,7 @@ class PipelineConfig:
     torch_compile_mode: str | None = None
     vae_tiling_pixels: int | None = None
     subject_ip_adapter_weight_name: str | None = None
+    torch_compile_backend: str | None = None
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler, karras=self.scheduler_karras)

@@ -19,8 +19,14 @@ from pipeline.api.config import PipelineConfig
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError, PipelineError
 from pipeline.api.reference import reference_from_image
 from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
-from pipeline.engine.reference.adapters import adapter_for, attach_ip_adapter, fuse_lora
+from pipeline.engine.reference.adapters import (
+    adapter_for,
+    attach_ip_adapter,
+    encode_reference,
+    fuse_lora,
+)
 from pipeline.engine.reference.ip_scale import IPAdapterScale
+from pipeline.engine.runtime.compiling import WARM_UP_BATCHES, WARM_UP_LARGEST_SIDE
 from pipeline.engine.runtime.device import choose_device, choose_dtype, free_memory
 from pipeline.engine.runtime.placement import place, set_vae_tiling
 from pipeline.engine.runtime.schedulers import configure_scheduler
@@ -58,11 +64,13 @@ class SDXLGenerator:
         self._source = source
         self._pipe: SDXLPipeline | None = None
         self._device = torch.device("cpu")
+        self._dtype = torch.float32
         self._native_size = source.expected_native_size
         self._lock = threading.Lock()
         self._oom_streak = 0
         self._broken: str | None = None
         self._ip_scale: IPAdapterScale | None = None
+        self._compiled = False
         self.load_seconds: float | None = None
 
     @property
@@ -95,25 +103,33 @@ class SDXLGenerator:
         config = self._config
         self._device = choose_device(config.device)
         dtype = choose_dtype(self._device, config.dtype)
+        self._dtype = dtype
         pipe = self._source.base_pipeline(dtype)
         if config.lora_path:
             fuse_lora(pipe, config.lora_path, config.lora_scale)
         if config.enable_ip_adapter:
             attach_ip_adapter(pipe, self._source.ip_adapter(dtype))
-            self._ip_scale = IPAdapterScale(pipe.unet)
         else:
             log.info(
                 "ip_adapter_disabled",
                 message="ENABLE_IP_ADAPTER=false: plain text-to-image, input images are ignored",
             )
         configure_scheduler(pipe, config)
+        # place() compiles on a GPU, and on a CPU only with a named backend.
+        self._compiled = config.torch_compile and (
+            self._device.type == "cuda" or config.torch_compile_backend is not None
+        )
         place(
             pipe,
             self._device,
             dtype,
             compile_unet=config.torch_compile,
             compile_mode=config.torch_compile_mode,
+            compile_backend=config.torch_compile_backend,
         )
+        if config.enable_ip_adapter:
+            # After placement, so the saved weights are on the device too.
+            self._ip_scale = IPAdapterScale(pipe.unet)
         self._pipe = pipe
         side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         self._native_size = (side, side)
@@ -134,23 +150,43 @@ class SDXLGenerator:
 
     def _warm_up(self) -> None:
         # At the native size, so compiled graphs and cuDNN's algorithm choices
-        # are ready for the jobs that follow.
+        # are ready for the jobs that follow. A compiled UNet has one graph per
+        # batch class and per adapter kind (pipeline.engine.runtime.compiling): each is
+        # compiled here, on this thread, never in a job.
         width, height = self._native_size
-        spec = GenerationSpec(
-            kind=JobKind.MEMORY,
-            prompt="warm-up",
-            style_prompt="",
-            negative_prompt="",
-            num_inference_steps=WARMUP_STEPS,
-            ip_adapter_scale=0.5,
-            guidance_scale=5.0,
-            seed=0,
-            width=width,
-            height=height,
-        )
+        cases = [(JobKind.MEMORY, 5.0, 1, width, height)]
+        if self._compiled:
+            kinds = [JobKind.MEMORY]
+            if self._ip_scale is not None and self._ip_scale.adapters > 1:
+                kinds.append(JobKind.SUBJECT)
+            sides = [(width, height), (WARM_UP_LARGEST_SIDE, WARM_UP_LARGEST_SIDE)]
+            cases = [
+                (kind, guidance, pictures, *side)
+                for kind in kinds
+                for guidance, pictures in WARM_UP_BATCHES
+                for side in sides
+            ]
         started = time.perf_counter()
-        self.generate(spec, Image.new("RGB", (_WARMUP_IMAGE_SIZE, _WARMUP_IMAGE_SIZE), "gray"))
-        log.info("pipeline_warmed_up", seconds=round(time.perf_counter() - started, 3))
+        for kind, guidance, pictures, width, height in cases:
+            spec = GenerationSpec(
+                kind=kind,
+                prompt="warm-up",
+                style_prompt="",
+                negative_prompt="",
+                num_inference_steps=WARMUP_STEPS,
+                ip_adapter_scale=0.5,
+                guidance_scale=guidance,
+                seed=0,
+                width=width,
+                height=height,
+                num_images=pictures,
+            )
+            self.generate(spec, Image.new("RGB", (_WARMUP_IMAGE_SIZE,) * 2, "gray"))
+        log.info(
+            "pipeline_warmed_up",
+            seconds=round(time.perf_counter() - started, 3),
+            generations=len(cases),
+        )
 
     def generate(
         self,
@@ -167,25 +203,44 @@ class SDXLGenerator:
         with self._lock:
             if self._broken:
                 raise PipelineBrokenError(self._broken)
+            out_of_memory = ""
             try:
                 pictures = self._draw(spec, image, stop)
             except torch.OutOfMemoryError as error:
-                raise self._out_of_memory(spec) from error
+                # Only the message is kept: the error's traceback holds the
+                # frames of the forward pass and their activations, which are
+                # freed once this block has let go of it.
+                out_of_memory = str(error).splitlines()[0] if str(error) else "out of memory"
             except _DEVICE_ERRORS as error:
                 self._broken = f"the GPU failed and cannot be used again: {error}"
                 raise PipelineBrokenError(self._broken) from error
+            finally:
+                self._restore_vae_dtype()
+            if out_of_memory:
+                # Raised outside the handler, so it has no __context__ either.
+                raise self._out_of_memory(spec, out_of_memory)
             self._oom_streak = 0
             return pictures
 
-    def _out_of_memory(self, spec: GenerationSpec) -> PipelineError:
+    def _restore_vae_dtype(self) -> None:
+        # With a float16 VAE whose config says force_upcast, diffusers casts
+        # it to float32 for the decode and back afterwards; a failure in the
+        # decode skips the cast back, and every later job would then fail on
+        # mismatched dtypes. Cheap when nothing changed: one dtype read.
+        vae = self._pipe.vae if self._pipe is not None else None
+        if vae is not None and vae.dtype != self._dtype:
+            log.warning("vae_dtype_restored", dtype=str(self._dtype).removeprefix("torch."))
+            vae.to(dtype=self._dtype)
+
+    def _out_of_memory(self, spec: GenerationSpec, detail: str) -> PipelineError:
         free_memory(self._device)
         self._oom_streak += 1
         size = f"{spec.width}x{spec.height}"
         if self._oom_streak >= OOM_STREAK_FATAL:
             self._broken = f"out of GPU memory {self._oom_streak} times in a row (last at {size})"
-            log.error("generation_oom_fatal", streak=self._oom_streak, size=size)
+            log.error("generation_oom_fatal", streak=self._oom_streak, size=size, detail=detail)
             return PipelineBrokenError(self._broken)
-        log.warning("generation_oom", streak=self._oom_streak, size=size)
+        log.warning("generation_oom", streak=self._oom_streak, size=size, detail=detail)
         return GenerationOOMError(f"out of GPU memory at {size}; cache freed, try again later")
 
     def _draw(
@@ -204,6 +259,9 @@ class SDXLGenerator:
             "generator": [torch.Generator(device="cpu").manual_seed(s) for s in image_seeds(spec)],
             "output_type": "pil",
         }
+        guidance = uses_negative_prompt(spec.guidance_scale)
+        negative = spec.negative_prompt if guidance else None
+        set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         if self._ip_scale is not None:
             adapters = self._ip_scale.adapters
             self._ip_scale.set(spec.ip_adapter_scale, adapter_for(spec.kind, adapters))
@@ -212,10 +270,10 @@ class SDXLGenerator:
                 # Framed square before the encoder's centre crop, so it sees
                 # the whole person; the consumer hands it over prepared.
                 image = reference_from_image(image, side)
-            arguments["ip_adapter_image"] = [image] * adapters
-        negative = spec.negative_prompt if uses_negative_prompt(spec.guidance_scale) else None
-        set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         with torch.inference_mode():
+            if self._ip_scale is not None:
+                # Encoded once per job, for the job kind's adapter alone.
+                arguments["ip_adapter_image_embeds"] = encode_reference(pipe, image, guidance)
             # Embeddings, not strings: diffusers would cut the text at 77 tokens.
             arguments |= encode_prompts(pipe, compose_prompt(spec), negative).as_arguments()
             drawn = run_stoppable(pipe, arguments, stop)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
 from bench import safety_cases, sdxl_gpu
@@ -84,6 +87,8 @@ def test_miniature_run_with_batches_schedulers_and_the_few_step_recipe(tmp_path:
             "--schedulers",
             "DPMSolverMultistepScheduler+karras",
             "--few-step",
+            "--peaks",
+            "2x128,1x192",
             "--results-dir",
             str(tmp_path),
             "--workdir",
@@ -97,6 +102,7 @@ def test_miniature_run_with_batches_schedulers_and_the_few_step_recipe(tmp_path:
         "batches": [1, 2],
         "schedulers": ["DPMSolverMultistepScheduler+karras"],
         "few_step": True,
+        "peaks": ["2x128", "1x192"],
     }
     [result] = document["results"]
     batch = result["batches"]["2"]
@@ -105,3 +111,31 @@ def test_miniature_run_with_batches_schedulers_and_the_few_step_recipe(tmp_path:
     assert result["few_step"]["scheduler"] == "LCMScheduler"
     assert result["few_step"]["steps"] == 4
     assert result["few_step"]["seconds_per_image"] > 0
+    assert set(result["peaks"]) == {"2x128", "1x192"}
+    assert all(peak["seconds_per_call"] > 0 for peak in result["peaks"].values())
+
+
+def test_on_a_gpu_it_times_the_services_steps_and_the_largest_requests_peaks() -> None:
+    args = sdxl_gpu.parse_args([])
+    assert args.steps == 50
+    assert args.peaks == ((4, 1024), (1, 2048))
+    assert sdxl_gpu.parse_args(["--tiny"]).peaks == ()
+
+
+def test_each_variant_compiles_into_a_fresh_inductor_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caches: list[str] = []
+
+    def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        cache = kwargs["env"]["TORCHINDUCTOR_CACHE_DIR"]
+        assert Path(cache).is_dir()
+        assert not any(Path(cache).iterdir())
+        caches.append(cache)
+        return subprocess.CompletedProcess(argv, 0, stdout='{"variant": "x"}\n', stderr="")
+
+    monkeypatch.setattr(sdxl_gpu.subprocess, "run", run)
+    args = sdxl_gpu.parse_args(["--variants", "bf16,bf16+compile"])
+    for variant in args.variants:
+        sdxl_gpu.run_variant(variant, (tmp_path, tmp_path), args)
+    assert len(set(caches)) == 2

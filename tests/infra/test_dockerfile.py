@@ -69,3 +69,8 @@ def test_build_context_is_an_allow_list() -> None:
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "consumer", "pipeline"}
+
+
+def test_the_gpu_allocator_uses_expandable_segments() -> None:
+    environment = " ".join(args for word, args in _instructions() if word == "ENV")
+    assert "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in environment.split()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import pytest
@@ -71,3 +72,57 @@ def test_a_success_in_between_resets_the_streak(
         with pytest.raises(GenerationOOMError):
             generator.generate(spec(), AVATAR)
         generator.generate(spec(), AVATAR)
+
+
+class Ballast:
+    """Stands in for the activations a forward pass holds when it runs out of memory."""
+
+
+def test_out_of_memory_lets_go_of_the_failed_pass_before_the_next_job(
+    generator: SDXLGenerator,
+) -> None:
+    held: list[weakref.ref[Any]] = []
+
+    def allocate_then_fail(module: Any, args: Any, kwargs: Any) -> None:
+        if not held:
+            # A local of the failing frame, as an activation would be.
+            activations = torch.empty(1 << 20)
+            ballast = Ballast()
+            ballast.tensor = activations  # type: ignore[attr-defined]
+            held.append(weakref.ref(ballast))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    hook = generator.pipeline.unet.register_forward_pre_hook(allocate_then_fail, with_kwargs=True)
+    try:
+        with pytest.raises(GenerationOOMError) as caught:
+            generator.generate(spec(), AVATAR)
+        # Nothing chains to the torch error, whose traceback holds the frames.
+        assert caught.value.__cause__ is None
+        assert caught.value.__context__ is None
+        assert held[0]() is None
+        assert one(generator, spec(), AVATAR).size == (128, 128)
+    finally:
+        hook.remove()
+
+
+def test_a_failed_float16_decode_leaves_the_vae_in_float16() -> None:
+    generator = load_generator(
+        PipelineConfig(model_path=BUILTIN_TINY, warmup=False, dtype="float16")
+    )
+    vae = generator.pipeline.vae
+    # diffusers upcasts such a VAE to float32 for the decode, and back after it.
+    assert vae.config.force_upcast
+    failures = [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")]
+
+    def fail_once(module: Any, args: Any) -> None:
+        if failures:
+            raise failures.pop()
+
+    hook = vae.decoder.register_forward_pre_hook(fail_once)
+    try:
+        with pytest.raises(GenerationOOMError):
+            generator.generate(spec(), AVATAR)
+        assert vae.dtype == torch.float16
+        assert one(generator, spec(), AVATAR).size == (128, 128)
+    finally:
+        hook.remove()

@@ -122,3 +122,22 @@ def test_library_versions_compare_by_release(
     version: str, minimum: tuple[int, int], expected: bool
 ) -> None:
     assert _at_least(version, minimum) is expected
+
+
+def test_a_lora_is_fused_in_float32_then_cast(tiny_lora: Path) -> None:
+    from pipeline.engine.reference.adapters import fuse_lora
+
+    half = load_generator(
+        PipelineConfig(
+            model_path=BUILTIN_TINY, warmup=False, dtype="bfloat16", lora_path=str(tiny_lora)
+        )
+    )
+    # The same base weights, fused in float32 and rounded once.
+    reference = build_tiny().pipe.to(dtype=torch.bfloat16).to(dtype=torch.float32)
+    fuse_lora(reference, str(tiny_lora), 1.0)
+    reference.to(dtype=torch.bfloat16)
+    fused = half.pipeline.unet.state_dict()
+    expected = reference.unet.state_dict()
+    assert half.pipeline.unet.dtype == torch.bfloat16
+    changed = [key for key in expected if not torch.equal(fused[key], expected[key])]
+    assert changed == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -83,3 +84,57 @@ def test_builtin_tiny_has_no_subject_adapter() -> None:
                 model_path=BUILTIN_TINY, subject_ip_adapter_weight_name="x", warmup=False
             )
         )
+
+
+def test_a_job_runs_its_own_adapter_only_and_encodes_the_picture_once(
+    tiny_on_disk: tuple[Path, Path], two_adapters: Path
+) -> None:
+    both = _generator(tiny_on_disk[0], two_adapters, IP_ADAPTER_WEIGHT_NAME, SUBJECT_WEIGHTS)
+    unet = both.pipeline.unet
+    processor = next(p for p in unet.attn_processors.values() if hasattr(p, "to_k_ip"))
+    calls = {"adapter 0": 0, "adapter 1": 0, "image encoder": 0}
+
+    def counting(name: str) -> Any:
+        def hook(*_: Any) -> None:
+            calls[name] += 1
+
+        return hook
+
+    hooks = [
+        processor.to_k_ip[0].register_forward_pre_hook(counting("adapter 0")),
+        processor.to_k_ip[1].register_forward_pre_hook(counting("adapter 1")),
+        both.pipeline.image_encoder.register_forward_pre_hook(counting("image encoder")),
+    ]
+    try:
+        steps = 2
+        for kind, active, idle in ((JobKind.SUBJECT, "adapter 1", "adapter 0"),) * 2 + (
+            (JobKind.MEMORY, "adapter 0", "adapter 1"),
+        ):
+            calls.update(dict.fromkeys(calls, 0))
+            one(both, spec(kind=kind, num_inference_steps=steps), AVATAR)
+            assert calls[active] == steps
+            assert calls[idle] == 0
+            assert calls["image encoder"] == 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_the_saved_adapter_weights_live_where_the_weights_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.engine.generator
+
+    real_place = pipeline.engine.generator.place
+
+    def place_elsewhere(pipe: Any, *args: Any, **kwargs: Any) -> None:
+        # On a CPU, float64 stands in for the GPU: somewhere the weights move
+        # to only when the pipeline is placed.
+        real_place(pipe, *args, **kwargs)
+        pipe.unet.to(dtype=torch.float64)
+
+    monkeypatch.setattr(pipeline.engine.generator, "place", place_elsewhere)
+    generator = load_generator(PipelineConfig(model_path=BUILTIN_TINY, warmup=False))
+    scale = generator._ip_scale
+    assert scale is not None
+    assert scale.saved_placement() == {(torch.device("cpu"), torch.float64)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import structlog
+import torch
+from PIL import Image
 
 from pipeline.api.errors import ModelLoadError
 from pipeline.api.spec import JobKind
@@ -52,6 +54,28 @@ def adapter_for(kind: JobKind, adapters: int) -> int:
     return 1 if kind is JobKind.SUBJECT and adapters > 1 else 0
 
 
+def encode_reference(pipe: SDXLPipeline, image: Image.Image, guidance: bool) -> list[torch.Tensor]:
+    """The reference picture's embeddings for each loaded IP-Adapter, encoded once.
+
+    diffusers would run the image encoder once per adapter, the inactive one
+    included; adapters of the same kind take the same embeddings, so one pass
+    serves them all (a second only for an adapter of the other kind, which
+    reads the encoder's hidden states). With `guidance` each is the
+    unconditional embedding followed by the picture's, as diffusers expects.
+    """
+    device = pipe._execution_device
+    encoded: dict[bool, torch.Tensor] = {}
+    embeds = []
+    for layer in pipe.unet.encoder_hid_proj.image_projection_layers:
+        hidden = type(layer).__name__ != "ImageProjection"
+        if hidden not in encoded:
+            positive, negative = pipe.encode_image(image, device, 1, hidden)
+            single = positive[None, :]
+            encoded[hidden] = torch.cat([negative[None, :], single]) if guidance else single
+        embeds.append(encoded[hidden])
+    return embeds
+
+
 def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:
     """Load the LoRA file at `path`, fuse it at `scale`, and drop its layers.
 
@@ -61,6 +85,12 @@ def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:
     file = Path(path)
     if not file.is_file():
         raise ModelLoadError(f"LoRA weights file {path!r} does not exist")
+    # Fused in float32, then cast: adding the LoRA's small update to half
+    # precision weights would round it away, or round it twice.
+    dtypes = {name: next(module.parameters()).dtype for name, module in _lora_targets(pipe)}
+    for name, module in _lora_targets(pipe):
+        if dtypes[name] != torch.float32:
+            module.to(dtype=torch.float32)
     try:
         pipe.load_lora_weights(
             str(file.parent),
@@ -72,4 +102,13 @@ def fuse_lora(pipe: SDXLPipeline, path: str, scale: float) -> None:
         pipe.unload_lora_weights()
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load LoRA weights from {path!r}: {error}") from error
+    finally:
+        for name, module in _lora_targets(pipe):
+            module.to(dtype=dtypes[name])
     log.info("lora_fused", lora_path=path, lora_scale=scale)
+
+
+def _lora_targets(pipe: SDXLPipeline) -> list[tuple[str, torch.nn.Module]]:
+    # What a LoRA file may hold weights for.
+    names = ("unet", "text_encoder", "text_encoder_2")
+    return [(name, getattr(pipe, name)) for name in names if getattr(pipe, name, None) is not None]

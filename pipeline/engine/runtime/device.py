@@ -42,7 +42,9 @@ def choose_dtype(device: torch.device, requested: str | None) -> torch.dtype:
             raise ModelLoadError(f"unknown dtype {requested!r}; one of: {known}") from None
     if device.type != "cuda":
         return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Emulated bfloat16 (pre-Ampere GPUs) runs far slower than float16.
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float16
 
 
 def free_memory(device: torch.device) -> None:

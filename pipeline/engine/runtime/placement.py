@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 import torch
 
+from pipeline.engine.runtime.compiling import compile_for_every_shape
 from pipeline.engine.untyped import SDXLPipeline
 
 log = structlog.get_logger(__name__)
@@ -17,12 +18,16 @@ def place(
     *,
     compile_unet: bool,
     compile_mode: str | None = None,
+    compile_backend: str | None = None,
 ) -> None:
     """Move `pipe` to `device` and apply the GPU settings.
 
     On a GPU: channels-last memory for the convolutions, a VAE that cannot
-    overflow, and optionally a compiled UNet and VAE decoder (``compile_mode``
-    is ``torch.compile``'s mode; ``None`` for its default). Attention already runs through
+    overflow, and optionally a compiled UNet (``compile_mode``
+    is ``torch.compile``'s mode; ``None`` for its default; see
+    :mod:`pipeline.engine.runtime.compiling`). A `compile_backend` other than inductor (such
+    as ``"eager"``, which traces without generating code) also compiles on a
+    CPU, for tests and benchmarks of compilation. Attention already runs through
     PyTorch's SDPA (diffusers' default processors, the IP-Adapter's included),
     so the processors are left as they are: replacing them would drop the
     IP-Adapter's.
@@ -30,7 +35,9 @@ def place(
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if device.type != "cuda":
-        if compile_unet:
+        if compile_unet and compile_backend is not None:
+            compile_for_every_shape(pipe, compile_mode, compile_backend)
+        elif compile_unet:
             log.info("torch_compile_skipped", reason="only compiled on a GPU", device=str(device))
         return
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -40,13 +47,7 @@ def place(
     pipe.vae.to(memory_format=torch.channels_last)
     _guard_vae(pipe, dtype)
     if compile_unet:
-        # Compiled in place, so the pipeline's attribute stays the UNet itself.
-        # Shapes start static (the native size); a request of another size
-        # recompiles once with dynamic shapes, which then serve every size.
-        pipe.unet.compile(mode=compile_mode)
-        # The decoder alone: the encoder never runs when drawing from text.
-        pipe.vae.decoder.compile(mode=compile_mode)
-        log.info("torch_compile_enabled", modules=["unet", "vae.decoder"], mode=compile_mode)
+        compile_for_every_shape(pipe, compile_mode, compile_backend)
 
 
 def set_vae_tiling(pipe: SDXLPipeline, pixels: int, threshold: int | None) -> bool:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import structlog
 
+from consumer.delivery.generation import generate_on_gpu
 from consumer.delivery.gpu_thread import GpuThread
-from tests.support.helpers import eventually
+from consumer.delivery.heartbeat import Heartbeat
+from consumer.delivery.job import Job, JobEnvironment, Prepared
+from pipeline.api.errors import GenerationOOMError
+from pipeline.api.spec import GenerationSpec, JobKind
+from tests.consumer.fakes import FakeClock, message
+from tests.consumer.helpers import eventually
 
 
 async def test_calls_run_one_at_a_time_in_order_on_one_thread() -> None:
@@ -86,4 +96,57 @@ async def test_errors_reach_the_awaiting_coroutine_with_timings() -> None:
     timed = await asyncio.wrap_future(gpu.submit(lambda: 1))
     assert timed.value == 1
     assert timed.seconds >= 0
+    gpu.close()
+
+
+class _Ballast:
+    """Stands in for what a failed generation's frames hold (activations)."""
+
+
+class _FailingGenerator:
+    """Fails every call with an error raised from a frame that holds a `_Ballast`."""
+
+    model_name = "failing"
+    native_size = (64, 64)
+
+    def __init__(self) -> None:
+        self.held: list[weakref.ref[_Ballast]] = []
+
+    def load(self) -> None:
+        pass
+
+    def generate(self, spec: GenerationSpec, image: Any, stop: Any = None) -> list[Any]:
+        ballast = _Ballast()
+        self.held.append(weakref.ref(ballast))
+        raise GenerationOOMError("out of GPU memory at 64x64; cache freed, try again later")
+
+
+async def test_a_failed_generation_is_kept_neither_by_its_job_nor_by_the_thread() -> None:
+    gpu = GpuThread()
+    generator = _FailingGenerator()
+    env = cast(
+        JobEnvironment,
+        SimpleNamespace(
+            gpu=gpu,
+            generator=generator,
+            settings=SimpleNamespace(generation_timeout_s=60.0),
+            stop_grace_s=5.0,
+        ),
+    )
+    job = Job(message(), FakeClock(), cast(Heartbeat, None))
+    job_spec = GenerationSpec(JobKind.MEMORY, "", "", "", 2, 0.5, 5.0, 0, 64, 64)
+    prepared = cast(Prepared, SimpleNamespace(spec=job_spec, image=None))
+    failed = False
+    try:
+        await generate_on_gpu(env, job, prepared, None)
+    except GenerationOOMError:
+        failed = True  # the error is dropped at the end of this block
+    assert failed
+    gc.collect()
+    # Classified and passed on: nothing keeps the error or the frames it holds,
+    # while the thread waits for its next call and the job goes on.
+    assert generator.held[0]() is None
+    assert job.gpu_future is not None
+    assert job.gpu_future.done()
+    assert job.withdraw() is False
     gpu.close()
