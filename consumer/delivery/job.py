@@ -152,7 +152,7 @@ class JobEnvironment:
         win, else the queue's own visibility timeout, DLQ and receive count."""
         s = settings
         visibility = s.visibility_timeout_s or max(1, info.visibility_timeout_s)
-        max_attempts = s.max_attempts or info.max_receive_count or DEFAULT_MAX_ATTEMPTS
+        max_attempts = s.max_attempts or DEFAULT_MAX_ATTEMPTS
         dlq_url = s.sqs_dlq_url or info.dlq_url
         if info.max_receive_count is not None and max_attempts > info.max_receive_count:
             log.warning(

@@ -37,8 +37,10 @@ from consumer.contract.request import (
     request_digest,
 )
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
+from consumer.delivery import attempts
 from consumer.delivery.backoff import retry_delay
 from consumer.delivery.generation import generate_on_gpu
+from consumer.delivery.holding import Hold, HoldEnded, Holds
 from consumer.delivery.job import (
     META_DIGEST,
     META_JOB_ID,
@@ -50,6 +52,7 @@ from consumer.delivery.job import (
     Prepared,
     encode_png,
 )
+from consumer.delivery.outage import Outages, Service, ServiceOut
 from consumer.errors import InvalidRequest, Severity
 from consumer.metrics import emf_record
 from pipeline.batch import image_seeds
@@ -60,11 +63,19 @@ log = structlog.get_logger(__name__)
 
 
 class JobRunner:
-    """Runs jobs to their outcome; never raises except on cancellation."""
+    """Runs jobs to their outcome; never raises except on cancellation.
 
-    def __init__(self, env: JobEnvironment) -> None:
+    Calls to a service that is out (`outages`) are waited out, not failed.
+    """
+
+    def __init__(self, env: JobEnvironment, outages: Outages | None = None) -> None:
         self.env = env
         self.settings = env.settings
+        self.outages = outages or Outages(env.clock, env.metrics)
+        self.holds = Holds(self.outages, self.settings, env.clock)
+
+    def _hold(self, job: Job) -> Hold:
+        return self.holds.of(job.message.receipt_handle)
 
     async def run(self, job: Job) -> Outcome:
         """Take `job` through its stages and report its outcome."""
@@ -73,16 +84,20 @@ class JobRunner:
             sqs_message_id=job.message.message_id, job_id=fields.job_id, user_id=fields.user_id
         )
         try:
+            attempts.check_abandoned(job.message)
             prepared = await self._prepare(job)
             if prepared is None:
                 return Outcome.REUSED
             pictures = await self._generate(job, prepared)
+            self._hold(job).size = sum(p.width * p.height * len(p.getbands()) for p in pictures)
             await self._deliver(job, prepared, pictures)
             return Outcome.SUCCEEDED
         except asyncio.CancelledError:
             raise
         except Exception as error:  # every failure ends in an outcome
             return await self._failed(job, error)
+        finally:
+            self.holds.end(job.message.receipt_handle)
 
     # The stages.
 
@@ -107,7 +122,8 @@ class JobRunner:
             self.settings, request.user_id, request.kind, request.job_id, spec.num_images
         )
         digest = request_digest(request)
-        existing = await asyncio.gather(*(self.env.storage.head(key) for key in keys))
+        with self.outages.guard(Service.S3):  # an outage releases the request
+            existing = await asyncio.gather(*(self.env.storage.head(key) for key in keys))
         for metadata in existing:
             # Outputs written before digests were recorded count as matching.
             if metadata is not None and metadata.get(META_DIGEST, digest) != digest:
@@ -119,9 +135,10 @@ class JobRunner:
             return None
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
-            found, data = await self.env.storage.fetch_first(
-                candidates, self.settings.max_input_bytes
-            )
+            with self.outages.guard(Service.S3):
+                found, data = await self.env.storage.fetch_first(
+                    candidates, self.settings.max_input_bytes
+                )
             image = await asyncio.to_thread(
                 decode_image,
                 data,
@@ -138,7 +155,7 @@ class JobRunner:
             kind=request.kind.value,
             user_id=request.user_id,
             sqs_message_id=job.message.message_id,
-            attempts=job.message.receive_count,
+            attempts=attempts.attempt(job.message),
             worker_id=self.settings.worker_id,
             started_at=utc_timestamp(self.env.clock.now()),
         )
@@ -169,7 +186,7 @@ class JobRunner:
             # all of its outputs or not at all.
             await asyncio.gather(
                 *(
-                    self._upload(prepared, key, picture, seed)
+                    self._upload(job, prepared, key, picture, seed)
                     for key, picture, seed in zip(prepared.keys, pictures, seeds, strict=True)
                 )
             )
@@ -184,7 +201,9 @@ class JobRunner:
             timings_ms=event.timings_ms,
         )
 
-    async def _upload(self, prepared: Prepared, key: str, picture: Image.Image, seed: int) -> None:
+    async def _upload(
+        self, job: Job, prepared: Prepared, key: str, picture: Image.Image, seed: int
+    ) -> None:
         metadata = {
             META_JOB_ID: prepared.request.job_id,
             META_SEED: str(seed),
@@ -192,7 +211,8 @@ class JobRunner:
             META_DIGEST: prepared.digest,
         }
         png = await asyncio.to_thread(encode_png, picture)
-        await self.env.storage.put_png(key, png, metadata)
+        # Held through an S3 outage: the picture is never drawn twice for one.
+        await self._hold(job).call(Service.S3, lambda: self.env.storage.put_png(key, png, metadata))
 
     def _refs(self, keys: list[str], seeds: list[int] | list[int | None]) -> list[OutputRef]:
         """The event's ``data``: each output's URI with the seed it was drawn with."""
@@ -222,7 +242,7 @@ class JobRunner:
     async def _publish(
         self, job: Job, event: CompletionEvent, outcome: Outcome, error_code: str = ""
     ) -> None:
-        await self.env.publisher.publish(event)
+        await self._hold(job).call(Service.SNS, lambda: self.env.publisher.publish(event))
         job.reported = True
         job.outcome = outcome
         self.env.metrics.job_finished(event.kind, outcome.value, error_code)
@@ -240,6 +260,9 @@ class JobRunner:
     async def _delete(self, job: Job) -> None:
         # Only once the event is out (contract section 4): a request deleted
         # before its event could be lost without a word to AutoBio.
+        await self._hold(job).call(Service.SQS, lambda: self._release_and_delete(job))
+
+    async def _release_and_delete(self, job: Job) -> None:
         await self.env.heartbeat.release(job.message)
         await self.env.queue.delete(job.message)
 
@@ -249,6 +272,11 @@ class JobRunner:
         job.committed = True
         job.release_slot()
         verdict = classify(error)
+        if isinstance(error, ServiceOut | HoldEnded) and not job.reported:
+            # The service's trouble, not the request's: it costs no attempt.
+            log.info("job_released", reason=verdict.message, attempt=attempts.attempt(job.message))
+            await attempts.release(self.env.heartbeat, self.env.queue, job.message)
+            return Outcome.RETRY
         if job.reported:
             # Only the delete failed: the request comes back after its
             # visibility timeout and is then reported as reused.
@@ -274,23 +302,26 @@ class JobRunner:
             severity=verdict.severity.value,
             error_code=verdict.code.value,
             error=verdict.message,
-            attempt=job.message.receive_count,
+            attempt=attempts.attempt(job.message),
             exc_info=None if verdict.expected else error,
         )
 
     async def _settle(self, job: Job, verdict: Classification) -> Outcome:
-        attempt = job.message.receive_count
+        attempt = attempts.attempt(job.message)
         if verdict.severity is Severity.FATAL:
             job.fatal_reason = verdict.message
-            await self.env.heartbeat.release(job.message)
-            await self.env.queue.set_visibility(job.message, 0)
+            await attempts.release(self.env.heartbeat, self.env.queue, job.message)
             return Outcome.FATAL
         if verdict.severity is Severity.TRANSIENT and attempt < self.env.max_attempts:
             delay = retry_delay(
                 attempt, self.settings.retry_backoff_base_s, self.settings.retry_backoff_max_s
             )
             await self.env.heartbeat.release(job.message)
-            await self.env.queue.set_visibility(job.message, delay)
+            # A fresh copy carrying the count: attempts survive the request
+            # moving between workers, and releases never count (attempts.py).
+            await self._hold(job).call(
+                Service.SQS, lambda: attempts.resend(self.env.queue, job.message, attempt, delay)
+            )
             self.env.metrics.retries.labels(error_code=verdict.code.value).inc()
             log.info("job_retry_scheduled", attempt=attempt, delay_s=delay)
             return Outcome.RETRY
@@ -305,8 +336,12 @@ class JobRunner:
         event = self._event(job, "failed", error=error)
         await self._publish(job, event, Outcome.FAILED, verdict.code.value)
         if self.env.dlq_url:
-            await self.env.queue.dead_letter(
-                job.message, self.env.dlq_url, verdict.code.value, verdict.message
+            dlq_url = self.env.dlq_url
+            await self._hold(job).call(
+                Service.SQS,
+                lambda: self.env.queue.dead_letter(
+                    job.message, dlq_url, verdict.code.value, verdict.message
+                ),
             )
             self.env.metrics.dead_lettered.labels(error_code=verdict.code.value).inc()
         else:
@@ -318,7 +353,7 @@ class JobRunner:
         # visibility timeout.
         await self.env.heartbeat.release(job.message)
         delay = retry_delay(
-            job.message.receive_count,
+            attempts.attempt(job.message),
             self.settings.retry_backoff_base_s,
             self.settings.retry_backoff_max_s,
         )
@@ -357,7 +392,7 @@ class JobRunner:
             reused=reused,
             parameters=Parameters.from_spec(job.spec) if job.spec is not None else None,
             model=model or self.env.generator.model_name,
-            attempts=job.message.receive_count,
+            attempts=attempts.attempt(job.message),
             timings_ms=job.final_timings(),
             worker_id=self.settings.worker_id,
             finished_at=utc_timestamp(self.env.clock.now()),
