@@ -11,8 +11,10 @@ released ``maxReceiveCount`` times. So the count lives in the message:
   failures so far), delayed by the retry backoff, and deletes the received
   one. The copy starts with a receive count of 1.
 * A release (drain, stop, scale-in, outage, an input not fetchable while S3
-  is out) does the same with no failure added and no delay: it costs nothing
-  and resets the receive count, so the RedrivePolicy never sees it.
+  is out) costs nothing: a first delivery is made visible again, a later one
+  is replaced by a fresh copy with no failure added and no delay, so the
+  receive count stays at most :data:`RESEND_RELEASE_AT` from releases and the
+  RedrivePolicy never sees them.
 * A receive count of :data:`ABANDONED_RECEIVES` means the request was taken
   that many times and never released nor failed: its workers vanished
   (SIGKILL, a lost host) or a cancelled long poll swallowed it. That costs one
@@ -48,6 +50,8 @@ log = structlog.get_logger(__name__)
 # The longest one release call may take: with AWS unreachable, botocore's
 # retries would hold a drain far longer than a release is worth.
 RELEASE_TIMEOUT_S = 5.0
+# Releases of a request received this often send a fresh copy.
+RESEND_RELEASE_AT = 2
 # Receives without an outcome that cost one attempt (well under the
 # template's maxReceiveCount of 10).
 ABANDONED_RECEIVES = 4
@@ -124,19 +128,24 @@ async def resend(
 async def release(heartbeat: Heartbeat, queue: RequestQueue, message: ReceivedMessage) -> None:
     """Stop keeping `message` hidden and give it back at no cost.
 
-    A fresh copy carrying the same failure count replaces it, so releases
-    never bring it nearer the queue's RedrivePolicy; when that fails (SQS is
-    out), visibility 0, and when that fails too it comes back after its
-    visibility timeout. Never raises but on cancellation.
+    A first delivery is made visible again (visibility 0): the same
+    message, now received once. A later one is replaced by a fresh copy
+    carrying the same failure count, so releases never bring the request
+    nearer the queue's RedrivePolicy. (A first release does not re-send
+    because a fresh message wakes any long poll still open on the queue, a
+    cancelled one included, which would hide it for a receive hold.) When the
+    copy cannot be sent (SQS is out), visibility 0, and when that fails too it
+    comes back after its visibility timeout. Never raises but on cancellation.
     """
     await heartbeat.release(message)
-    try:
-        await asyncio.wait_for(resend(queue, message, failures(message)), RELEASE_TIMEOUT_S)
-        return
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        log.warning("release_copy_failed", error=classify(error).message)
+    if message.receive_count >= RESEND_RELEASE_AT:
+        try:
+            await asyncio.wait_for(resend(queue, message, failures(message)), RELEASE_TIMEOUT_S)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("release_copy_failed", error=classify(error).message)
     try:
         await asyncio.wait_for(queue.set_visibility(message, 0), RELEASE_TIMEOUT_S)
     except asyncio.CancelledError:
