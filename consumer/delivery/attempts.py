@@ -152,3 +152,14 @@ async def release(heartbeat: Heartbeat, queue: RequestQueue, message: ReceivedMe
         raise
     except Exception as error:  # it comes back after its visibility timeout anyway
         log.warning("release_failed", error=classify(error).message)
+
+
+async def delete(heartbeat: Heartbeat, queue: RequestQueue, message: ReceivedMessage) -> None:
+    """Delete `message` for good; if that fails, keep it hidden again (the
+    caller may wait for SQS and try again)."""
+    await heartbeat.release(message)
+    try:
+        await queue.delete(message)
+    except Exception:
+        heartbeat.track(message)
+        raise

@@ -260,11 +260,10 @@ class JobRunner:
     async def _delete(self, job: Job) -> None:
         # Only once the event is out (contract section 4): a request deleted
         # before its event could be lost without a word to AutoBio.
-        await self._hold(job).call(Service.SQS, lambda: self._release_and_delete(job))
-
-    async def _release_and_delete(self, job: Job) -> None:
-        await self.env.heartbeat.release(job.message)
-        await self.env.queue.delete(job.message)
+        env = self.env
+        await self._hold(job).call(
+            Service.SQS, lambda: attempts.delete(env.heartbeat, env.queue, job.message)
+        )
 
     # Failures.
 
