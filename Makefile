@@ -45,6 +45,7 @@ bench: setup
 
 soak: setup
 	$(BIN)/python -m tests.soak
+	OUTAGE_SOAK=1 $(BIN)/pytest -q tests/reliability/test_outages.py
 
 schema: setup
 	$(BIN)/illustrator schema --write docs
