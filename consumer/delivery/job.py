@@ -149,7 +149,7 @@ class JobEnvironment:
         stop_grace_s: float,
     ) -> JobEnvironment:
         """The environment for the queue described by `info`: the settings
-        win, else the queue's own visibility timeout, DLQ and receive count."""
+        win, else the queue's own visibility timeout and DLQ (MAX_ATTEMPTS is 3 by default)."""
         s = settings
         visibility = s.visibility_timeout_s or max(1, info.visibility_timeout_s)
         max_attempts = s.max_attempts or DEFAULT_MAX_ATTEMPTS
