@@ -49,6 +49,7 @@ bench: setup
 
 soak: setup
 	$(BIN)/python -m tests.chaos.soak
+	OUTAGE_SOAK=1 $(BIN)/pytest -q tests/reliability/test_outages.py
 
 schema: setup
 	$(BIN)/illustrator schema --write docs

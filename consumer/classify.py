@@ -12,7 +12,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumer.errors import ErrorCode, IllustratorError, Severity
 from pipeline.api.errors import (
@@ -127,3 +128,43 @@ def classify(error: BaseException) -> Classification:
         return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, "the worker ran out of memory")
     message = _short(f"{type(error).__name__}: {error}")
     return _make(Severity.TRANSIENT, ErrorCode.INTERNAL_ERROR, message, expected=False)
+
+
+# Error codes by which AWS services say "slow down": the service is
+# overloaded, not the request wrong.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+    }
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether `error` (after the client's own retries) means the service is out.
+
+    A connection error, a timeout, a 5xx or throttling says nothing about the
+    request: the service did not answer it. Anything else (a 4xx, our own
+    errors, bugs) is the request's or the deployment's problem.
+    """
+    if isinstance(
+        error,
+        HTTPClientError
+        | BotoConnectionError
+        | TimeoutError
+        | asyncio.TimeoutError
+        | ConnectionError,
+    ):
+        return True
+    if isinstance(error, ClientError):
+        metadata = error.response.get("ResponseMetadata", {})
+        status = metadata.get("HTTPStatusCode", 0)
+        return int(status or 0) >= 500 or aws_error_code(error) in THROTTLING_CODES
+    return False

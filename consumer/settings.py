@@ -121,11 +121,16 @@ class Settings(GenerationDefaults):
     auth_token: SecretStr = SecretStr("")
     # Accepted beside AUTH_TOKEN while a rotation is under way.
     auth_token_previous: SecretStr = SecretStr("")
-    max_attempts: int | None = Field(None, ge=1, le=1000)
+    # Failures of the request itself, whatever the queue's maxReceiveCount.
+    max_attempts: int = Field(3, ge=1, le=1000)
     retry_backoff_base_s: float = Field(10.0, ge=0.0)
     retry_backoff_max_s: float = Field(900.0, ge=0.0, le=43_200.0)
     visibility_timeout_s: int | None = Field(None, ge=1, le=43_200)
     drain_timeout_s: float = Field(90.0, ge=0.0)
+    # Outages: how long a job is held for its service, and what may be held.
+    outage_hold_s: float = Field(3600.0, ge=0.0, le=43_200.0)
+    held_max_count: int = Field(4, ge=1, le=1000)
+    held_max_bytes: int = Field(1024 * 1024 * 1024, gt=0)
     # A generation still running this long is stopped and retried later.
     generation_timeout_s: float = Field(600.0, gt=0.0, le=43_200.0)
     worker_id: str = Field(default_factory=socket.gethostname, max_length=256)

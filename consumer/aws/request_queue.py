@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 ERROR_CODE_ATTRIBUTE = "error_code"
 ERROR_MESSAGE_ATTRIBUTE = "error_message"
+# The failed attempts a re-sent copy carries (consumer.delivery.attempts); a
+# dead-letter copy leaves it behind, so a redriven request starts afresh.
+ATTEMPTS_ATTRIBUTE = "failed_attempts"
 # SQS counts attribute values towards the message size; keep ours small.
 MAX_ERROR_MESSAGE = 1000
 # SQS rejects a message with more message attributes than this.
@@ -205,7 +208,7 @@ def dead_letter_attributes(
     name order until :data:`MAX_MESSAGE_ATTRIBUTES` is reached.
     """
     ours = (ERROR_CODE_ATTRIBUTE, ERROR_MESSAGE_ATTRIBUTE)
-    copied = copyable_attributes(received, drop=ours)
+    copied = copyable_attributes(received, drop=(*ours, ATTEMPTS_ATTRIBUTE))
     room = MAX_MESSAGE_ATTRIBUTES - len(ours)
     names = [n for n in _ALWAYS_KEPT if n in copied]
     names += sorted(n for n in copied if n not in _ALWAYS_KEPT)

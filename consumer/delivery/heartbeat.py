@@ -22,13 +22,14 @@ the idempotency check makes harmless.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
-from consumer.classify import aws_error_code
+from consumer.classify import aws_error_code, is_outage
 from consumer.clock import Clock
 from consumer.delivery.backoff import SQS_MAX_VISIBILITY_S
 
@@ -75,6 +76,8 @@ class Heartbeat:
         self._clock = clock
         self._holds: dict[str, _Hold] = {}
         self._wake = asyncio.Event()
+        # Told of an extension failing as in an SQS outage (the worker pauses).
+        self.on_outage: Callable[[BaseException], None] | None = None
 
     @property
     def receive_hold_s(self) -> int:
@@ -166,6 +169,9 @@ class Heartbeat:
 
     def _failed(self, message: ReceivedMessage, error: ClientError | BotoCoreError) -> None:
         code = aws_error_code(error)
+        if self.on_outage is not None and is_outage(error):
+            self.on_outage(error)  # said once per outage, not once per extension
+            return
         if code in _LOST:
             self._give_up(message, f"SQS refused the extension ({code})")
         else:

@@ -191,11 +191,11 @@ class JobEnvironment:
         stop_grace_s: float,
     ) -> JobEnvironment:
         """The environment for the queue described by `info`: the settings
-        win, else the queue's own visibility timeout, DLQ and receive count
-        (``SQS_DLQ_URL`` applies to the request queue only)."""
+        win, else the queue's own visibility timeout and DLQ (``SQS_DLQ_URL``
+        applies to the request queue only); MAX_ATTEMPTS is 3 by default."""
         s = settings
         visibility = s.visibility_timeout_s or max(1, info.visibility_timeout_s)
-        max_attempts = s.max_attempts or info.max_receive_count or DEFAULT_MAX_ATTEMPTS
+        max_attempts = s.max_attempts or DEFAULT_MAX_ATTEMPTS
         # SQS_DLQ_URL names the request queue's DLQ; any other queue (the
         # priority queue) dead-letters to its own RedrivePolicy's target, so
         # a redrive returns each request to the queue it came from.

@@ -38,8 +38,10 @@ from consumer.contract.request import (
     request_digest,
 )
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
+from consumer.delivery import attempts
 from consumer.delivery.backoff import retry_delay
 from consumer.delivery.generation import generate_on_gpu
+from consumer.delivery.holding import Hold, HoldEnded, Holds
 from consumer.delivery.job import (
     META_DIGEST,
     META_JOB_ID,
@@ -51,6 +53,7 @@ from consumer.delivery.job import (
     encode_png,
 )
 from consumer.delivery.job_state import JobState, Outcome
+from consumer.delivery.outage import Outages, Service, ServiceOut
 from consumer.delivery.retry_policy import Action, decide
 from consumer.errors import InvalidRequest
 from consumer.metrics import emf_record
@@ -62,11 +65,19 @@ log = structlog.get_logger(__name__)
 
 
 class JobRunner:
-    """Runs jobs to their outcome; never raises except on cancellation."""
+    """Runs jobs to their outcome; never raises except on cancellation.
 
-    def __init__(self, env: JobEnvironment) -> None:
+    Calls to a service that is out (`outages`) are waited out, not failed.
+    """
+
+    def __init__(self, env: JobEnvironment, outages: Outages | None = None) -> None:
         self.env = env
         self.settings = env.settings
+        self.outages = outages or Outages(env.clock, env.metrics)
+        self.holds = Holds(self.outages, self.settings, env.clock)
+
+    def _hold(self, job: Job) -> Hold:
+        return self.holds.of(job.message.receipt_handle)
 
     async def run(self, job: Job) -> Outcome:
         """Take `job` through its stages and report its outcome."""
@@ -75,16 +86,22 @@ class JobRunner:
             sqs_message_id=job.message.message_id, job_id=None, user_id=None
         )
         try:
+            attempts.check_abandoned(job.message)
             prepared = await self._prepare(job)
             if prepared is None:
                 return job.end(Outcome.REUSED)
             drawn = await self._generate(job, prepared)
+            self._hold(job).size = sum(
+                p.width * p.height * len(p.getbands()) for p in drawn.pictures
+            )
             await self._deliver(job, prepared, drawn.pictures, drawn.seeds)
             return job.end(Outcome.SUCCEEDED)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # every failure ends in an outcome
             return await self._failed(job, error)
+        finally:
+            self.holds.end(job.message.receipt_handle)
 
     # The stages.
 
@@ -112,7 +129,8 @@ class JobRunner:
             self.settings, request.user_id, request.kind, request.job_id, spec.num_images
         )
         digest = request_digest(request)
-        existing = await asyncio.gather(*(self.env.storage.head(key) for key in keys))
+        with self.outages.guard(Service.S3):  # an outage releases the request
+            existing = await asyncio.gather(*(self.env.storage.head(key) for key in keys))
         for metadata in existing:
             # Outputs written before digests were recorded count as matching.
             if metadata is not None and metadata.get(META_DIGEST, digest) != digest:
@@ -124,9 +142,10 @@ class JobRunner:
             return None
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
-            found, data = await self.env.storage.fetch_first(
-                candidates, self.settings.max_input_bytes
-            )
+            with self.outages.guard(Service.S3):
+                found, data = await self.env.storage.fetch_first(
+                    candidates, self.settings.max_input_bytes
+                )
             limits = InputLimits(
                 self.settings.max_input_bytes,
                 self.settings.max_input_pixels,
@@ -146,7 +165,7 @@ class JobRunner:
             kind=request.kind.value,
             user_id=request.user_id,
             sqs_message_id=job.message.message_id,
-            attempts=job.message.receive_count,
+            attempts=attempts.attempt(job.message),
             worker_id=self.settings.worker_id,
             started_at=utc_timestamp(self.env.clock.now()),
         )
@@ -179,7 +198,7 @@ class JobRunner:
             # all of its outputs or not at all.
             await asyncio.gather(
                 *(
-                    self._upload(prepared, key, picture, seed)
+                    self._upload(job, prepared, key, picture, seed)
                     for key, picture, seed in zip(prepared.keys, pictures, seeds, strict=True)
                 )
             )
@@ -194,7 +213,9 @@ class JobRunner:
             timings_ms=event.timings_ms,
         )
 
-    async def _upload(self, prepared: Prepared, key: str, picture: Image.Image, seed: int) -> None:
+    async def _upload(
+        self, job: Job, prepared: Prepared, key: str, picture: Image.Image, seed: int
+    ) -> None:
         metadata = {
             META_JOB_ID: prepared.request.job_id,
             META_SEED: str(seed),
@@ -202,7 +223,8 @@ class JobRunner:
             META_DIGEST: prepared.digest,
         }
         png = await asyncio.to_thread(encode_png, picture)
-        await self.env.storage.put_png(key, png, metadata)
+        # Held through an S3 outage: the picture is never drawn twice for one.
+        await self._hold(job).call(Service.S3, lambda: self.env.storage.put_png(key, png, metadata))
 
     def _refs(self, keys: list[str], seeds: list[int] | list[int | None]) -> list[OutputRef]:
         """The event's ``data``: each output's URI with the seed it was drawn with."""
@@ -231,7 +253,7 @@ class JobRunner:
     async def _publish(
         self, job: Job, event: CompletionEvent, outcome: Outcome, error_code: str = ""
     ) -> None:
-        await self.env.publisher.publish(event)
+        await self._hold(job).call(Service.SNS, lambda: self.env.publisher.publish(event))
         job.advance(JobState.REPORTED, outcome)
         self.env.metrics.job_finished(event.kind, outcome.value, error_code)
         self.env.metrics.observe(event.timings_ms)
@@ -249,13 +271,21 @@ class JobRunner:
     async def _delete(self, job: Job) -> None:
         # Only once the event is out (contract section 4): a request deleted
         # before its event could be lost without a word to AutoBio.
-        await self.env.heartbeat.release(job.message)
-        await self.env.queue.delete(job.message)
+        env = self.env
+        await self._hold(job).call(
+            Service.SQS, lambda: attempts.delete(env.heartbeat, env.queue, job.message)
+        )
 
     # Failures.
 
     async def _failed(self, job: Job, error: Exception) -> Outcome:
         verdict = classify(error)
+        if isinstance(error, ServiceOut | HoldEnded) and job.state is not JobState.REPORTED:
+            # The service's trouble, not the request's: it costs no attempt.
+            log.info("job_released", reason=verdict.message, attempt=attempts.attempt(job.message))
+            await attempts.release(self.env.heartbeat, self.env.queue, job.message)
+            job.advance(JobState.RELEASED)
+            return Outcome.RETRY
         if job.state is JobState.REPORTED:
             # Only the delete failed: the request comes back after its
             # visibility timeout and is then reported as reused.
@@ -282,19 +312,26 @@ class JobRunner:
             severity=verdict.severity.value,
             error_code=verdict.code.value,
             error=verdict.message,
-            attempt=job.message.receive_count,
+            attempt=attempts.attempt(job.message),
             exc_info=None if verdict.expected else error,
         )
 
     async def _settle(self, job: Job, verdict: Classification) -> Outcome:
-        attempt = job.message.receive_count
+        attempt = attempts.attempt(job.message)
         decision = decide(verdict.severity, attempt, self.env.retry_limits)
         if decision.action is Action.DEAD_LETTER:
             await self._dead_letter(job, verdict)
             return job.end(Outcome.FAILED)
-        await self.env.heartbeat.hand_back(job.message, decision.hide_s)
         if decision.action is Action.STOP_WORKER:
+            await attempts.release(self.env.heartbeat, self.env.queue, job.message)
             return job.end(Outcome.FATAL, verdict.message)
+        await self.env.heartbeat.release(job.message)
+        # A fresh copy carrying the count: attempts survive the request
+        # moving between workers, and releases never count (attempts.py).
+        await self._hold(job).call(
+            Service.SQS,
+            lambda: attempts.resend(self.env.queue, job.message, attempt, decision.hide_s),
+        )
         self.env.metrics.retries.labels(error_code=verdict.code.value).inc()
         log.info("job_retry_scheduled", attempt=attempt, delay_s=decision.hide_s)
         return job.end(Outcome.RETRY)
@@ -307,8 +344,12 @@ class JobRunner:
         event = self._event(job, "failed", error=error)
         await self._publish(job, event, Outcome.FAILED, verdict.code.value)
         if self.env.dlq_url:
-            await self.env.queue.dead_letter(
-                job.message, self.env.dlq_url, verdict.code.value, verdict.message
+            dlq_url = self.env.dlq_url
+            await self._hold(job).call(
+                Service.SQS,
+                lambda: self.env.queue.dead_letter(
+                    job.message, dlq_url, verdict.code.value, verdict.message
+                ),
             )
             self.env.metrics.dead_lettered.labels(error_code=verdict.code.value).inc()
         else:
@@ -319,7 +360,9 @@ class JobRunner:
         # Best effort: if even this fails, the request comes back after its
         # visibility timeout.
         limits = self.env.retry_limits
-        delay = retry_delay(job.message.receive_count, limits.backoff_base_s, limits.backoff_max_s)
+        delay = retry_delay(
+            attempts.attempt(job.message), limits.backoff_base_s, limits.backoff_max_s
+        )
         try:
             await self.env.heartbeat.hand_back(job.message, delay)
         except Exception as error:
@@ -358,7 +401,7 @@ class JobRunner:
             reused=reused,
             parameters=Parameters.from_spec(job.spec) if job.spec is not None else None,
             model=model or self.env.generator.model_name,
-            attempts=job.message.receive_count,
+            attempts=attempts.attempt(job.message),
             timings_ms=job.final_timings(),
             worker_id=self.settings.worker_id,
             finished_at=utc_timestamp(self.env.clock.now()),

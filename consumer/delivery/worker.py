@@ -30,13 +30,15 @@ from consumer.aws.clients import AwsClients
 from consumer.aws.publisher import Publisher
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
 from consumer.aws.storage import Storage
-from consumer.classify import classify
+from consumer.classify import classify, is_outage
 from consumer.clock import Clock, SystemClock
+from consumer.delivery import attempts
 from consumer.delivery.backoff import JitteredBackoff
 from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.job import Job, JobEnvironment
 from consumer.delivery.job_state import Outcome
 from consumer.delivery.options import Slots, WorkerOptions
+from consumer.delivery.outage import Service, worker_outages
 from consumer.delivery.runner import JobRunner
 from consumer.delivery.sources import Source, receive_first
 from consumer.delivery.worker_state import StatusBoard, WorkerState
@@ -46,9 +48,6 @@ from consumer.settings import Settings
 from pipeline.api.interface import Generator
 
 log = structlog.get_logger(__name__)
-
-# The longest a shutdown waits for one request's release.
-RELEASE_TIMEOUT_S = 5.0
 
 EXIT_OK, EXIT_FATAL = 0, 1
 
@@ -97,6 +96,8 @@ class Worker:
         )
         self.storage = Storage(clients.s3, settings.s3_bucket_name)
         self.publisher = Publisher(clients.sns, settings.sns_topic_arn)
+        self.outages = worker_outages(clients, settings, self.clock, self.metrics)
+        self.board.paused_by = lambda: self.outages.out
         self.env: JobEnvironment | None = None
         self.exit_code = EXIT_OK
         self._slots = Slots(1 + self.options.prefetch)
@@ -155,6 +156,7 @@ class Worker:
             self._cancel_tasks()  # the caller gave up on a clean drain
             raise
         finally:
+            self.outages.close()
             self.board.loop_stopped()
             if self._own_gpu:
                 self.gpu.close()
@@ -256,15 +258,8 @@ class Worker:
             log.info("generation_stopped")
 
     async def _release(self, job: Job) -> None:
-        message = job.message
-        try:
-            # Bounded: with AWS unreachable, botocore's retries would hold the
-            # exit for far longer than a release is worth.
-            await asyncio.wait_for(job.heartbeat.hand_back(message, 0), RELEASE_TIMEOUT_S)
-        except Exception as error:  # it comes back after its visibility timeout anyway
-            log.warning(
-                "release_failed", sqs_message_id=message.message_id, error=classify(error).message
-            )
+        # A fresh copy: a drain, a stop or a scale-in costs the request nothing.
+        await attempts.release(job.heartbeat, job.heartbeat.queue, job.message)
 
     # Receiving.
 
@@ -286,6 +281,7 @@ class Worker:
             burst=self.options.burst,
         )
         while not self._stop.is_set():
+            await self.outages.wait_clear()  # paused: no new request while a service is out
             free = await self._slots.wait_free()
             received = await self._poll(sources, free)
             if received is None:
@@ -308,7 +304,8 @@ class Worker:
             env = await self._describe(queue)
             if env is None:
                 return None
-            sources.append(Source(queue, env, JobRunner(env)))
+            env.heartbeat.on_outage = lambda error: self.outages.mark(Service.SQS, error)
+            sources.append(Source(queue, env, JobRunner(env, self.outages)))
         self.env = sources[-1].env
         return sources
 
@@ -341,7 +338,10 @@ class Worker:
                 sources, free, self.options.poll_wait_s, self.options.priority_check_s
             )
         except Exception as error:
-            await self._trouble("ReceiveMessage", error)
+            if is_outage(error):
+                self.outages.mark(Service.SQS, error)
+            else:
+                await self._trouble("ReceiveMessage", error)
             return None
         if self.board.trouble is not None:
             log.info("aws_recovered")

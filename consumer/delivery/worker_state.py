@@ -23,6 +23,7 @@ class WorkerState(enum.StrEnum):
     STARTING = "starting"
     READY = "ready"
     BUSY = "busy"
+    PAUSED = "paused"
     DRAINING = "draining"
     UNHEALTHY = "unhealthy"
 
@@ -39,6 +40,10 @@ def _never_busy() -> bool:
     return False
 
 
+def _nothing_out() -> list[str]:
+    return []
+
+
 @dataclass
 class StatusBoard:
     """The facts the state is derived from, updated by the worker.
@@ -47,11 +52,14 @@ class StatusBoard:
         clock: for uptime and the age of the last poll.
         worker_id: reported in health answers (a host name, not a secret).
         busy_probe: whether the GPU is generating right now.
+        paused_by: the AWS services out now; while any is, the worker
+            takes no new request (paused).
     """
 
     clock: Clock
     worker_id: str = ""
     busy_probe: Callable[[], bool] = _never_busy
+    paused_by: Callable[[], list[str]] = _nothing_out
     model: str | None = None
     running: bool = False
     draining_reason: str | None = None
@@ -106,6 +114,8 @@ class StatusBoard:
             return WorkerState.DRAINING
         if self.model is None:
             return WorkerState.STARTING
+        if self.paused_by():
+            return WorkerState.PAUSED
         if self.trouble is not None:
             return WorkerState.UNHEALTHY
         if not self.running:
@@ -129,6 +139,8 @@ class StatusBoard:
             return "Loading the model" if self.model is None else "Starting the consumer loop"
         if state is WorkerState.DRAINING:
             return f"Draining: {self.draining_reason}"
+        if state is WorkerState.PAUSED:
+            return f"Paused: out of service: {', '.join(self.paused_by())}"
         return f"Unhealthy: {self.fatal_reason or self.trouble}"
 
     def health(self) -> HealthReport:
@@ -146,11 +158,14 @@ class StatusBoard:
             "uptime_s": round(now - self.started, 3),
             "last_poll_age_s": None if self.last_poll is None else round(now - self.last_poll, 3),
         }
+        if state is WorkerState.PAUSED:
+            body["services"] = self.paused_by()
         return HealthReport(200 if healthy else 503, body)
 
     def probe(self, ok: bool) -> HealthReport:
         """A ``/livez`` or ``/readyz`` answer for the fact `ok`."""
         state = self.state
-        return HealthReport(
-            200 if ok else 503, {"status": "ok" if ok else state.value, "state": state.value}
-        )
+        body: dict[str, Any] = {"status": "ok" if ok else state.value, "state": state.value}
+        if not ok and state is WorkerState.PAUSED:
+            body["services"] = self.paused_by()
+        return HealthReport(200 if ok else 503, body)

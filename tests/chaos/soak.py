@@ -15,6 +15,10 @@ observer queue subscribed to the topic) and the dead-letter queue:
   and in a dead letter, and no output object;
 * lost (a job never reported) and duplicate objects must be 0.
 
+Besides the random faults, each service is taken out whole, in turn, for
+``--outage`` seconds (every call reset; S3 first, 10 s into the run, then SNS
+and SQS, ``--outage`` apart): the consumers must pause and ride it out.
+
 Duplicate events and dead letters are counted too: at-least-once delivery
 allows them when a consumer dies between its report and its delete (a
 SIGKILL there, or a publish whose answer the proxy threw away); subscribers
@@ -68,6 +72,7 @@ class SoakConfig:
     resend_share: float = 0.02
     backlog: int = 100
     seed: int = 1
+    outage_s: float = 20.0
     workdir: Path | None = None
 
 
@@ -226,6 +231,7 @@ class Report:
     messages: int = 0
     consumers: int = 0
     kills: int = 0
+    outages: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     final_exits: list[int] = field(default_factory=list)
     succeeded: int = 0
@@ -267,6 +273,7 @@ class Report:
             f"{self.elapsed_s:.1f} s ({self.jobs / max(self.elapsed_s, 1e-9):.1f} jobs/s)",
             f"kills (SIGKILL) {self.kills}, unexpected exits {len(self.crashes)}, "
             f"final exit statuses {self.final_exits}",
+            f"whole-service outages: {', '.join(self.outages) or 'none'}",
             f"faults injected {sum(self.faults.values())} of {self.calls} calls: {faults}",
             f"succeeded {self.succeeded} (reused events {self.reused_events}), "
             f"failed {sum(self.failed.values())} {dict(sorted(self.failed.items()))}",
@@ -330,6 +337,37 @@ def audit(
             report.unexpected.append(f"{job.job_id}: expected {job.expect}, got {outcome}")
 
 
+class Outages:
+    """Each service out whole in turn: every call to it reset, for `outage_s`."""
+
+    def __init__(self, proxy: FaultProxy, outage_s: float, report: Report) -> None:
+        self.proxy = proxy
+        self.report = report
+        first = time.monotonic() + 10.0
+        services = (Service.S3, Service.SNS, Service.SQS) if outage_s > 0 else ()
+        self.plan = [
+            (first + 2 * n * outage_s, first + (2 * n + 1) * outage_s, service)
+            for n, service in enumerate(services)
+        ]
+        self.active: Rule | None = None
+
+    @property
+    def over(self) -> bool:
+        """Whether every planned outage has ended."""
+        return not self.plan and self.active is None
+
+    def step(self, now: float) -> None:
+        """Start or end the outage due at `now`."""
+        if self.active is not None and now >= self.plan[0][1]:
+            self.proxy.remove(self.active)
+            self.active = None
+            self.plan.pop(0)
+        elif self.active is None and self.plan and now >= self.plan[0][0]:
+            start, end, service = self.plan[0]
+            self.active = self.proxy.add(Rule(Fault.RESET, service))
+            self.report.outages.append(f"{service.value} {end - start:.0f} s")
+
+
 class Soak:
     """One soak run against moto's server at `endpoint`."""
 
@@ -360,7 +398,8 @@ class Soak:
             try:
                 for consumer in consumers:
                     consumer.start()
-                self._chaos(stack, jobs, feeder, consumers, started + config.duration_s)
+                outages = Outages(proxy, config.outage_s, self.report)
+                self._chaos(stack, jobs, feeder, consumers, started + config.duration_s, outages)
                 self._phase("chaos", started)
                 proxy.clear()
                 self._quiesce(stack, consumers, started + config.duration_s)
@@ -452,6 +491,7 @@ class Soak:
         feeder: Feeder,
         consumers: Sequence[ConsumerProcess],
         deadline: float,
+        outages: Outages,
     ) -> None:
         every = self.config.kill_every_s
         next_kill = time.monotonic() + every * self.rng.uniform(0.5, 1.5)
@@ -461,6 +501,7 @@ class Soak:
             if now > deadline:
                 self.report.timed_out = True
                 return
+            outages.step(now)
             self._watch(consumers)
             self._collect(stack)
             feeder.feed(self._finished_messages())
@@ -472,7 +513,8 @@ class Soak:
                 next_kill = now + every * self.rng.uniform(0.5, 1.5)
             if now >= next_check:
                 next_check = now + 1.0
-                if feeder.done and self._reported(jobs) == len(jobs) and _queue_empty(stack):
+                finished = feeder.done and self._reported(jobs) == len(jobs)
+                if finished and outages.over and _queue_empty(stack):
                     return
             # The audit's own calls share moto with the consumers; poll gently.
             time.sleep(0.1)
@@ -565,6 +607,9 @@ def _parser() -> argparse.ArgumentParser:
         "--backlog", type=int, default=defaults.backlog, help="unfinished requests queued at most"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--outage", type=float, default=defaults.outage_s, help="seconds each service is out"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the consumers' logs here")
     return parser
 
@@ -581,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         backlog=args.backlog,
         seed=args.seed,
+        outage_s=args.outage,
         workdir=args.workdir,
     )
     # Only ever the private moto server: fake credentials, no profile.

@@ -21,6 +21,8 @@ SHORT = SoakConfig(
     # Slow enough "GPU" that the kills land while jobs are in flight.
     latency_ms=120,
     seed=7,
+    # Each service out whole for a few seconds, within the run's minute.
+    outage_s=4.0,
 )
 
 

@@ -30,7 +30,7 @@ def test_contract_defaults() -> None:
     assert (settings.s3_avatar_prefix, settings.s3_subject_prefix) == ("avatars/", "subjects/")
     assert settings.s3_generated_prefix == "generated/"
     assert settings.auth_enabled is False
-    assert settings.max_attempts is None
+    assert settings.max_attempts == 3
     assert settings.visibility_timeout_s is None
     assert (settings.retry_backoff_base_s, settings.retry_backoff_max_s) == (10, 900)
     assert settings.drain_timeout_s == 90

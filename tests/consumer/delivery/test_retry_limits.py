@@ -1,4 +1,4 @@
-"""Retries as the contract says: hidden for the backoff, ended by the queue's receive count."""
+"""Retries as the contract says: a fresh copy after the backoff, ended by MAX_ATTEMPTS."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
+from consumer.delivery import attempts
 from pipeline.api.errors import GenerationOOMError
-from tests.support.aws import Stack
-from tests.support.helpers import (
+from tests.aws import Stack
+from tests.consumer.helpers import (
     Observer,
     eventually,
     memory,
@@ -22,40 +23,56 @@ from tests.support.helpers import (
 from tests.support.recording import blank
 
 
-async def test_a_retry_hides_the_request_for_the_backoff(
+async def test_a_retry_is_a_fresh_copy_delayed_by_the_backoff(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     put_input(stack, "avatars/user1.png")
-    changes: list[tuple[str, int]] = []
-    real = RequestQueue.set_visibility
+    copies: list[tuple[str, int, float]] = []
+    real = attempts.resend
 
-    async def spy(self: RequestQueue, message: ReceivedMessage, seconds: int) -> None:
-        changes.append((message.message_id, seconds))
-        await real(self, message, seconds)
+    async def spy(
+        queue: RequestQueue, message: ReceivedMessage, failed: int, delay_s: float = 0
+    ) -> None:
+        copies.append((message.message_id, failed, delay_s))
+        await real(queue, message, failed, delay_s)
 
-    monkeypatch.setattr(RequestQueue, "set_visibility", spy)
+    monkeypatch.setattr(attempts, "resend", spy)
     generator = blank(failures=[GenerationOOMError("out of memory once")])
     config = settings(retry_backoff_base_s=7, retry_backoff_max_s=900)
     async with running(generator, config):
         message_id = send(stack, memory("backoff-1"))
-        await eventually(lambda: (message_id, 7) in changes, what="the backoff")
-        # The last word on its visibility was the backoff: it stays hidden.
-        assert [s for m, s in changes if m == message_id][-1] == 7
+        await eventually(lambda: copies, what="the retry")
+        assert copies == [(message_id, 1, 7)]
+        # The received one is gone; the copy (the one message not visible)
+        # waits out its delay.
+        await eventually(lambda: _delayed(stack) == 1, what="the delayed copy")
         assert queue_counts(stack) == (0, 1)
 
 
-async def test_the_queues_receive_count_ends_the_retries(
+async def test_max_attempts_not_the_receive_count_ends_the_retries(
     make_env_stack: Callable[..., Stack],
 ) -> None:
+    # A RedrivePolicy of 2 receives: the re-sent copies never reach it, so
+    # the third attempt is the service's, with its failed event and DLQ copy.
     stack = make_env_stack(max_receive_count=2)
     put_input(stack, "avatars/user1.png")
     observer = Observer(stack)
     generator = blank(failures=[GenerationOOMError("oom")] * 3)
-    # No MAX_ATTEMPTS: the RedrivePolicy's maxReceiveCount (2) is the limit.
-    async with running(generator, settings()):
+    async with running(generator, settings(retry_backoff_base_s=0, retry_backoff_max_s=0)):
         send(stack, memory("limit-1"))
-        (event,) = await observer.wait(1, within=20)
+        (event,) = await observer.wait(1, within=30)
     assert event["status"] == "failed"
-    assert event["attempts"] == 2
+    assert event["attempts"] == 3
     assert event["error"]["retryable"] is True
-    assert len(generator.calls) == 2
+    assert len(generator.calls) == 3
+    (dead,) = stack.client("sqs").receive_message(
+        QueueUrl=stack.dlq_url, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert dead["MessageAttributes"]["error_code"]["StringValue"] == "generation_failed"
+
+
+def _delayed(stack: Stack) -> int:
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesDelayed"])

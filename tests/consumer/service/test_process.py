@@ -147,7 +147,8 @@ async def test_sigkill_mid_job_then_another_consumer_finishes_it_once(
     assert time.monotonic() - killed_at < 10
     assert event["status"] == "succeeded"
     # 2, or 3 when the dead process's interrupted long poll took it once more.
-    assert event["attempts"] >= 2
+    # One vanished worker costs nothing; only repeated ones cost an attempt.
+    assert event["attempts"] == 1
     assert event["worker_id"] == "test-worker"
     assert len(generator.calls) == 1
     assert outputs(stack) == ["generated/user1/memory_kill-1.png"]

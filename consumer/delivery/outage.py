@@ -1,0 +1,211 @@
+"""Outages of S3, SNS and SQS: noticed once, probed, waited out.
+
+A call that still fails after the client's own retries with a connection
+error, a timeout, a 5xx or throttling (:func:`consumer.classify.is_outage`)
+says nothing about the request it served: the service is out. The first such
+failure marks its service out (one log line, one metric change per outage)
+and starts a probe of that service alone: one cheap call, again and again
+with a backoff from :data:`PROBE_FIRST_S` doubling to :data:`PROBE_MAX_S`,
+each given :data:`PROBE_TIMEOUT_S` to answer. Any answer, even a refusal
+(403, 404), ends the outage: the service is there. While any service is out
+the worker takes no new request; the sidecar reports ``paused``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from consumer.aws.clients import AwsClients
+from consumer.classify import classify, is_outage
+from consumer.clock import Clock
+from consumer.errors import TransientError
+from consumer.metrics import PREFIX, Metrics
+from consumer.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# The probe's backoff: the first wait, and the longest (under the contract's
+# 30 s, so a service is seen back within 30 s of answering).
+PROBE_FIRST_S = 1.0
+PROBE_MAX_S = 20.0
+# A probe that has not answered in this time counts as "still out"; it keeps
+# the client's own retries from stretching one probe past the backoff.
+PROBE_TIMEOUT_S = 5.0
+
+
+class Service(enum.StrEnum):
+    """The AWS services the worker depends on."""
+
+    S3 = "s3"
+    SNS = "sns"
+    SQS = "sqs"
+
+
+class ServiceOut(TransientError):
+    """A call failed because its service is out; the request is not at fault."""
+
+    def __init__(self, service: Service, cause: BaseException) -> None:
+        super().__init__(f"{service.value} is out: {classify(cause).message}")
+        self.service = service
+
+
+Probe = Callable[[], Awaitable[object]]
+
+
+@dataclass
+class _Out:
+    since: float
+    reason: str
+    back: asyncio.Event
+    task: asyncio.Task[None] | None = None
+
+
+class Outages:
+    """Which services are out, and the probes that find them back.
+
+    Args:
+        clock: the time source for the probe's backoff (a fake one in tests).
+        metrics: the registry ``illustrator_service_out{service}`` (1 while
+            out) and ``illustrator_outages_total{service}`` are added to.
+        probes: one cheap call per service; a service without one is taken
+            back after the first backoff.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        metrics: Metrics,
+        probes: dict[Service, Probe] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._probes = dict(probes or {})
+        self._out: dict[Service, _Out] = {}
+        self._clear = asyncio.Event()
+        self._clear.set()
+        self._gauge = Gauge(
+            f"{PREFIX}_service_out",
+            "1 while the service is out (the worker is paused).",
+            ["service"],
+            registry=metrics.registry,
+        )
+        self._count = Counter(
+            f"{PREFIX}_outages",
+            "Outages of each service noticed by the worker.",
+            ["service"],
+            registry=metrics.registry,
+        )
+        for service in Service:
+            self._gauge.labels(service=service.value).set(0)
+
+    @property
+    def out(self) -> list[str]:
+        """The services out now, by name (empty when all are up)."""
+        return sorted(service.value for service in self._out)
+
+    def is_out(self, service: Service) -> bool:
+        """Whether `service` is out now."""
+        return service in self._out
+
+    @contextlib.contextmanager
+    def guard(self, service: Service) -> Iterator[None]:
+        """Turn an outage-type failure of the enclosed `service` call into
+        :class:`ServiceOut`, marking the service out; other errors pass."""
+        try:
+            yield
+        except ServiceOut:
+            raise
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            self.mark(service, error)
+            raise ServiceOut(service, error) from error
+
+    def mark(self, service: Service, error: BaseException) -> None:
+        """`service` failed as in an outage; the first time, say so and probe it."""
+        if service in self._out:
+            return
+        reason = classify(error).message
+        state = _Out(self._clock.monotonic(), reason, asyncio.Event())
+        self._out[service] = state
+        self._clear.clear()
+        self._gauge.labels(service=service.value).set(1)
+        self._count.labels(service=service.value).inc()
+        log.warning("service_out", service=service.value, error=reason, note="paused")
+        state.task = asyncio.create_task(self._probe(service, state), name=f"probe-{service}")
+
+    async def wait_clear(self) -> None:
+        """Return once no service is out."""
+        await self._clear.wait()
+
+    async def wait_back(self, service: Service, within: float) -> bool:
+        """Wait up to `within` seconds for `service` to be back; whether it is."""
+        state = self._out.get(service)
+        if state is None:
+            return True
+        back = asyncio.ensure_future(state.back.wait())
+        # The worker's clock, not the loop's: a test's fast clock shortens it.
+        lapse = asyncio.ensure_future(self._clock.sleep(max(0.0, within)))
+        try:
+            await asyncio.wait({back, lapse}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            back.cancel()
+            lapse.cancel()
+        return service not in self._out
+
+    def close(self) -> None:
+        """Stop every probe (the worker is stopping)."""
+        for state in self._out.values():
+            if state.task is not None:
+                state.task.cancel()
+
+    async def _probe(self, service: Service, state: _Out) -> None:
+        delay = PROBE_FIRST_S
+        probe = self._probes.get(service)
+        while True:
+            await self._clock.sleep(delay)
+            if probe is None or await self._answers(probe):
+                break
+            delay = min(PROBE_MAX_S, delay * 2)
+        self._out.pop(service, None)
+        self._gauge.labels(service=service.value).set(0)
+        log.info(
+            "service_back",
+            service=service.value,
+            out_s=round(self._clock.monotonic() - state.since, 1),
+        )
+        state.back.set()
+        if not self._out:
+            self._clear.set()
+
+    @staticmethod
+    async def _answers(probe: Probe) -> bool:
+        try:
+            await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
+        except Exception as error:
+            # A refusal is an answer: the service is there.
+            return not is_outage(error)
+        return True
+
+
+def worker_outages(
+    clients: AwsClients, settings: Settings, clock: Clock, metrics: Metrics
+) -> Outages:
+    """The worker's outages, each service probed with one cheap call.
+
+    Probes need no permission of their own: a refusal (403) is an answer.
+    """
+    probes: dict[Service, Probe] = {
+        Service.S3: lambda: clients.s3.head_bucket(Bucket=settings.s3_bucket_name),
+        Service.SNS: lambda: clients.sns.get_topic_attributes(TopicArn=settings.sns_topic_arn),
+        Service.SQS: lambda: clients.sqs.get_queue_attributes(
+            QueueUrl=settings.sqs_queue_url, AttributeNames=["VisibilityTimeout"]
+        ),
+    }
+    return Outages(clock, metrics, probes)
