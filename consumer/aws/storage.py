@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 PNG = "image/png"
 CHUNK_BYTES = 256 * 1024
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+# S3's answer for a missing key to a caller without s3:ListBucket.
+_FORBIDDEN = frozenset({"403", "AccessDenied", "Forbidden"})
 
 
 def _missing(error: ClientError) -> bool:
@@ -48,6 +50,17 @@ class Storage:
                 return None
             raise
         return dict(response.get("Metadata", {}))
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object is at `key` (a HEAD): 404, or 403 without
+        ``s3:ListBucket``, reads as absent; any other failure raises."""
+        try:
+            await self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _missing(error) or aws_error_code(error) in _FORBIDDEN:
+                return False
+            raise
+        return True
 
     async def fetch_first(self, keys: Sequence[str], max_bytes: int) -> tuple[str, bytes]:
         """The first of `keys` that exists, and its bytes.

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from PIL import Image
 
+from consumer.delivery.cancellation import JobCancelled
 from consumer.delivery.gpu_thread import Timed
 from consumer.delivery.job import Job, JobEnvironment, Prepared, whole_ms
 from consumer.errors import GenerationFailed, IllustratorError
@@ -40,7 +41,8 @@ async def generate_on_gpu(
 
     `announce`, when given, runs on the GPU thread as the generation begins.
     A generation stopped at its deadline is a transient ``generation_failed``,
-    and so is any error the generator does not declare.
+    and so is any error the generator does not declare; one stopped by its
+    cancellation raises :class:`JobCancelled`.
     """
     spec = prepared.spec
     began = asyncio.Event()
@@ -56,12 +58,10 @@ async def generate_on_gpu(
     try:
         timed = await _await_gpu(env, job, asyncio.wrap_future(future), began)
     except GenerationStopped as error:
-        if not job.timed_out:
+        reason = _why_stopped(env, job, error)
+        if reason is error:
             raise
-        raise GenerationFailed(
-            f"the generation ran past GENERATION_TIMEOUT_S "
-            f"({env.settings.generation_timeout_s:g} s) and was stopped"
-        ) from error
+        raise reason from error
     except Exception as error:
         if _is_declared(error):
             raise
@@ -81,6 +81,19 @@ async def generate_on_gpu(
                 f"not {spec.width}x{spec.height}"
             )
     return pictures
+
+
+def _why_stopped(env: JobEnvironment, job: Job, error: GenerationStopped) -> Exception:
+    """What a stopped generation means for the job: cancelled, past its
+    deadline (transient), or stopped by the drain (as it is)."""
+    if job.cancelled:
+        return JobCancelled(f"cancelled while it waited for or held the GPU: {error}")
+    if job.timed_out:
+        return GenerationFailed(
+            f"the generation ran past GENERATION_TIMEOUT_S "
+            f"({env.settings.generation_timeout_s:g} s) and was stopped"
+        )
+    return error
 
 
 async def _await_gpu(
@@ -124,7 +137,10 @@ def _draw(
     stop: threading.Event,
     began: Callable[[], object],
 ) -> list[Image.Image]:
-    # On the GPU thread, with the job's log context.
+    # On the GPU thread, with the job's log context. A job stopped while it
+    # waited in line (cancelled, say) never begins: no step, no started event.
+    if stop.is_set():
+        raise GenerationStopped("generation stopped before it began")
     began()
     log.info(
         "generation_started",

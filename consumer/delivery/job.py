@@ -45,6 +45,7 @@ class Outcome(enum.StrEnum):
     REUSED = "reused"
     FAILED = "failed"
     RETRY = "retry"
+    CANCELLED = "cancelled"
     FATAL = "fatal"
 
 
@@ -63,8 +64,10 @@ class Job:
             for it instead of withdrawing it.
         reported: its completion event is published.
         stop: set to stop its generation at the next denoising step (the
-            deadline, the end of a drain).
+            deadline, the end of a drain, a cancellation).
         timed_out: its generation ran past ``GENERATION_TIMEOUT_S``.
+        cancelled: its cancellation marker was seen while it waited for or
+            held the GPU.
     """
 
     message: ReceivedMessage
@@ -81,6 +84,7 @@ class Job:
     fatal_reason: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     timed_out: bool = False
+    cancelled: bool = False
 
     def withdraw(self) -> bool:
         """Stop the job if it has not begun generating; True when it never will."""

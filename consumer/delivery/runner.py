@@ -38,6 +38,7 @@ from consumer.contract.request import (
 )
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
 from consumer.delivery.backoff import retry_delay
+from consumer.delivery.cancellation import CancelWatch, JobCancelled
 from consumer.delivery.generation import generate_on_gpu
 from consumer.delivery.job import (
     META_DIGEST,
@@ -65,6 +66,7 @@ class JobRunner:
     def __init__(self, env: JobEnvironment) -> None:
         self.env = env
         self.settings = env.settings
+        self.cancels = CancelWatch(env.storage, env.settings, env.clock)
 
     async def run(self, job: Job) -> Outcome:
         """Take `job` through its stages and report its outcome."""
@@ -81,6 +83,8 @@ class JobRunner:
             return Outcome.SUCCEEDED
         except asyncio.CancelledError:
             raise
+        except JobCancelled as cancel:
+            return await self._cancelled(job, cancel)
         except Exception as error:  # every failure ends in an outcome
             return await self._failed(job, error)
 
@@ -107,7 +111,11 @@ class JobRunner:
             self.settings, request.user_id, request.kind, request.job_id, spec.num_images
         )
         digest = request_digest(request)
-        existing = await asyncio.gather(*(self.env.storage.head(key) for key in keys))
+        # The outputs and the cancellation marker are looked for together.
+        existing, cancelled = await asyncio.gather(
+            asyncio.gather(*(self.env.storage.head(key) for key in keys)),
+            self.cancels.cancelled(request.user_id, request.job_id),
+        )
         for metadata in existing:
             # Outputs written before digests were recorded count as matching.
             if metadata is not None and metadata.get(META_DIGEST, digest) != digest:
@@ -115,8 +123,11 @@ class JobRunner:
                     f"job id {request.job_id} was already used for a different request"
                 )
         if all(metadata is not None for metadata in existing):
+            # Outputs all written: the success stands, whatever a marker says.
             await self._reuse(job, spec, keys, [m or {} for m in existing])
             return None
+        if cancelled:
+            raise JobCancelled("cancelled before it was taken")
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
             found, data = await self.env.storage.fetch_first(
@@ -159,7 +170,12 @@ class JobRunner:
                 # job waits behind another); published from the event loop.
                 asyncio.run_coroutine_threadsafe(self._announce(job, prepared.request), loop)
 
-        return await generate_on_gpu(self.env, job, prepared, announce)
+        request = prepared.request
+        async with self.cancels.watching(job, request.user_id, request.job_id):
+            pictures = await generate_on_gpu(self.env, job, prepared, announce)
+        if job.cancelled:  # seen as the last step ended: still nothing is written
+            raise JobCancelled("cancelled as its generation ended")
+        return pictures
 
     async def _deliver(self, job: Job, prepared: Prepared, pictures: list[Image.Image]) -> None:
         job.committed = True
@@ -242,6 +258,20 @@ class JobRunner:
         # before its event could be lost without a word to AutoBio.
         await self.env.heartbeat.release(job.message)
         await self.env.queue.delete(job.message)
+
+    async def _cancelled(self, job: Job, cancel: JobCancelled) -> Outcome:
+        """Report a cancelled job and delete its request; nothing of it was written."""
+        job.committed = True
+        job.release_slot()
+        try:
+            await self._publish(job, self._event(job, "cancelled"), Outcome.CANCELLED)
+            await self._delete(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # reported like any failure: retried later
+            return await self._failed(job, error)
+        log.info("job_cancelled", reason=str(cancel), timings_ms=job.final_timings())
+        return Outcome.CANCELLED
 
     # Failures.
 
