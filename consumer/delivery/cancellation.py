@@ -48,7 +48,10 @@ class CancelWatch:
         """Whether the job's marker exists; ``False`` when S3 cannot say in time."""
         key = cancel_key(self.prefix, user_id, job_id)
         try:
-            return await asyncio.wait_for(self.storage.exists(key), CHECK_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that races the call's end, and the watch must end.
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                return await self.storage.exists(key)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # S3 trouble: the job goes on
@@ -56,9 +59,11 @@ class CancelWatch:
             log.warning("cancel_check_failed", error=message)
             return False
 
-    async def _poll(self, job: Job, user_id: str, job_id: str) -> None:
-        while not job.stop.is_set():
+    async def _poll(self, job: Job, user_id: str, job_id: str, ended: asyncio.Event) -> None:
+        while not job.stop.is_set() and not ended.is_set():
             await self.clock.sleep(self.poll_s)
+            if ended.is_set():
+                return
             if await self.cancelled(user_id, job_id):
                 log.info("cancel_seen")
                 job.cancelled = True
@@ -69,10 +74,12 @@ class CancelWatch:
     async def watching(self, job: Job, user_id: str, job_id: str) -> AsyncIterator[None]:
         """Poll the job's marker while the enclosed block runs; a marker seen
         marks the job cancelled and sets its stop event."""
-        task = asyncio.create_task(self._poll(job, user_id, job_id), name=f"cancel-{job_id}")
+        ended = asyncio.Event()
+        task = asyncio.create_task(self._poll(job, user_id, job_id, ended), name=f"cancel-{job_id}")
         try:
             yield
         finally:
+            ended.set()  # ends the loop even if a cancellation were lost
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -188,3 +188,34 @@ async def test_exists_reads_the_marker(stack: Stack) -> None:
         cancel(stack, "job-1")
         assert await storage.exists("cancellations/user1/job-1") is True
         assert await storage.exists("cancellations/user1/job-2") is False
+
+
+class _QuickStorage:
+    """Answers every look at once: the watch's loop races its own end."""
+
+    calls = 0
+
+    async def exists(self, key: str) -> bool:
+        self.calls += 1
+        await asyncio.sleep(0)
+        return False
+
+
+async def test_a_watch_always_ends_with_its_block() -> None:
+    storage = _QuickStorage()
+    watch = CancelWatch(storage, settings(cancel_poll_s=0.001), SystemClock())  # type: ignore[arg-type]
+    for index in range(200):
+        job = _job()
+        async with asyncio.timeout(5):  # a watch that outlived its block would hang here
+            async with watch.watching(job, "user1", f"job-{index}"):
+                await asyncio.sleep(0.002 * (index % 3))
+        assert not job.stop.is_set()
+    assert storage.calls > 0
+
+
+def _job() -> Any:
+    class _Job:
+        stop = threading.Event()
+        cancelled = False
+
+    return _Job()
