@@ -79,19 +79,29 @@ async def test_a_job_cancelled_before_it_is_taken_is_not_drawn(stack: Stack) -> 
 
 
 async def test_a_job_cancelled_while_it_waits_never_begins(
-    stack: Stack, gate: threading.Event
+    stack: Stack, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     put_input(stack, "avatars/user1.png")
     observer = Observer(stack)
     generator = blank(gate=gate)
+    looks: list[tuple[str, bool]] = []
+    look = CancelWatch.cancelled
+
+    async def recorded(self: CancelWatch, user_id: str, job_id: str) -> bool:
+        answer = await look(self, user_id, job_id)
+        looks.append((job_id, answer))
+        return answer
+
+    monkeypatch.setattr(CancelWatch, "cancelled", recorded)
     async with running(generator, settings(cancel_poll_s=POLL_S)):
         send(stack, memory("first"))
         await eventually(generator.started.is_set, what="the first job to start")
         send(stack, memory("waiting"))
-        await eventually(lambda: queue_counts(stack) == (0, 2), what="the second prefetched")
+        await eventually(lambda: ("waiting", False) in looks, what="the second taken")
         cancel(stack, "waiting")
-        # Seen within a poll or two, while the first still holds the GPU.
-        await asyncio.sleep(POLL_S * 3)
+        # Seen by a poll while the first still holds the GPU.
+        await eventually(lambda: ("waiting", True) in looks, within=POLL_S * 5, what="seen")
+        assert generator.active == 1
         gate.set()
         events = await observer.wait(2)
     by_job = {e["job_id"]: (e, a) for e, a in zip(events, observer.attributes, strict=True)}
