@@ -33,9 +33,18 @@ def _healthy(url: str) -> bool:
 
 
 def start_consumer(
-    children: Children, stack: SandboxResources, latency_ms: int, index: int
+    children: Children,
+    stack: SandboxResources,
+    latency_ms: int,
+    index: int,
+    *,
+    extra_env: dict[str, str] | None = None,
+    argv: list[str] | None = None,
+    name: str = ILLUSTRATOR,
 ) -> Child:
-    """Start one consumer on `stack` (not yet awaited); see :func:`wait_ready`."""
+    """Start one consumer on `stack` (not yet awaited); see :func:`wait_ready`.
+
+    `extra_env` adds settings, `argv` replaces ``python -m consumer run``."""
     port = free_port()
     env = base_environment(
         {
@@ -52,10 +61,11 @@ def start_consumer(
             "AUTH_ENABLED": "false",
             "EC2_LIFECYCLE_WATCH": "false",
             "MODEL_CACHE_DIR": str(children.log_dir / "model-cache"),
+            **(extra_env or {}),
         }
     )
-    argv = [sys.executable, "-m", "consumer", "run"]
-    child = children.start(f"{ILLUSTRATOR}-{latency_ms}ms-{index}", argv, env)
+    argv = argv or [sys.executable, "-m", "consumer", "run"]
+    child = children.start(f"{name}-{latency_ms}ms-{index}", argv, env)
     child.ready_check = lambda: _healthy(f"http://{LOOPBACK}:{port}/health")
     return child
 

@@ -31,7 +31,7 @@ class Metrics:
 
     Attributes:
         jobs: finished jobs by ``kind``, ``status`` (succeeded, reused,
-            failed) and ``error_code`` (empty on success).
+            failed, cancelled) and ``error_code`` (empty on success).
         retries: requests sent back to the queue after a transient failure
             (or after failing to report a permanent one), by error code.
         dead_lettered: requests copied to the dead-letter queue, by error code.

@@ -133,6 +133,10 @@ class Settings(GenerationDefaults):
     held_max_bytes: int = Field(1024 * 1024 * 1024, gt=0)
     # A generation still running this long is stopped and retried later.
     generation_timeout_s: float = Field(600.0, gt=0.0, le=43_200.0)
+    # Cancellation markers: <prefix><user_id>/<job_id>, looked for while a job
+    # waits for and holds the GPU, every CANCEL_POLL_S.
+    s3_cancel_prefix: str = Field("cancellations/", min_length=1, max_length=256)
+    cancel_poll_s: float = Field(2.0, gt=0.0, le=60.0)
     worker_id: str = Field(default_factory=socket.gethostname, max_length=256)
     ec2_lifecycle_watch: bool = False
     ec2_autoscaling_group_name: str = Field("", max_length=255)

@@ -55,6 +55,17 @@ class Storage:
             raise
         return dict(response.get("Metadata", {}))
 
+    async def exists(self, key: str) -> bool:
+        """Whether an object is at `key` (a HEAD): 404, or 403 without
+        ``s3:ListBucket``, reads as absent; any other failure raises."""
+        try:
+            await self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _missing(error):
+                return False
+            raise
+        return True
+
     async def fetch_first(self, keys: Sequence[str], max_bytes: int) -> tuple[str, bytes]:
         """The first of `keys` that exists, and its bytes.
 

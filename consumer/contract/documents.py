@@ -92,7 +92,8 @@ def asyncapi_document() -> dict[str, Any]:
             "completions": {
                 "address": "SNS_TOPIC_ARN",
                 "description": (
-                    "Job events: completion (succeeded or failed) and, when enabled, started. "
+                    "Job events: completion (succeeded, failed or cancelled) and, when enabled, "
+                    "started. "
                     "Filter on the status attribute to take only some."
                 ),
                 "messages": {
@@ -148,7 +149,7 @@ def asyncapi_document() -> dict[str, Any]:
                     "name": "CompletionEvent",
                     "contentType": "application/json",
                     "summary": "The outcome of one job.",
-                    "headers": _event_headers(["succeeded", "failed"]),
+                    "headers": _event_headers(["succeeded", "failed", "cancelled"]),
                     "payload": {"$ref": "#/components/schemas/CompletionEvent"},
                 },
                 "StartedEvent": {

@@ -12,15 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from consumer.errors import ErrorCode
 from pipeline.api.spec import GenerationSpec
 
-Status = Literal["succeeded", "failed"]
+Status = Literal["succeeded", "failed", "cancelled"]
 
 # The generated documents' descriptions are plain text (no reST): JSON Schema
 # and AsyncAPI readers show them as they are.
 COMPLETION_DESCRIPTION = (
     "One job's outcome, published to SNS once the job ends. A succeeded event has data and "
-    "no error; a failed one has error and no data. job_id, kind and user_id are null when "
-    "the request body held no valid value for them, and always for an unauthorized request "
-    "(its body is not trusted). Subscribers deduplicate by job_id."
+    "no error; a failed one has error and no data; a cancelled one (the job was cancelled "
+    "through its marker before its outputs were written) has neither. job_id, kind and "
+    "user_id are null when the request body held no valid value for them, and always for "
+    "an unauthorized request (its body is not trusted). Subscribers deduplicate by job_id."
 )
 STARTED_DESCRIPTION = (
     "Published when a job begins generating, only with PUBLISH_STARTED_EVENTS=true. "
@@ -97,7 +98,9 @@ class CompletionEvent(BaseModel):
     user_id: str | None = Field(
         description="The request's user_id; null when unreadable or unauthorized."
     )
-    status: Status = Field(description="succeeded or failed; also an SNS message attribute.")
+    status: Status = Field(
+        description="succeeded, failed or cancelled; also an SNS message attribute."
+    )
     data: list[OutputRef] | None = Field(
         None, description="Succeeded only: every picture, in order (num_images of them)."
     )
@@ -123,9 +126,13 @@ class CompletionEvent(BaseModel):
     sqs_message_id: str = Field(description="The SQS MessageId of the request.")
 
     def to_json(self) -> str:
-        """Serialise for SNS: ``data`` only on success, ``error`` only on failure."""
+        """Serialise for SNS: ``data`` only on success, ``error`` only on failure,
+        neither when cancelled."""
         payload = self.model_dump(mode="json")
-        payload.pop("error" if self.status == "succeeded" else "data", None)
+        if self.status != "succeeded":
+            payload.pop("data", None)
+        if self.status != "failed":
+            payload.pop("error", None)
         for item in payload.get("data") or []:
             # An output without a known seed (an old reused object) says nothing of it.
             if item.get("seed") is None:

@@ -37,6 +37,15 @@ def output_keys(
     return [output_key(defaults, user_id, kind, job_id, i) for i in range(count)]
 
 
+def cancel_key(prefix: str, user_id: str, job_id: str) -> str:
+    """Where AutoBio writes a job's cancellation marker: ``<prefix><user_id>/<job_id>``.
+
+    `prefix` is ``S3_CANCEL_PREFIX``; the ids are the request's, which the
+    request's rules keep to ``[A-Za-z0-9_-]``.
+    """
+    return f"{prefix}{user_id}/{job_id}"
+
+
 def s3_uri(bucket: str, key: str) -> str:
     """``s3://bucket/key``."""
     return f"s3://{bucket}/{key}"

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from PIL import Image
 
+from consumer.delivery.cancellation import JobCancelled
 from consumer.delivery.gpu_thread import Timed
 from consumer.delivery.job import Job, JobEnvironment, Prepared, whole_ms
 from consumer.delivery.job_state import JobState
@@ -58,6 +59,7 @@ async def generate_on_gpu(
     checker the pictures are checked there too, before anything is encoded:
     its time is ``timings_ms.safety`` (not part of ``generate``) and its
     counts go to the metrics, also when the job ends ``content_filtered``.
+    One stopped by its cancellation raises :class:`JobCancelled`.
     """
     spec = prepared.spec
     began = asyncio.Event()
@@ -77,12 +79,10 @@ async def generate_on_gpu(
         _count_safety(env, job, error.checked, error.flagged, error.redraws, error.check_seconds)
         raise
     except GenerationStopped as error:
-        if job.state is not JobState.TIMED_OUT:
+        reason = _why_stopped(env, job, error)
+        if reason is error:
             raise
-        raise GenerationFailed(
-            f"the generation ran past GENERATION_TIMEOUT_S "
-            f"({env.settings.generation_timeout_s:g} s) and was stopped"
-        ) from error
+        raise reason from error
     except Exception as error:
         if _is_declared(error):
             raise
@@ -127,6 +127,19 @@ def _settle(job: Job, future: concurrent.futures.Future[Any]) -> None:
         job.gpu_future = _SETTLED
 
 
+def _why_stopped(env: JobEnvironment, job: Job, error: GenerationStopped) -> Exception:
+    """What a stopped generation means for the job: cancelled, past its
+    deadline (transient), or stopped by the drain (as it is)."""
+    if job.cancelled:
+        return JobCancelled(f"cancelled while it waited for or held the GPU: {error}")
+    if job.state is JobState.TIMED_OUT:
+        return GenerationFailed(
+            f"the generation ran past GENERATION_TIMEOUT_S "
+            f"({env.settings.generation_timeout_s:g} s) and was stopped"
+        )
+    return error
+
+
 async def _await_gpu(
     env: JobEnvironment,
     job: Job,
@@ -168,7 +181,10 @@ def _draw(
     stop: threading.Event,
     began: Callable[[], object],
 ) -> Drawn:
-    # On the GPU thread, with the job's log context.
+    # On the GPU thread, with the job's log context. A job stopped while it
+    # waited in line (cancelled, say) never begins: no step, no started event.
+    if stop.is_set():
+        raise GenerationStopped("generation stopped before it began")
     began()
     log.info(
         "generation_started",

@@ -64,11 +64,13 @@ class Job:
         outcome: the outcome reported in its event, then the one it ended with.
         fatal_reason: why it stopped the worker, when it ended :attr:`Outcome.FATAL`.
         stop: set to stop its generation at the next denoising step (the
-            deadline, the end of a drain).
+            deadline, the end of a drain, a cancellation).
         safety: what the safety checker did (pictures ``checked``,
             ``flagged``, ``redraws``); ``None`` when no checker ran.
         authentic: its signature was verified (or signatures are off); until
             then nothing of its body names a job or a user, in events or logs.
+        cancelled: its cancellation marker was seen while it waited for or
+            held the GPU.
     """
 
     message: ReceivedMessage
@@ -85,6 +87,7 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     safety: dict[str, int] | None = None
     authentic: bool = False
+    cancelled: bool = False
 
     def advance(self, new: JobState, outcome: Outcome | None = None) -> None:
         """Move to `new` (with the `outcome` it reports), or raise

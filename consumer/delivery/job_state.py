@@ -20,6 +20,7 @@ class Outcome(enum.StrEnum):
     REUSED = "reused"
     FAILED = "failed"
     RETRY = "retry"
+    CANCELLED = "cancelled"
     FATAL = "fatal"
 
 
@@ -30,13 +31,14 @@ class JobState(enum.StrEnum):
     GENERATING = "generating"  # handed to the GPU thread (possibly queued there)
     TIMED_OUT = "timed_out"  # ran past its deadline and was told to stop
     DELIVERING = "delivering"  # writing its outputs (or reusing existing ones)
-    SETTLING = "settling"  # a failure being recorded: event, DLQ copy, backoff
+    SETTLING = "settling"  # a failure or a cancellation being recorded: event, DLQ copy, backoff
     REPORTED = "reported"  # its completion event is out; the delete is left
     # Ends: the outcomes, and the two ways a job ends without one.
     SUCCEEDED = "succeeded"
     REUSED = "reused"
     FAILED = "failed"
     RETRY = "retry"
+    CANCELLED = "cancelled"
     FATAL = "fatal"
     WITHDRAWN = "withdrawn"  # taken back before it began generating
     RELEASED = "released"  # cancelled by a shutdown; its request handed back
@@ -48,6 +50,7 @@ _ENDS = frozenset(
         JobState.REUSED,
         JobState.FAILED,
         JobState.RETRY,
+        JobState.CANCELLED,
         JobState.FATAL,
         JobState.WITHDRAWN,
         JobState.RELEASED,
@@ -69,7 +72,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # After the event: the delete (or the DLQ copy) either succeeds, or fails
     # and the request comes back later (RETRY, or the reported outcome).
     JobState.REPORTED: frozenset(
-        {JobState.SUCCEEDED, JobState.REUSED, JobState.FAILED, JobState.RETRY}
+        {JobState.SUCCEEDED, JobState.REUSED, JobState.FAILED, JobState.RETRY, JobState.CANCELLED}
     ),
     **{end: frozenset() for end in _ENDS},
 }

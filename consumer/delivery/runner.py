@@ -40,6 +40,7 @@ from consumer.contract.request import (
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
 from consumer.delivery import attempts
 from consumer.delivery.backoff import retry_delay
+from consumer.delivery.cancellation import CancelWatch, JobCancelled
 from consumer.delivery.generation import generate_on_gpu
 from consumer.delivery.holding import Hold, HoldEnded, Holds
 from consumer.delivery.job import (
@@ -75,6 +76,7 @@ class JobRunner:
         self.settings = env.settings
         self.outages = outages or Outages(env.clock, env.metrics)
         self.holds = Holds(self.outages, self.settings, env.clock)
+        self.cancels = CancelWatch(env.storage, env.settings, env.clock)
 
     def _hold(self, job: Job) -> Hold:
         return self.holds.of(job.message.receipt_handle)
@@ -98,6 +100,8 @@ class JobRunner:
             return job.end(Outcome.SUCCEEDED)
         except asyncio.CancelledError:
             raise
+        except JobCancelled as cancel:
+            return await self._cancelled(job, cancel)
         except Exception as error:  # every failure ends in an outcome
             return await self._failed(job, error)
         finally:
@@ -129,8 +133,13 @@ class JobRunner:
             self.settings, request.user_id, request.kind, request.job_id, spec.num_images
         )
         digest = request_digest(request)
-        with self.outages.guard(Service.S3):  # an outage releases the request
-            existing = await asyncio.gather(*(self.env.storage.head(key) for key in keys))
+        # The outputs and the cancellation marker are looked for together;
+        # an outage of S3 releases the request.
+        with self.outages.guard(Service.S3):
+            existing, cancelled = await asyncio.gather(
+                asyncio.gather(*(self.env.storage.head(key) for key in keys)),
+                self.cancels.cancelled(request.user_id, request.job_id),
+            )
         for metadata in existing:
             # Outputs written before digests were recorded count as matching.
             if metadata is not None and metadata.get(META_DIGEST, digest) != digest:
@@ -138,8 +147,11 @@ class JobRunner:
                     f"job id {request.job_id} was already used for a different request"
                 )
         if all(metadata is not None for metadata in existing):
+            # Outputs all written: the success stands, whatever a marker says.
             await self._reuse(job, spec, keys, [m or {} for m in existing])
             return None
+        if cancelled:
+            raise JobCancelled("cancelled before it was taken")
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
             with self.outages.guard(Service.S3):
@@ -186,7 +198,12 @@ class JobRunner:
                 # job waits behind another); published from the event loop.
                 asyncio.run_coroutine_threadsafe(self._announce(job, prepared.request), loop)
 
-        return await generate_on_gpu(self.env, job, prepared, announce)
+        request = prepared.request
+        async with self.cancels.watching(job, request.user_id, request.job_id):
+            pictures = await generate_on_gpu(self.env, job, prepared, announce)
+        if job.cancelled:  # seen as the last step ended: still nothing is written
+            raise JobCancelled("cancelled as its generation ended")
+        return pictures
 
     async def _deliver(
         self, job: Job, prepared: Prepared, pictures: list[Image.Image], seeds: list[int]
@@ -276,6 +293,19 @@ class JobRunner:
             Service.SQS, lambda: attempts.delete(env.heartbeat, env.queue, job.message)
         )
 
+    async def _cancelled(self, job: Job, cancel: JobCancelled) -> Outcome:
+        """Report a cancelled job and delete its request; nothing of it was written."""
+        job.advance(JobState.SETTLING)
+        try:
+            await self._publish(job, self._event(job, "cancelled"), Outcome.CANCELLED)
+            await self._delete(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # reported like any failure: retried later
+            return await self._failed(job, error)
+        log.info("job_cancelled", reason=str(cancel), timings_ms=job.final_timings())
+        return job.end(Outcome.CANCELLED)
+
     # Failures.
 
     async def _failed(self, job: Job, error: Exception) -> Outcome:
@@ -292,7 +322,8 @@ class JobRunner:
             log.warning("delete_failed", error=verdict.message)
             await self.env.heartbeat.release(job.message)
             return job.end(job.outcome or Outcome.SUCCEEDED)
-        job.advance(JobState.SETTLING)
+        if job.state is not JobState.SETTLING:  # a cancellation is settling already
+            job.advance(JobState.SETTLING)
         self._log(job, verdict, error)
         try:
             return await self._settle(job, verdict)

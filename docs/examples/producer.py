@@ -1,10 +1,16 @@
-"""Send one illustration request, as AutoBio does: signed, grouped by user.
+"""Send one illustration request, as AutoBio does: signed, grouped by user; or cancel one.
 
 Needs only boto3. Reads SQS_QUEUE_URL and, when the service has
 AUTH_ENABLED=true, AUTH_TOKEN from the environment (AWS credentials, region
 and AWS_ENDPOINT_URL come from the usual AWS chain). Prints the job id.
 
     python docs/examples/producer.py memory --user-id demo --prompt "a day at the sea"
+
+To cancel a job, write any object at <S3_CANCEL_PREFIX><user_id>/<job_id> in
+S3_BUCKET_NAME (S3_CANCEL_PREFIX defaults to cancellations/); its completion
+event then says "cancelled", unless its pictures were already written:
+
+    python docs/examples/producer.py cancel --user-id demo --job-id memory-...
 """
 
 from __future__ import annotations
@@ -43,16 +49,33 @@ def send_request(sqs: Any, queue_url: str, request: dict[str, Any], token: str |
     return str(response["MessageId"])
 
 
+def cancel_job(s3: Any, bucket: str, prefix: str, user_id: str, job_id: str) -> str:
+    """Write the job's cancellation marker (an empty object); returns its key."""
+    key = f"{prefix}{user_id}/{job_id}"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    return key
+
+
 def main() -> None:
-    """Build the request from the command line and send it."""
+    """Build the request from the command line and send it, or cancel a job."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["memory", "subject"])
+    parser.add_argument("kind", choices=["memory", "subject", "cancel"])
     parser.add_argument("--user-id", required=True)
     parser.add_argument("--prompt")
     parser.add_argument("--job-id", help="the idempotency key (default: a new one)")
     parser.add_argument("--steps", type=int, help="num_inference_steps")
     parser.add_argument("--num-images", type=int, help="1-4")
     args = parser.parse_args()
+    region = os.environ.get("AWS_REGION", "us-east-1")
+
+    if args.kind == "cancel":
+        if not args.job_id:
+            parser.error("cancel needs --job-id")
+        s3 = boto3.client("s3", region_name=region)
+        prefix = os.environ.get("S3_CANCEL_PREFIX", "cancellations/")
+        cancel_job(s3, os.environ["S3_BUCKET_NAME"], prefix, args.user_id, args.job_id)
+        print(args.job_id)
+        return
 
     request: dict[str, Any] = {
         "version": 1,
@@ -68,7 +91,7 @@ def main() -> None:
         "num_images": args.num_images,
     }
     request.update({name: value for name, value in optional.items() if value is not None})
-    sqs = boto3.client("sqs", region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    sqs = boto3.client("sqs", region_name=region)
     send_request(sqs, os.environ["SQS_QUEUE_URL"], request, os.environ.get("AUTH_TOKEN"))
     print(request["job_id"])
 

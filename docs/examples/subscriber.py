@@ -21,7 +21,7 @@ from typing import Any
 
 import boto3
 
-STATUSES = ("succeeded", "failed", "started")
+STATUSES = ("succeeded", "failed", "cancelled", "started")
 
 
 def event_of(body: str) -> dict[str, Any] | None:

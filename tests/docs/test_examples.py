@@ -117,3 +117,31 @@ def test_signed_requests_succeed_and_subscribers_get_the_status_they_filter_on(
     error = failed["error"]
     assert isinstance(error, dict)
     assert (error["code"], error["retryable"]) == ("unauthorized", False)
+
+
+def test_a_job_cancelled_through_the_producer_example_ends_cancelled(
+    stack: tuple[Sandbox, SandboxResources],
+) -> None:
+    sandbox, resources = stack
+    cancelled = _subscriber(resources, "--status", "cancelled")
+    _produce(resources, "", "to-cancel")
+    command = ["cancel", "--user-id", "demo", "--job-id", "to-cancel"]
+    subprocess.run(
+        [sys.executable, str(EXAMPLES / "producer.py"), *command],
+        env=_environment(resources, S3_BUCKET_NAME=resources.bucket),
+        check=True,
+        timeout=TIMEOUT_S,
+    )
+    marker = sandbox.client("s3").head_object(
+        Bucket=resources.bucket, Key="cancellations/demo/to-cancel"
+    )
+    assert marker["ContentLength"] == 0
+
+    settings = local_settings(resources, model="builtin:blank", worker_id="examples")
+    options = WorkerOptions(burst=True, poll_wait_s=1)
+    assert asyncio.run(serve(settings, load_generator, options=options)) == 0
+
+    (event,) = _events(cancelled)
+    assert (event["job_id"], event["status"]) == ("to-cancel", "cancelled")
+    listed = sandbox.client("s3").list_objects_v2(Bucket=resources.bucket, Prefix="generated/")
+    assert listed.get("KeyCount", 0) == 0
