@@ -23,13 +23,8 @@ from consumer.clock import epoch_ms
 from consumer.contract.event import (
     CompletionEvent,
     EventError,
-    OutputRef,
-    Parameters,
-    StartedEvent,
-    Status,
-    utc_timestamp,
 )
-from consumer.contract.keys import input_candidates, output_keys, s3_uri
+from consumer.contract.keys import input_candidates, output_keys
 from consumer.contract.request import (
     Request,
     effective_spec,
@@ -41,6 +36,7 @@ from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
 from consumer.delivery import attempts
 from consumer.delivery.backoff import retry_delay
 from consumer.delivery.cancellation import CancelWatch, JobCancelled
+from consumer.delivery.events import completion_event, output_refs, started_event
 from consumer.delivery.generation import generate_on_gpu
 from consumer.delivery.holding import Hold, HoldEnded, Holds
 from consumer.delivery.job import (
@@ -172,15 +168,7 @@ class JobRunner:
 
     async def _announce(self, job: Job, request: Request) -> None:
         """Publish the started event; best effort, since it only informs."""
-        event = StartedEvent(
-            job_id=request.job_id,
-            kind=request.kind.value,
-            user_id=request.user_id,
-            sqs_message_id=job.message.message_id,
-            attempts=attempts.attempt(job.message),
-            worker_id=self.settings.worker_id,
-            started_at=utc_timestamp(self.env.clock.now()),
-        )
+        event = started_event(self.env, job, request)
         try:
             await self.env.publisher.publish(event)
         except Exception as error:
@@ -219,8 +207,8 @@ class JobRunner:
                     for key, picture, seed in zip(prepared.keys, pictures, seeds, strict=True)
                 )
             )
-        data = self._refs(prepared.keys, seeds)
-        event = self._event(job, "succeeded", data=data)
+        data = output_refs(self.env.storage.bucket, prepared.keys, seeds)
+        event = completion_event(self.env, job, "succeeded", data=data)
         await self._publish(job, event, Outcome.SUCCEEDED)
         await self._delete(job)
         log.info(
@@ -243,14 +231,6 @@ class JobRunner:
         # Held through an S3 outage: the picture is never drawn twice for one.
         await self._hold(job).call(Service.S3, lambda: self.env.storage.put_png(key, png, metadata))
 
-    def _refs(self, keys: list[str], seeds: list[int] | list[int | None]) -> list[OutputRef]:
-        """The event's ``data``: each output's URI with the seed it was drawn with."""
-        bucket = self.env.storage.bucket
-        return [
-            OutputRef(s3_uri=s3_uri(bucket, key), seed=seed)
-            for key, seed in zip(keys, seeds, strict=True)
-        ]
-
     async def _reuse(
         self, job: Job, spec: GenerationSpec, keys: list[str], metadata: list[dict[str, str]]
     ) -> None:
@@ -259,9 +239,9 @@ class JobRunner:
         seeds = [int(m[META_SEED]) if m.get(META_SEED, "").isdigit() else None for m in metadata]
         if seeds[0] is not None:
             job.spec = dataclasses.replace(spec, seed=seeds[0])
-        data = self._refs(keys, seeds)
-        event = self._event(
-            job, "succeeded", data=data, reused=True, model=metadata[0].get(META_MODEL)
+        data = output_refs(self.env.storage.bucket, keys, seeds)
+        event = completion_event(
+            self.env, job, "succeeded", data=data, reused=True, model=metadata[0].get(META_MODEL)
         )
         await self._publish(job, event, Outcome.REUSED)
         await self._delete(job)
@@ -297,7 +277,9 @@ class JobRunner:
         """Report a cancelled job and delete its request; nothing of it was written."""
         job.advance(JobState.SETTLING)
         try:
-            await self._publish(job, self._event(job, "cancelled"), Outcome.CANCELLED)
+            await self._publish(
+                job, completion_event(self.env, job, "cancelled"), Outcome.CANCELLED
+            )
             await self._delete(job)
         except asyncio.CancelledError:
             raise
@@ -372,7 +354,7 @@ class JobRunner:
         # comes back and both are tried again, and only events may be
         # duplicated (subscribers deduplicate them by job_id).
         error = EventError(code=verdict.code, message=verdict.message, retryable=verdict.retryable)
-        event = self._event(job, "failed", error=error)
+        event = completion_event(self.env, job, "failed", error=error)
         await self._publish(job, event, Outcome.FAILED, verdict.code.value)
         if self.env.dlq_url:
             dlq_url = self.env.dlq_url
@@ -398,43 +380,3 @@ class JobRunner:
             await self.env.heartbeat.hand_back(job.message, delay)
         except Exception as error:
             log.warning("backoff_not_set", error=classify(error).message)
-
-    # The event.
-
-    def _event(
-        self,
-        job: Job,
-        status: Status,
-        *,
-        data: list[OutputRef] | None = None,
-        error: EventError | None = None,
-        reused: bool = False,
-        model: str | None = None,
-    ) -> CompletionEvent:
-        job_id: str | None
-        kind: str | None
-        user_id: str | None
-        if job.request is not None:
-            job_id, kind, user_id = job.request.job_id, job.request.kind.value, job.request.user_id
-        elif not job.authentic:
-            # A sender without the key must not publish about anyone's job.
-            job_id = kind = user_id = None
-        else:
-            fields = identifying_fields(job.message.body_bytes)
-            job_id, kind, user_id = fields.job_id, fields.kind, fields.user_id
-        return CompletionEvent(
-            job_id=job_id,
-            kind=kind,
-            user_id=user_id,
-            status=status,
-            data=data,
-            error=error,
-            reused=reused,
-            parameters=Parameters.from_spec(job.spec) if job.spec is not None else None,
-            model=model or self.env.generator.model_name,
-            attempts=attempts.attempt(job.message),
-            timings_ms=job.final_timings(),
-            worker_id=self.settings.worker_id,
-            finished_at=utc_timestamp(self.env.clock.now()),
-            sqs_message_id=job.message.message_id,
-        )
