@@ -16,9 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.aws import Stack
 from tests.chaos.process import ConsumerProcess, consumer_environment
-from tests.consumer.helpers import Observer, memory, png, put_input, send
 from tests.corpus.worst_pictures import (
     MIB,
     blocks,
@@ -28,6 +26,8 @@ from tests.corpus.worst_pictures import (
     resident_kib,
     worst_pictures,
 )
+from tests.support.aws import Stack
+from tests.support.helpers import Observer, memory, png, put_input, send
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUND_MIB = 512

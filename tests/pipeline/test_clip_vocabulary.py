@@ -13,7 +13,8 @@ from pipeline.api.errors import ModelLoadError
 from pipeline.builtin.clip_bpe import BOS, EOS, VOCAB_SIZE, clip_bpe
 from pipeline.builtin.tiny import tiny_tokenizer
 from pipeline.engine.text.long_prompt import text_token_ids
-from tests.pipeline.assets import load_generator, noise_picture, one, spec
+from tests.support.assets import load_generator, noise_picture, one
+from tests.support.specs import spec
 
 TEXT = "a family picnic by the lake"
 

@@ -21,7 +21,8 @@ from pipeline.api.config import BUILTIN_TINY, PipelineConfig
 from pipeline.api.spec import JobKind
 from pipeline.engine.generator import SDXLGenerator
 from pipeline.engine.runtime.schedulers import configure_scheduler
-from tests.pipeline.assets import load_generator, noise_picture, spec
+from tests.support.assets import load_generator, noise_picture
+from tests.support.specs import spec
 
 # Widths and heights a request may give (multiples of 64 up to 2048): the
 # ends, and between them sizes on either side of the convolution kernels'

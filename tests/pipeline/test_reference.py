@@ -15,8 +15,9 @@ from pipeline.api.framing import PAD_COLOUR, frame_person, framed_square
 from pipeline.api.reference import WORK_SIDE, InputLimits, prepare_reference, reference_from_image
 from pipeline.api.spec import JobKind
 from pipeline.engine.generator import SDXLGenerator
-from tests.pipeline.assets import noise_picture, one, pixels, spec
 from tests.pipeline.test_framing import tall_photo
+from tests.support.assets import noise_picture, one, pixels
+from tests.support.specs import spec
 
 LIMITS = InputLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000, max_aspect=8.0)
 SIDE = 224

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from tests.aws import Stack, make_stack
 from tests.chaos.proxy import Fault, Rule, Service
 from tests.reliability.harness import (
     Rig,
@@ -31,6 +30,7 @@ from tests.reliability.harness import (
     rig,
     rig_settings,
 )
+from tests.support.aws import Stack, make_stack
 
 JOBS = 6
 # How long after a service answers again the worker must take requests.

@@ -19,9 +19,9 @@ from consumer.aws.s3_download import RemoteObject
 from consumer.settings import Settings
 from pipeline.api.config import PipelineConfig
 from pipeline.builtin.tiny import build_tiny, save_tiny
-from tests.aws import Stack
 from tests.consumer.aws.test_artifacts import files_under, upload_folder
 from tests.support.assets import load_generator, noise_picture, pixels
+from tests.support.aws import Stack
 from tests.support.specs import spec
 
 AVATAR = noise_picture(3)

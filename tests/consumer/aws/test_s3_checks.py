@@ -17,7 +17,7 @@ from consumer.aws.storage import Storage
 from consumer.cli.local_aws import REGION
 from consumer.errors import InputNotFound
 from pipeline.api.errors import InvalidImageError
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 KiB = 1024
 

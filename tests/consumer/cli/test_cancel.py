@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumer.cli import main as cli
-from tests.aws import Stack
+from tests.support.aws import Stack
 
 
 def _marker(stack: Stack, key: str) -> int | None:

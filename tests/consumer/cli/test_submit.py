@@ -23,8 +23,8 @@ from consumer.contract.keys import output_key, s3_uri
 from consumer.contract.signing import verify
 from consumer.settings import GenerationDefaults
 from pipeline.api.spec import JobKind
-from tests.aws import Stack
-from tests.consumer.helpers import png
+from tests.support.aws import Stack
+from tests.support.helpers import png
 
 TOKEN = "test-signing-token-0123456789"
 

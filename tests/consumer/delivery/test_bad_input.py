@@ -9,9 +9,9 @@ from PIL import Image
 
 from consumer.delivery.worker import EXIT_FATAL
 from pipeline.api import reference
-from tests.aws import Stack
-from tests.consumer.helpers import Observer, memory, png, put_input, running, send, settings
-from tests.recording import Recording, blank
+from tests.support.aws import Stack
+from tests.support.helpers import Observer, memory, png, put_input, running, send, settings
+from tests.support.recording import Recording, blank
 
 
 def _code(event: dict[str, Any]) -> str:

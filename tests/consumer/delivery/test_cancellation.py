@@ -22,8 +22,8 @@ from consumer.clock import SystemClock
 from consumer.contract.keys import cancel_key
 from consumer.delivery import cancellation
 from consumer.delivery.cancellation import CancelWatch
-from tests.aws import REGION, Stack
-from tests.consumer.helpers import (
+from tests.support.aws import REGION, Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,
@@ -34,7 +34,7 @@ from tests.consumer.helpers import (
     send,
     settings,
 )
-from tests.recording import blank
+from tests.support.recording import blank
 
 POLL_S = 0.3
 

@@ -11,8 +11,8 @@ import pytest
 from consumer.delivery.worker import EXIT_FATAL
 from consumer.logs import configure_logging
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError
-from tests.aws import REGION, Stack
-from tests.consumer.helpers import (
+from tests.support.aws import REGION, Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,

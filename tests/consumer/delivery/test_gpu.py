@@ -18,8 +18,8 @@ from consumer.delivery.heartbeat import Heartbeat
 from consumer.delivery.job import Job, JobEnvironment, Prepared
 from pipeline.api.errors import GenerationOOMError
 from pipeline.api.spec import GenerationSpec, JobKind
-from tests.consumer.fakes import FakeClock, message
-from tests.consumer.helpers import eventually
+from tests.support.fakes import FakeClock, message
+from tests.support.helpers import eventually
 
 
 async def test_calls_run_one_at_a_time_in_order_on_one_thread() -> None:

@@ -15,7 +15,7 @@ from consumer.delivery.holding import HeldResults, Hold, HoldEnded
 from consumer.delivery.outage import PROBE_MAX_S, Outages, Service, ServiceOut
 from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.metrics import Metrics
-from tests.consumer.fakes import FakeClock, message
+from tests.support.fakes import FakeClock, message
 
 
 def _client_error(code: str, status: int) -> ClientError:

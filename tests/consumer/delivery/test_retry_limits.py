@@ -9,8 +9,8 @@ import pytest
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
 from consumer.delivery import attempts
 from pipeline.api.errors import GenerationOOMError
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     eventually,
     memory,

@@ -15,8 +15,8 @@ from consumer.delivery.gpu_thread import GpuThread
 from pipeline.api.interface import Generator
 from pipeline.api.safety import CheckedGenerator
 from tests import safety_checkers
-from tests.aws import Stack
-from tests.consumer.helpers import (
+from tests.support.aws import Stack
+from tests.support.helpers import (
     Observer,
     memory,
     outputs,

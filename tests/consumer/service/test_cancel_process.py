@@ -17,16 +17,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from consumer.contract.keys import cancel_key
-from tests.aws import Stack
-from tests.consumer.helpers import (
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    put_input,
-    queue_counts,
-    send,
-)
 from tests.consumer.service.test_process import (
     TINY,
     _exit,
@@ -34,6 +24,16 @@ from tests.consumer.service.test_process import (
     _health,
     _log_events,
     consumer,
+)
+from tests.support.aws import Stack
+from tests.support.helpers import (
+    Observer,
+    eventually,
+    memory,
+    outputs,
+    put_input,
+    queue_counts,
+    send,
 )
 
 POLL_S = 1.0

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.aws import Stack
 from tests.consumer.delivery.test_priority import _priority_queue
-from tests.consumer.helpers import Observer, eventually, memory, put_input, receive_all
 from tests.consumer.service.test_process import ROOT, consumer
+from tests.support.aws import Stack
+from tests.support.helpers import Observer, eventually, memory, put_input, receive_all
 
 
 def _send(stack: Stack, url: str, body: dict[str, Any], group: str) -> None:
