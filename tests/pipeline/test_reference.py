@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import framing, reference, sdxl
+from pipeline.api import framing, reference
 from pipeline.api.errors import InvalidImageError
 from pipeline.api.framing import PAD_COLOUR, frame_person, framed_square
 from pipeline.api.reference import WORK_SIDE, InputLimits, prepare_reference, reference_from_image
 from pipeline.api.spec import JobKind
+from pipeline.engine import generator as sdxl
 from pipeline.engine.generator import SDXLGenerator
 from tests.pipeline.test_framing import tall_photo
 from tests.support.assets import noise_picture, one, pixels
@@ -126,13 +127,13 @@ def test_the_generator_prepares_a_raw_picture_as_the_consumer_does(
     side = tiny.reference_side
     assert side == 32
     encoded: list[Image.Image] = []
-    run = sdxl.run_stoppable
+    encode_reference = sdxl.encode_reference
 
-    def recording(pipe: Any, arguments: dict[str, Any], stop: Any) -> Any:
-        encoded.extend(arguments["ip_adapter_image"][:1])
-        return run(pipe, arguments, stop)
+    def recording(pipe: Any, image: Image.Image, guidance: bool) -> Any:
+        encoded.append(image)
+        return encode_reference(pipe, image, guidance)
 
-    monkeypatch.setattr(sdxl, "run_stoppable", recording)
+    monkeypatch.setattr(sdxl, "encode_reference", recording)
     photo = encode(tall_photo(), "JPEG", quality=95)
     prepared = prepare_reference(photo, LIMITS, side)
     raw = Image.open(io.BytesIO(photo)).convert("RGB")

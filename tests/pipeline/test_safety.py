@@ -15,7 +15,7 @@ from pipeline.api.errors import ContentFilteredError, ModelLoadError
 from pipeline.api.safety import CheckedGenerator, checker_folder_problem, draw, redraw_seed
 from pipeline.engine.generator import SDXLGenerator
 from pipeline.engine.safety_checker import SafetyChecker
-from tests import safety_checkers
+from tests.support import safety_checkers
 from tests.support.assets import noise_picture, pixels
 from tests.support.safety_checkers import Recording
 from tests.support.specs import spec

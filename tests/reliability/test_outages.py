@@ -21,16 +21,10 @@ from typing import Any
 import pytest
 
 from tests.chaos.proxy import Fault, Rule, Service
-from tests.reliability.harness import (
-    Rig,
-    ShiftedClock,
-    eventually,
-    memory_request,
-    png,
-    rig,
-    rig_settings,
-)
+from tests.reliability.harness import Rig, rig, rig_settings
 from tests.support.aws import Stack, make_stack
+from tests.support.fakes import ShiftedClock
+from tests.support.helpers import eventually, memory, png
 
 JOBS = 6
 # How long after a service answers again the worker must take requests.
@@ -69,7 +63,7 @@ def readyz(r: Rig) -> tuple[int, dict[str, Any]]:
 
 async def stream(r: Rig, prefix: str, count: int, every_s: float) -> None:
     for n in range(count):
-        await r.send(memory_request(f"{prefix}-{n}"))
+        await r.send(memory(f"{prefix}-{n}"))
         await asyncio.sleep(every_s)
 
 
@@ -164,7 +158,7 @@ async def test_a_hold_past_outage_hold_s_releases_at_no_cost(
     async with rig(stack, moto_endpoint, settings=settings, attempts=None, clock=clock) as r:
         await r.put_input()
         rule = r.proxy.add(Rule(Fault.RESET, Service.SNS))
-        await r.send(memory_request("held-1"))
+        await r.send(memory("held-1"))
         await eventually(lambda: readyz(r)[0] == 503, within=60, what="the pause")
         clock.advance(61)  # past OUTAGE_HOLD_S: the job lets go of its request
         await eventually(lambda: len(r.generator.calls) == 1, what="the first drawing")
@@ -189,7 +183,7 @@ async def test_five_drains_cost_no_attempt(stack: Stack, moto_endpoint: str) -> 
     await asyncio.to_thread(
         stack.client("sqs").send_message,
         QueueUrl=stack.queue_url,
-        MessageBody=json.dumps(memory_request("drained-1")),
+        MessageBody=json.dumps(memory("drained-1")),
     )
     for drain in range(5):
         async with rig(stack, moto_endpoint, settings=production_settings()) as r:
@@ -213,7 +207,7 @@ async def test_three_failed_generations_dead_letter_on_the_third(
     async with rig(stack, moto_endpoint, settings=settings) as r:
         r.generator.failures = [RuntimeError("CUDA error: launch failure")] * 3
         await r.put_input()
-        await r.send(memory_request("doomed-1"))
+        await r.send(memory("doomed-1"))
         (event,) = await r.wait_events(1, within=60)
         assert await r.settle(1.0) == [event]
         (dead,) = await r.dead_letters()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from consumer.cli.main import main
-from tests import safety_checkers
+from tests.support import safety_checkers
 
 
 def test_the_demo_runs_with_a_checker_and_saves_no_flagged_picture(

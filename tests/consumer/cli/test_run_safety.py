@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests import safety_checkers
 from tests.consumer.cli.test_run import FAST_S, _run
+from tests.support import safety_checkers
 from tests.support.aws import Stack
 
 PREFIX = "illustrator: SAFETY_CHECKER_PATH="

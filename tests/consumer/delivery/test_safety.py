@@ -14,7 +14,7 @@ from consumer.cli.samples import avatar
 from consumer.delivery.gpu_thread import GpuThread
 from pipeline.api.interface import Generator
 from pipeline.api.safety import CheckedGenerator
-from tests import safety_checkers
+from tests.support import safety_checkers
 from tests.support.aws import Stack
 from tests.support.helpers import (
     Observer,
