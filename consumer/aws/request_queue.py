@@ -184,17 +184,33 @@ class RequestQueue:
             text += f" (attributes dropped: {', '.join(dropped)})"
         attributes[ERROR_CODE_ATTRIBUTE] = {"DataType": "String", "StringValue": code}
         attributes[ERROR_MESSAGE_ATTRIBUTE] = {"DataType": "String", "StringValue": text}
+        await self.send_copy(message, dlq_url, attributes)
+
+    async def send_copy(
+        self,
+        message: ReceivedMessage,
+        url: str,
+        attributes: dict[str, MessageAttributeValueTypeDef],
+        delay_s: int = 0,
+    ) -> None:
+        """Send `message`'s body to queue `url` with `attributes`, visible after
+        `delay_s`, in the same fair-queue group (``MessageGroupId``) as the
+        original, so a copy keeps its user's place in fair scheduling."""
         group = message.attributes.get(GROUP_ATTRIBUTE)
         if group:
             await self.sqs.send_message(
-                QueueUrl=dlq_url,
+                QueueUrl=url,
                 MessageBody=message.body,
                 MessageAttributes=attributes,
+                DelaySeconds=delay_s,
                 MessageGroupId=group,
             )
         else:
             await self.sqs.send_message(
-                QueueUrl=dlq_url, MessageBody=message.body, MessageAttributes=attributes
+                QueueUrl=url,
+                MessageBody=message.body,
+                MessageAttributes=attributes,
+                DelaySeconds=delay_s,
             )
 
 

@@ -110,18 +110,14 @@ async def resend(
     queue: RequestQueue, message: ReceivedMessage, failed: int, delay_s: float = 0
 ) -> None:
     """Replace `message` by a fresh copy carrying `failed` failures, visible
-    after `delay_s` (at most 900 s, SQS's limit).
+    after `delay_s` (at most 900 s, SQS's limit), in the original's fair-queue group.
 
     The copy is sent before the received one is deleted: if the delete fails
     the request exists twice, which its job id makes harmless; the other way
     round it could be lost.
     """
-    await queue.sqs.send_message(
-        QueueUrl=queue.url,
-        MessageBody=message.body,
-        MessageAttributes=copy_attributes(message, failed),
-        DelaySeconds=max(0, min(MAX_DELAY_S, int(delay_s))),
-    )
+    delay = max(0, min(MAX_DELAY_S, int(delay_s)))
+    await queue.send_copy(message, queue.url, copy_attributes(message, failed), delay)
     await queue.delete(message)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -76,3 +77,40 @@ def _delayed(stack: Stack) -> int:
         QueueUrl=stack.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+
+async def test_a_retry_copy_keeps_the_users_fair_queue_group(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fair queues schedule by MessageGroupId: a retried request that lost it
+    # would fall out of its user's share of the queue.
+    put_input(stack, "avatars/user1.png")
+    sent: list[str] = []
+    real = attempts.resend
+
+    async def spy(
+        queue: RequestQueue, message: ReceivedMessage, failed: int, delay_s: float = 0
+    ) -> None:
+        await real(queue, message, failed, delay_s)
+        sent.append(message.message_id)
+
+    monkeypatch.setattr(attempts, "resend", spy)
+    generator = blank(failures=[GenerationOOMError("out of memory once")])
+    sqs = stack.client("sqs")
+    # A backoff long enough that the worker is gone before the copy shows.
+    async with running(generator, settings(retry_backoff_base_s=3, retry_backoff_max_s=3)):
+        first = sqs.send_message(
+            QueueUrl=stack.queue_url,
+            MessageBody=json.dumps(memory("group-1")),
+            MessageGroupId="user1",
+        )["MessageId"]
+        await eventually(lambda: sent, what="the retry copy")
+    (copy,) = sqs.receive_message(
+        QueueUrl=stack.queue_url,
+        WaitTimeSeconds=10,
+        MessageSystemAttributeNames=["MessageGroupId"],
+        MessageAttributeNames=["All"],
+    )["Messages"]
+    assert sent == [first]
+    assert copy["MessageId"] != first
+    assert copy["Attributes"]["MessageGroupId"] == "user1"
