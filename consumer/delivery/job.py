@@ -44,6 +44,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 # Keys of the output object's user metadata.
 META_JOB_ID, META_SEED, META_MODEL = "job-id", "seed", "model"
 META_DIGEST = "request-digest"
+# The request's seed; "seed" is the picture's own, a redraw's differing from it.
+META_REQUEST_SEED = "request-seed"
 
 
 def _noop() -> None:

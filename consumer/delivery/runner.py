@@ -43,6 +43,7 @@ from consumer.delivery.job import (
     META_DIGEST,
     META_JOB_ID,
     META_MODEL,
+    META_REQUEST_SEED,
     META_SEED,
     Job,
     JobEnvironment,
@@ -224,6 +225,7 @@ class JobRunner:
         metadata = {
             META_JOB_ID: prepared.request.job_id,
             META_SEED: str(seed),
+            META_REQUEST_SEED: str(prepared.spec.seed),
             META_MODEL: self.env.generator.model_name,
             META_DIGEST: prepared.digest,
         }
@@ -236,9 +238,14 @@ class JobRunner:
     ) -> None:
         job.advance(JobState.DELIVERING)
         # Report the seeds and model the existing pictures were made with.
-        seeds = [int(m[META_SEED]) if m.get(META_SEED, "").isdigit() else None for m in metadata]
-        if seeds[0] is not None:
-            job.spec = dataclasses.replace(spec, seed=seeds[0])
+        seeds = [_number(m.get(META_SEED)) for m in metadata]
+        # Outputs written before the request seed was recorded had no redraws:
+        # their first picture's seed is the request's.
+        request_seed = _number(metadata[0].get(META_REQUEST_SEED))
+        if request_seed is None:
+            request_seed = seeds[0]
+        if request_seed is not None:
+            job.spec = dataclasses.replace(spec, seed=request_seed)
         data = output_refs(self.env.storage.bucket, keys, seeds)
         event = completion_event(
             self.env, job, "succeeded", data=data, reused=True, model=metadata[0].get(META_MODEL)
@@ -380,3 +387,7 @@ class JobRunner:
             await self.env.heartbeat.hand_back(job.message, delay)
         except Exception as error:
             log.warning("backoff_not_set", error=classify(error).message)
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None

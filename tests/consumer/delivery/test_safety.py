@@ -26,6 +26,7 @@ from tests.support.helpers import (
     send,
     settings,
 )
+from tests.support.recording import blank
 from tests.support.safety_checkers import Recording
 
 # Pictures of different model instances agree within 1 of 255.
@@ -163,3 +164,9 @@ async def test_a_flagged_first_draw_is_replaced_by_its_redraw_and_its_seed_repor
     assert head["Metadata"]["seed"] == "8"
     assert 'illustrator_safety_checked_pictures_total{result="flagged"} 1.0' in metrics
     assert "illustrator_safety_redraws_total 1.0" in metrics
+    # Sent again, it is reused: the request's seed stays the request's, the
+    # picture's the redraw's.
+    [reused], _ = await run_jobs(stack, blank(), settings(), job("safe"))
+    assert reused["reused"] is True
+    assert reused["parameters"]["seed"] == 7
+    assert reused["data"][0]["seed"] == 8
