@@ -137,5 +137,5 @@ def test_each_variant_compiles_into_a_fresh_inductor_cache(
     monkeypatch.setattr(sdxl_gpu.subprocess, "run", run)
     args = sdxl_gpu.parse_args(["--variants", "bf16,bf16+compile"])
     for variant in args.variants:
-        sdxl_gpu.run_variant(variant, (tmp_path, tmp_path), args)
+        sdxl_gpu.run_variant(variant, (tmp_path, tmp_path, tmp_path), args)
     assert len(set(caches)) == 2
