@@ -127,7 +127,7 @@ def test_no_threshold_never_tiles(own: SDXLGenerator) -> None:
     assert own.pipeline.vae.use_tiling is False
 
 
-def test_compile_covers_the_unet_and_the_vae_decoder_in_the_mode_asked(
+def test_compile_covers_the_unet_in_the_mode_asked_and_leaves_the_vae_decoder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The GPU branch of `place` on a stand-in pipeline: no CUDA here, and
@@ -138,13 +138,25 @@ def test_compile_covers_the_unet_and_the_vae_decoder_in_the_mode_asked(
         for part in owner.split("."):
             target = getattr(target, part)
         monkeypatch.setattr(target, name, getattr(target, name))
+    compiled: list[dict[str, Any]] = []
+
+    def fake_compile(function: Any, **options: Any) -> Any:
+        compiled.append(options)
+        return function
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
     pipe = mock.MagicMock()
+    forward = pipe.unet.forward
     place(
         pipe, torch.device("cuda"), torch.bfloat16, compile_unet=True, compile_mode="max-autotune"
     )
-    pipe.unet.compile.assert_called_once_with(mode="max-autotune")
-    pipe.vae.decoder.compile.assert_called_once_with(mode="max-autotune")
+    assert compiled == [{"backend": "inductor", "dynamic": True, "mode": "max-autotune"}]
+    assert pipe.unet.forward is not forward
+    # The VAE decoder picks kernels by picture size: compiled, a large
+    # picture would compile it again in the middle of a job.
+    pipe.vae.decoder.compile.assert_not_called()
     plain = mock.MagicMock()
+    plain_forward = plain.unet.forward
     place(plain, torch.device("cuda"), torch.bfloat16, compile_unet=False)
-    plain.unet.compile.assert_not_called()
-    plain.vae.decoder.compile.assert_not_called()
+    assert plain.unet.forward is plain_forward
+    assert len(compiled) == 1
