@@ -131,8 +131,10 @@ def pipeline_settings(settings: Settings) -> dict[str, Any]:
     return values
 
 
-# Fields whose local value comes from resolving a setting, not from the setting itself.
+# Fields whose local value comes from resolving a setting, not from the setting
+# itself; and torch_compile_backend, which only tests and benchmarks set (the
+# service compiles with inductor, its default).
 _RESOLVED = frozenset(
     {"model_path", "model_name", "weights_file", "ip_adapter_path", "image_encoder_path"}
-    | {"lora_path", "vae_path"}
+    | {"lora_path", "vae_path", "torch_compile_backend"}
 )

@@ -71,6 +71,13 @@ def test_known_fields_with_arbitrary_values_are_parsed_or_classified(
         assert parsed.job_id == body["job_id"]
 
 
+key_segments = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-",
+    min_size=1,
+    max_size=40,
+).filter(lambda segment: segment not in {".", ".."})
+
+
 @st.composite
 def valid_requests(draw: st.DrawFn) -> dict[str, Any]:
     """A request the contract accepts, with any subset of the optional fields."""
@@ -88,9 +95,19 @@ def valid_requests(draw: st.DrawFn) -> dict[str, Any]:
         "height": st.integers(1, 32).map(lambda n: n * 64),
         "negative_prompt": texts,
         "style_prompt": texts,
-        "image_key": st.text(min_size=1, max_size=200)
-        .map(lambda tail: ("avatars/" if kind == "memory" else "subjects/") + tail)
-        .filter(lambda key: ".." not in key and len(key) <= 1024),
+        # Within the user's own namespace (contract 9.1): the kind's prefix,
+        # the user id, then "." or "/" and segments that are neither "." nor "..".
+        "image_key": st.tuples(
+            st.sampled_from([".", "/"]),
+            st.lists(key_segments, min_size=1, max_size=4).map("/".join),
+        ).map(
+            lambda parts: (
+                ("avatars/" if kind == "memory" else "subjects/")
+                + body["user_id"]
+                + parts[0]
+                + parts[1]
+            )
+        ),
     }
     if kind == "subject":
         optional["prompt"] = texts

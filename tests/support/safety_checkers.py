@@ -127,6 +127,7 @@ class Recording:
         self.calls: list[tuple[int, int]] = []
         self.model_name = inner.model_name
         self.native_size = inner.native_size
+        self.reference_side = inner.reference_side
 
     def load(self) -> None:
         self.inner.load()

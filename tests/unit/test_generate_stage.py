@@ -14,6 +14,7 @@ from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.job import Job, Prepared
 from consumer.delivery.job_state import JobState
 from consumer.errors import GenerationFailed
+from pipeline.api.safety import Drawn
 from pipeline.api.spec import GenerationSpec
 from pipeline.builtin.blank import BlankGenerator
 from tests.support.fakes import FakeClock, message
@@ -35,7 +36,7 @@ class Miscounting(BlankGenerator):
         return [Image.new("RGB", self.size) for _ in range(self.count)]
 
 
-async def _generate(generator: BlankGenerator) -> tuple[list[Image.Image], Job]:
+async def _generate(generator: BlankGenerator) -> tuple[Drawn, Job]:
     gpu = GpuThread()
     settings = SimpleNamespace(generation_timeout_s=30.0)
     env: Any = SimpleNamespace(gpu=gpu, generator=generator, settings=settings, stop_grace_s=5.0)
@@ -49,8 +50,9 @@ async def _generate(generator: BlankGenerator) -> tuple[list[Image.Image], Job]:
 
 
 async def test_pictures_as_asked_pass() -> None:
-    pictures, job = await _generate(BlankGenerator())
-    assert [p.size for p in pictures] == [(48, 32), (48, 32)]
+    drawn, job = await _generate(BlankGenerator())
+    assert [p.size for p in drawn.pictures] == [(48, 32), (48, 32)]
+    assert drawn.seeds == [SPEC.seed, SPEC.seed + 1]
     assert job.state is JobState.GENERATING
     assert "generate" in job.timings
 
