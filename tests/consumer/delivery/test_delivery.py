@@ -59,7 +59,12 @@ async def test_memory_job_writes_png_then_event_then_deletes(stack: Stack) -> No
     assert obj["ContentType"] == "image/png"
     metadata = obj["Metadata"]
     assert len(metadata.pop("request-digest")) == 64
-    assert metadata == {"job-id": "m-001", "seed": "7", "model": "builtin:blank"}
+    assert metadata == {
+        "job-id": "m-001",
+        "seed": "7",
+        "request-seed": "7",
+        "model": "builtin:blank",
+    }
     picture = Image.open(io.BytesIO(obj["Body"].read()))
     assert picture.format == "PNG"
     assert picture.size == (128, 64)
