@@ -64,7 +64,7 @@ class Job:
             the next request; called by :meth:`advance` alone, as the job
             leaves the states that hold a slot.
         outcome: the outcome reported in its event, then the one it ended with.
-        fatal_reason: why it stopped the worker, when it ended :attr:`Outcome.FATAL`.
+        fatal_reason: why it stopped the worker, when it ended :attr:`JobState.FATAL`.
         stop: set to stop its generation at the next denoising step (the
             deadline, the end of a drain, a cancellation).
         safety: what the safety checker did (pictures ``checked``,
@@ -105,7 +105,7 @@ class Job:
 
     def end(self, outcome: Outcome, fatal_reason: str | None = None) -> Outcome:
         """End the job with `outcome`; returns it."""
-        self.advance(JobState(outcome.value), outcome)
+        self.advance(outcome, outcome)
         self.fatal_reason = fatal_reason
         return outcome
 

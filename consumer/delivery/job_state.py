@@ -11,17 +11,7 @@ which are committed (a drain waits for them instead of withdrawing them).
 from __future__ import annotations
 
 import enum
-
-
-class Outcome(enum.StrEnum):
-    """How a job ended, as the runner reports it."""
-
-    SUCCEEDED = "succeeded"
-    REUSED = "reused"
-    FAILED = "failed"
-    RETRY = "retry"
-    CANCELLED = "cancelled"
-    FATAL = "fatal"
+from typing import Literal, TypeAlias, get_args
 
 
 class JobState(enum.StrEnum):
@@ -33,7 +23,7 @@ class JobState(enum.StrEnum):
     DELIVERING = "delivering"  # writing its outputs (or reusing existing ones)
     SETTLING = "settling"  # a failure or a cancellation being recorded: event, DLQ copy, backoff
     REPORTED = "reported"  # its completion event is out; the delete is left
-    # Ends: the outcomes, and the two ways a job ends without one.
+    # Ends: the outcomes (see Outcome), and the two ways a job ends without one.
     SUCCEEDED = "succeeded"
     REUSED = "reused"
     FAILED = "failed"
@@ -44,18 +34,19 @@ class JobState(enum.StrEnum):
     RELEASED = "released"  # cancelled by a shutdown; its request handed back
 
 
-_ENDS = frozenset(
-    {
-        JobState.SUCCEEDED,
-        JobState.REUSED,
-        JobState.FAILED,
-        JobState.RETRY,
-        JobState.CANCELLED,
-        JobState.FATAL,
-        JobState.WITHDRAWN,
-        JobState.RELEASED,
-    }
-)
+# How a job ended, as the runner reports it: the ends a job reaches by itself.
+# A subset of the states rather than an enum of its own, so each name is
+# declared once and a job ends by moving to its outcome.
+Outcome: TypeAlias = Literal[
+    JobState.SUCCEEDED,
+    JobState.REUSED,
+    JobState.FAILED,
+    JobState.RETRY,
+    JobState.CANCELLED,
+    JobState.FATAL,
+]
+OUTCOMES: frozenset[JobState] = frozenset(get_args(Outcome))
+_ENDS = OUTCOMES | {JobState.WITHDRAWN, JobState.RELEASED}
 
 # Any state but an end may be cut short by a shutdown (RELEASED).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {

@@ -88,13 +88,13 @@ class JobRunner:
             attempts.check_abandoned(job.message)
             prepared = await self._prepare(job)
             if prepared is None:
-                return job.end(Outcome.REUSED)
+                return job.end(JobState.REUSED)
             drawn = await self._generate(job, prepared)
             self._hold(job).size = sum(
                 p.width * p.height * len(p.getbands()) for p in drawn.pictures
             )
             await self._deliver(job, prepared, drawn.pictures, drawn.seeds)
-            return job.end(Outcome.SUCCEEDED)
+            return job.end(JobState.SUCCEEDED)
         except asyncio.CancelledError:
             raise
         except JobCancelled as cancel:
@@ -210,7 +210,7 @@ class JobRunner:
             )
         data = output_refs(self.env.storage.bucket, prepared.keys, seeds)
         event = completion_event(self.env, job, "succeeded", data=data)
-        await self._publish(job, event, Outcome.SUCCEEDED)
+        await self._publish(job, event, JobState.SUCCEEDED)
         await self._delete(job)
         log.info(
             "job_succeeded",
@@ -250,7 +250,7 @@ class JobRunner:
         event = completion_event(
             self.env, job, "succeeded", data=data, reused=True, model=metadata[0].get(META_MODEL)
         )
-        await self._publish(job, event, Outcome.REUSED)
+        await self._publish(job, event, JobState.REUSED)
         await self._delete(job)
         log.info("job_reused", s3_uris=[ref.s3_uri for ref in data])
 
@@ -285,7 +285,7 @@ class JobRunner:
         job.advance(JobState.SETTLING)
         try:
             await self._publish(
-                job, completion_event(self.env, job, "cancelled"), Outcome.CANCELLED
+                job, completion_event(self.env, job, "cancelled"), JobState.CANCELLED
             )
             await self._delete(job)
         except asyncio.CancelledError:
@@ -293,7 +293,7 @@ class JobRunner:
         except Exception as error:  # reported like any failure: retried later
             return await self._failed(job, error)
         log.info("job_cancelled", reason=str(cancel), timings_ms=job.final_timings())
-        return job.end(Outcome.CANCELLED)
+        return job.end(JobState.CANCELLED)
 
     # Failures.
 
@@ -304,13 +304,13 @@ class JobRunner:
             log.info("job_released", reason=verdict.message, attempt=attempts.attempt(job.message))
             await attempts.release(self.env.heartbeat, self.env.queue, job.message)
             job.advance(JobState.RELEASED)
-            return Outcome.RETRY
+            return JobState.RETRY
         if job.state is JobState.REPORTED:
             # Only the delete failed: the request comes back after its
             # visibility timeout and is then reported as reused.
             log.warning("delete_failed", error=verdict.message)
             await self.env.heartbeat.release(job.message)
-            return job.end(job.outcome or Outcome.SUCCEEDED)
+            return job.end(job.outcome or JobState.SUCCEEDED)
         if job.state is not JobState.SETTLING:  # a cancellation is settling already
             job.advance(JobState.SETTLING)
         self._log(job, verdict, error)
@@ -323,7 +323,7 @@ class JobRunner:
             log.warning("failure_not_recorded", error=problem.message)
             self.env.metrics.retries.labels(error_code=problem.code.value).inc()
             await self._back_off(job)
-            return job.end(Outcome.RETRY)
+            return job.end(JobState.RETRY)
 
     def _log(self, job: Job, verdict: Classification, error: Exception) -> None:
         log.log(
@@ -341,10 +341,10 @@ class JobRunner:
         decision = decide(verdict.severity, attempt, self.env.retry_limits)
         if decision.action is Action.DEAD_LETTER:
             await self._dead_letter(job, verdict)
-            return job.end(Outcome.FAILED)
+            return job.end(JobState.FAILED)
         if decision.action is Action.STOP_WORKER:
             await attempts.release(self.env.heartbeat, self.env.queue, job.message)
-            return job.end(Outcome.FATAL, verdict.message)
+            return job.end(JobState.FATAL, verdict.message)
         await self.env.heartbeat.release(job.message)
         # A fresh copy carrying the count: attempts survive the request
         # moving between workers, and releases never count (attempts.py).
@@ -354,7 +354,7 @@ class JobRunner:
         )
         self.env.metrics.retries.labels(error_code=verdict.code.value).inc()
         log.info("job_retry_scheduled", attempt=attempt, delay_s=decision.hide_s)
-        return job.end(Outcome.RETRY)
+        return job.end(JobState.RETRY)
 
     async def _dead_letter(self, job: Job, verdict: Classification) -> None:
         # Event first, then the dead-letter copy: if either fails the request
@@ -362,7 +362,7 @@ class JobRunner:
         # duplicated (subscribers deduplicate them by job_id).
         error = EventError(code=verdict.code, message=verdict.message, retryable=verdict.retryable)
         event = completion_event(self.env, job, "failed", error=error)
-        await self._publish(job, event, Outcome.FAILED, verdict.code.value)
+        await self._publish(job, event, JobState.FAILED, verdict.code.value)
         if self.env.dlq_url:
             dlq_url = self.env.dlq_url
             await self._hold(job).call(

@@ -36,7 +36,7 @@ from consumer.delivery import attempts
 from consumer.delivery.backoff import JitteredBackoff
 from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.job import Job, JobEnvironment
-from consumer.delivery.job_state import Outcome
+from consumer.delivery.job_state import JobState
 from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.outage import Service, worker_outages
 from consumer.delivery.runner import JobRunner
@@ -390,7 +390,7 @@ class Worker:
             self._jobs.pop(job.message.receipt_handle, None)
             self._count_in_flight()
             self._job_ended.set()
-        if outcome is Outcome.FATAL:
+        if outcome is JobState.FATAL:
             self._fatal(job.fatal_reason or "the generator failed")
 
     def _count_in_flight(self) -> None:

@@ -12,7 +12,6 @@ from consumer.delivery.job_state import (
     TRANSITIONS,
     InvalidTransition,
     JobState,
-    Outcome,
     is_end,
 )
 from tests.support.fakes import FakeClock, message
@@ -99,10 +98,10 @@ def test_every_state_is_in_the_table_and_ends_lead_nowhere() -> None:
 def test_end_records_the_outcome_and_a_fatal_reason() -> None:
     subject = job()
     subject.advance(S.SETTLING)
-    assert subject.end(Outcome.FATAL, "the GPU is wedged") is Outcome.FATAL
+    assert subject.end(S.FATAL, "the GPU is wedged") is S.FATAL
     assert (subject.state, subject.outcome, subject.fatal_reason) == (
         S.FATAL,
-        Outcome.FATAL,
+        S.FATAL,
         "the GPU is wedged",
     )
 
@@ -110,8 +109,8 @@ def test_end_records_the_outcome_and_a_fatal_reason() -> None:
 def test_a_reported_outcome_is_kept_for_the_end() -> None:
     subject = job()
     subject.advance(S.DELIVERING)
-    subject.advance(S.REPORTED, Outcome.REUSED)
-    assert subject.outcome is Outcome.REUSED
+    subject.advance(S.REPORTED, S.REUSED)
+    assert subject.outcome is S.REUSED
     assert subject.committed
 
 
