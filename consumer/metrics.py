@@ -155,30 +155,11 @@ def emf_record(
     durations = {
         name: timings_ms[stage] / 1000 for name, stage in EMF_STAGES.items() if stage in timings_ms
     }
-    directives: list[dict[str, Any]] = [
-        {
-            "Namespace": namespace,
-            "Dimensions": [["Kind", "Status"], ["Status"]],
-            "Metrics": [{"Name": "Jobs", "Unit": "Count"}],
-        }
-    ]
-    if durations:
-        directives.append(
-            {
-                "Namespace": namespace,
-                "Dimensions": [["Kind"], []],
-                "Metrics": [{"Name": name, "Unit": "Seconds"} for name in durations],
-            }
-        )
     counts = {name: safety[key] for name, key in EMF_SAFETY.items()} if safety else {}
-    if counts:
-        directives.append(
-            {
-                "Namespace": namespace,
-                "Dimensions": [["Kind"], []],
-                "Metrics": [{"Name": name, "Unit": "Count"} for name in counts],
-            }
-        )
+    directives = [_directive(namespace, [["Kind", "Status"], ["Status"]], ["Jobs"], "Count")]
+    for metrics, unit in ((durations, "Seconds"), (counts, "Count")):
+        if metrics:
+            directives.append(_directive(namespace, [["Kind"], []], list(metrics), unit))
     return {
         "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": directives},
         "Kind": kind or "unknown",
@@ -186,4 +167,15 @@ def emf_record(
         "Jobs": 1,
         **durations,
         **counts,
+    }
+
+
+def _directive(
+    namespace: str, dimensions: list[list[str]], names: list[str], unit: str
+) -> dict[str, Any]:
+    """One EMF metric directive: `names` in `unit`, by each set of `dimensions`."""
+    return {
+        "Namespace": namespace,
+        "Dimensions": dimensions,
+        "Metrics": [{"Name": name, "Unit": unit} for name in names],
     }
