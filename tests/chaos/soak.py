@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tests.chaos.process import ConsumerProcess, consumer_environment
 from tests.chaos.proxy import Fault, FaultProxy, ProxyThread, Rule, Service
@@ -120,26 +120,42 @@ def plan_jobs(config: SoakConfig, rng: random.Random) -> list[PlannedJob]:
     return jobs
 
 
+class Trouble(NamedTuple):
+    """One service's faults, each as a share of the soak's fault rate."""
+
+    faults: dict[Fault, float]  # on any of its calls
+    lost_answers: dict[str, float]  # calls whose answer is lost after they took effect
+    delayed: float = 0.0  # calls answered DELAY_S late
+
+
+TROUBLE = {
+    Service.S3: Trouble(
+        {Fault.ERROR: 1, Fault.THROTTLE: 0.5, Fault.RESET: 0.5}, {"PutObject": 1}, delayed=0.5
+    ),
+    Service.SNS: Trouble(
+        {Fault.THROTTLE: 1, Fault.ERROR: 0.5, Fault.RESET: 0.5}, {"Publish": 0.25}
+    ),
+    Service.SQS: Trouble(
+        {Fault.ERROR: 0.5, Fault.THROTTLE: 0.5, Fault.RESET: 0.5},
+        {"DeleteMessage": 1, "ReceiveMessage": 0.25},
+        delayed=0.5,
+    ),
+}
+DELAY_S = 0.3
+
+
 def fault_rules(rate: float) -> list[Rule]:
     """Each service's share of trouble; `rate` is the share of one kind of fault."""
-    half = rate / 2
-    return [
-        Rule(Fault.ERROR, Service.S3, rate=rate),
-        Rule(Fault.THROTTLE, Service.S3, rate=half),
-        Rule(Fault.RESET, Service.S3, rate=half),
-        Rule(Fault.RESET_AFTER, Service.S3, "PutObject", rate=rate),
-        Rule(Fault.DELAY, Service.S3, rate=half, delay_s=0.3),
-        Rule(Fault.THROTTLE, Service.SNS, rate=rate),
-        Rule(Fault.ERROR, Service.SNS, rate=half),
-        Rule(Fault.RESET, Service.SNS, rate=half),
-        Rule(Fault.RESET_AFTER, Service.SNS, "Publish", rate=half / 2),
-        Rule(Fault.ERROR, Service.SQS, rate=half),
-        Rule(Fault.THROTTLE, Service.SQS, rate=half),
-        Rule(Fault.RESET, Service.SQS, rate=half),
-        Rule(Fault.RESET_AFTER, Service.SQS, "DeleteMessage", rate=rate),
-        Rule(Fault.RESET_AFTER, Service.SQS, "ReceiveMessage", rate=half / 2),
-        Rule(Fault.DELAY, Service.SQS, rate=half, delay_s=0.3),
-    ]
+    rules = []
+    for service, (faults, lost_answers, delayed) in TROUBLE.items():
+        rules += [Rule(fault, service, rate=rate * share) for fault, share in faults.items()]
+        rules += [
+            Rule(Fault.RESET_AFTER, service, operation, rate=rate * share)
+            for operation, share in lost_answers.items()
+        ]
+        if delayed:
+            rules.append(Rule(Fault.DELAY, service, rate=rate * delayed, delay_s=DELAY_S))
+    return rules
 
 
 def _upload_inputs(stack: Stack) -> None:

@@ -42,6 +42,12 @@ def _auth(service: str) -> dict[str, str]:
     }
 
 
+def _sqs_json(operation: str) -> tuple[Any, ...]:
+    """A case of an SQS call in the JSON protocol: the operation in a header."""
+    headers = {**_auth("sqs"), "X-Amz-Target": f"AmazonSQS.{operation}"}
+    return ("POST", "/", "", headers, b"{}", (Service.SQS, operation))
+
+
 @pytest.mark.parametrize(
     ("method", "path", "query", "headers", "body", "expected"),
     [
@@ -60,22 +66,8 @@ def _auth(service: str) -> dict[str, str]:
             b"",
             (Service.S3, "GetObject"),
         ),
-        (
-            "POST",
-            "/",
-            "",
-            {**_auth("sqs"), "X-Amz-Target": "AmazonSQS.ReceiveMessage"},
-            b"{}",
-            (Service.SQS, "ReceiveMessage"),
-        ),
-        (
-            "POST",
-            "/",
-            "",
-            {**_auth("sqs"), "X-Amz-Target": "AmazonSQS.ChangeMessageVisibility"},
-            b"{}",
-            (Service.SQS, "ChangeMessageVisibility"),
-        ),
+        _sqs_json("ReceiveMessage"),
+        _sqs_json("ChangeMessageVisibility"),
         ("POST", "/", "", _auth("sns"), b"Action=Publish&TopicArn=x", (Service.SNS, "Publish")),
         (
             "POST",

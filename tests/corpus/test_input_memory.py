@@ -27,7 +27,7 @@ from tests.corpus.worst_pictures import (
     worst_pictures,
 )
 from tests.support.aws import Stack
-from tests.support.helpers import Observer, memory, png, put_input, send
+from tests.support.helpers import Observer, memory, png
 
 ROOT = Path(__file__).resolve().parents[2]
 BOUND_MIB = 512
@@ -43,7 +43,7 @@ async def _run(
     pid = process.process.pid
     reset_peak(pid)
     before = resident_kib(pid) / 1024
-    send(stack, memory(job_id, USER, image_key=key, width=64, height=64))
+    stack.send(memory(job_id, USER, image_key=key, width=64, height=64))
     while True:
         events = await observer.wait(len(observer.events) + 1, within=JOB_WITHIN_S)
         mine = [e for e in events if e["job_id"] == job_id]
@@ -65,7 +65,7 @@ async def test_worst_accepted_pictures_stay_within_the_memory_bound(
     )
     worker = ConsumerProcess("memory", env, tmp_path / "worker")
     observer = Observer(stack)
-    put_input(stack, f"avatars/{USER}.png", png(48, 64))
+    stack.put_input(f"avatars/{USER}.png", png(48, 64))
     figures = []
     worker.start()
     try:
@@ -75,13 +75,13 @@ async def test_worst_accepted_pictures_stay_within_the_memory_bound(
         assert first["status"] == "succeeded", first
         for worst in worst_pictures():
             key = f"avatars/{USER}/worst.{worst.extension}"
-            put_input(stack, key, worst.data)
+            stack.put_input(key, worst.data)
             event, before, peak = await _run(
                 stack, observer, worker, f"worst-{worst.extension}", key
             )
             figures.append((worst, event, before, peak))
         wide = encode(blocks((900, 100)), "PNG")
-        put_input(stack, f"avatars/{USER}/wide.png", wide)
+        stack.put_input(f"avatars/{USER}/wide.png", wide)
         refused, _, _ = await _run(stack, observer, worker, "wide", f"avatars/{USER}/wide.png")
         after, _, _ = await _run(stack, observer, worker, "after", f"avatars/{USER}.png")
         alive = worker.alive

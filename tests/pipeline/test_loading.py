@@ -18,8 +18,9 @@ from pipeline.engine.untyped import diffusers
 from pipeline.engine.weights.checkpoints import WeightsKind, classify_keys, weights_kind
 from pipeline.engine.weights.loading import split_hub_path
 from tests.support.assets import (
-    close,
+    draw_alike,
     load_generator,
+    load_saved,
     make_finetuned_unet,
     noise_picture,
     one,
@@ -34,28 +35,17 @@ def test_local_folder_draws_what_builtin_tiny_draws(
     tiny: SDXLGenerator, tiny_on_disk: tuple[Path, Path]
 ) -> None:
     model_dir, ip_dir = tiny_on_disk
-    loaded = load_generator(
-        PipelineConfig(model_path=str(model_dir), ip_adapter_path=str(ip_dir), warmup=False)
-    )
+    loaded = load_saved(model_dir, ip_dir)
     assert loaded.model_name == str(model_dir)
     assert loaded.native_size == (128, 128)
-    job = spec()
-    assert close(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
+    assert draw_alike(loaded, tiny, spec(), AVATAR)
 
 
 def test_separate_image_encoder_path(tiny: SDXLGenerator, tiny_on_disk: tuple[Path, Path]) -> None:
     model_dir, ip_dir = tiny_on_disk
     encoder = ip_dir / "sdxl_models" / "image_encoder"
-    loaded = load_generator(
-        PipelineConfig(
-            model_path=str(model_dir),
-            ip_adapter_path=str(ip_dir),
-            image_encoder_path=str(encoder),
-            warmup=False,
-        )
-    )
-    job = spec()
-    assert close(pixels(one(loaded, job, AVATAR)), pixels(one(tiny, job, AVATAR)))
+    loaded = load_saved(model_dir, ip_dir, image_encoder_path=str(encoder))
+    assert draw_alike(loaded, tiny, spec(), AVATAR)
 
 
 def test_unet_weights_file_is_loaded_over_the_base(
@@ -64,20 +54,13 @@ def test_unet_weights_file_is_loaded_over_the_base(
     model_dir, ip_dir = tiny_on_disk
     weights = make_finetuned_unet(tmp_path / "checkpoint-1.safetensors")
     assert weights_kind(weights) is WeightsKind.UNET
-    from_folder = load_generator(
-        PipelineConfig(
-            model_path=str(model_dir),
-            ip_adapter_path=str(ip_dir),
-            weights_file=str(weights),
-            warmup=False,
-        )
-    )
+    from_folder = load_saved(model_dir, ip_dir, weights_file=str(weights))
     over_builtin = load_generator(
         PipelineConfig(model_path=BUILTIN_TINY, weights_file=str(weights), warmup=False)
     )
     job = spec()
+    assert draw_alike(from_folder, over_builtin, job, AVATAR)
     tuned = pixels(one(from_folder, job, AVATAR))
-    assert close(tuned, pixels(one(over_builtin, job, AVATAR)))
     assert np.abs(tuned - pixels(one(tiny, job, AVATAR))).mean() > 1.0
 
 
@@ -154,14 +137,7 @@ def test_whole_checkpoint_is_read_with_the_base_models_config(
     monkeypatch.setattr(
         diffusers.StableDiffusionXLPipeline, "from_single_file", staticmethod(from_single_file)
     )
-    loaded = load_generator(
-        PipelineConfig(
-            model_path=str(model_dir),
-            ip_adapter_path=str(ip_dir),
-            weights_file=str(checkpoint),
-            warmup=False,
-        )
-    )
+    loaded = load_saved(model_dir, ip_dir, weights_file=str(checkpoint))
     [(path, kwargs)] = calls
     assert path == str(checkpoint)
     assert kwargs["config"] == str(model_dir)

@@ -6,7 +6,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -16,24 +15,19 @@ from pipeline.api.safety import CheckedGenerator, checker_folder_problem, draw, 
 from pipeline.engine.generator import SDXLGenerator
 from pipeline.engine.safety_checker import SafetyChecker
 from tests.support import safety_checkers
-from tests.support.assets import noise_picture, pixels
-from tests.support.safety_checkers import Recording
+from tests.support.assets import alike, noise_picture
+from tests.support.recording import Recording
 from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
 JOB = spec(width=64, height=64, num_inference_steps=2, seed=40, num_images=3)
-# Pictures of one model and seed agree within 1 of 255 whatever the batch.
-TOLERANCE = 1
+# Pictures of one model and seed agree within 1 of 255 whatever the batch: `alike`.
 
 
 def loaded(folder: Path) -> SafetyChecker:
     checker = SafetyChecker(str(folder))
     checker.load()
     return checker
-
-
-def close(a: Image.Image, b: Image.Image) -> bool:
-    return bool(np.abs(pixels(a) - pixels(b)).max() <= TOLERANCE)
 
 
 def single(tiny: SDXLGenerator, seed: int) -> Image.Image:
@@ -48,8 +42,8 @@ def test_a_checker_that_flags_nothing_changes_no_picture_and_no_seed(
     drawn = checked.draw(JOB, AVATAR)
     plain = tiny.generate(JOB, AVATAR)
     assert drawn.seeds == image_seeds(JOB) == [40, 41, 42]
-    assert all(close(a, b) for a, b in zip(drawn.pictures, plain, strict=True))
-    assert recording.calls == [(40, 3)]
+    assert all(alike(a, b) for a, b in zip(drawn.pictures, plain, strict=True))
+    assert recording.draws == [(40, 3)]
     assert (drawn.checked, drawn.flagged, drawn.redraws) == (3, 0, 0)
     assert drawn.check_seconds > 0
 
@@ -62,7 +56,7 @@ def test_a_checker_that_flags_everything_redraws_then_refuses(
     with pytest.raises(ContentFilteredError, match="3 of 3 picture") as raised:
         checked.draw(JOB, AVATAR)
     # One draw, then the whole batch twice more at seed + i + k * 3.
-    assert recording.calls == [(40, 3), (43, 3), (46, 3)]
+    assert recording.draws == [(40, 3), (43, 3), (46, 3)]
     assert (raised.value.checked, raised.value.flagged, raised.value.redraws) == (9, 9, 6)
 
 
@@ -71,7 +65,7 @@ def test_no_redraws_refuses_at_once(tiny: SDXLGenerator, tmp_path: Path) -> None
     checked = CheckedGenerator(recording, loaded(safety_checkers.flag_all(tmp_path)), max_redraws=0)
     with pytest.raises(ContentFilteredError):
         checked.generate(JOB, AVATAR)
-    assert recording.calls == [(40, 3)]
+    assert recording.draws == [(40, 3)]
 
 
 def test_only_the_flagged_picture_is_redrawn_with_its_own_seed(
@@ -87,12 +81,12 @@ def test_only_the_flagged_picture_is_redrawn_with_its_own_seed(
     recording = Recording(tiny)
     drawn = CheckedGenerator(recording, loaded(folder)).draw(JOB, AVATAR)
     # Picture 1 redrawn once, alone, with seed 40 + 1 + 1 * 3.
-    assert recording.calls == [(40, 3), (44, 1)]
+    assert recording.draws == [(40, 3), (44, 1)]
     assert drawn.seeds == [40, 44, 42]
-    assert close(drawn.pictures[0], first[0])
-    assert close(drawn.pictures[2], first[2])
-    assert close(drawn.pictures[1], single(tiny, 44))
-    assert not close(drawn.pictures[1], first[1])
+    assert alike(drawn.pictures[0], first[0])
+    assert alike(drawn.pictures[2], first[2])
+    assert alike(drawn.pictures[1], single(tiny, 44))
+    assert not alike(drawn.pictures[1], first[1])
     assert (drawn.checked, drawn.flagged, drawn.redraws) == (4, 1, 1)
 
 

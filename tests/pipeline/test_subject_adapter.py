@@ -21,7 +21,7 @@ from pipeline.api.spec import JobKind
 from pipeline.builtin.tiny import build_tiny
 from pipeline.builtin.tiny import random_ip_adapter_weights as random_weights
 from pipeline.engine.generator import SDXLGenerator
-from tests.support.assets import close, load_generator, noise_picture, one, pixels
+from tests.support.assets import close, load_generator, load_saved, noise_picture, one, pixels
 from tests.support.specs import spec
 
 AVATAR = noise_picture(1)
@@ -44,14 +44,8 @@ def two_adapters(tiny_on_disk: tuple[Path, Path], tmp_path_factory: pytest.TempP
 
 
 def _generator(model_dir: Path, ip_dir: Path, name: str, subject: str | None) -> SDXLGenerator:
-    return load_generator(
-        PipelineConfig(
-            model_path=str(model_dir),
-            ip_adapter_path=str(ip_dir),
-            ip_adapter_weight_name=name,
-            subject_ip_adapter_weight_name=subject,
-            warmup=False,
-        )
+    return load_saved(
+        model_dir, ip_dir, ip_adapter_weight_name=name, subject_ip_adapter_weight_name=subject
     )
 
 

@@ -96,6 +96,25 @@ def one(generator: Generator, job: GenerationSpec, image: Image.Image) -> Image.
     return picture
 
 
+def alike(a: Image.Image, b: Image.Image) -> bool:
+    """Whether two pictures are the same within :data:`INSTANCE_TOLERANCE`."""
+    return close(pixels(a), pixels(b))
+
+
+def draw_alike(a: Generator, b: Generator, job: GenerationSpec, image: Image.Image) -> bool:
+    """Whether `a` and `b` draw the one-picture `job` alike (see :func:`alike`)."""
+    return alike(one(a, job, image), one(b, job, image))
+
+
+def load_saved(model_dir: Path, ip_dir: Path, **fields: Any) -> SDXLGenerator:
+    """The tiny model saved at `model_dir` with its IP-Adapter at `ip_dir`,
+    loaded without a warm-up, `fields` over its configuration."""
+    config = PipelineConfig(
+        model_path=str(model_dir), ip_adapter_path=str(ip_dir), warmup=False, **fields
+    )
+    return load_generator(config)
+
+
 _STORY_TEXT = (
     "we walked along the river every sunday with grandmother who told us stories about "
     "the long winter the bakery on the corner her brother at sea and the old mill"

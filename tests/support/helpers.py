@@ -1,4 +1,8 @@
-"""Shared pieces of the consumer tests: generators, requests, waiting, a worker."""
+"""Shared pieces of the consumer tests: requests, settings, waiting, a worker.
+
+What a test does to its AWS resources (send, upload, count) is on
+:class:`~tests.support.aws.Stack`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,21 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from PIL import Image
 
 from consumer.aws.clients import AwsClients, open_clients
-from consumer.contract.signing import sign
+from consumer.cli.local_aws import REGION
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
 from consumer.settings import Settings
 from pipeline.api.interface import Generator
-from tests.support.aws import REGION, Stack
 from tests.support.recording import SIZE
+
+if TYPE_CHECKING:
+    # Only a type here: tests.support.aws imports this module for `png`.
+    from tests.support.aws import Stack
 
 T = TypeVar("T")
 FAST = WorkerOptions(poll_wait_s=1, loop_backoff_base_s=0.05, loop_backoff_max_s=0.2)
@@ -61,29 +68,6 @@ def subject(job_id: str, user_id: str = "user1", **fields: Any) -> dict[str, Any
         "height": SIZE,
         **fields,
     }
-
-
-def send(
-    stack: Stack,
-    body: dict[str, Any] | str,
-    *,
-    attributes: dict[str, str] | None = None,
-    token: str | None = None,
-) -> str:
-    """Send a request (a dict is sent as JSON); `token` signs it. Returns the message id."""
-    text = body if isinstance(body, str) else json.dumps(body)
-    attrs = {k: {"DataType": "String", "StringValue": v} for k, v in (attributes or {}).items()}
-    if token is not None:
-        attrs["signature"] = {"DataType": "String", "StringValue": sign(text.encode(), token)}
-    response = stack.client("sqs").send_message(
-        QueueUrl=stack.queue_url, MessageBody=text, MessageAttributes=attrs
-    )
-    return str(response["MessageId"])
-
-
-def put_input(stack: Stack, key: str, data: bytes | None = None) -> None:
-    """Upload an input picture."""
-    stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=data or png())
 
 
 def settings(**overrides: Any) -> Settings:
@@ -170,34 +154,14 @@ class Observer:
         return self.events
 
 
-def queue_counts(stack: Stack, url: str | None = None) -> tuple[int, int]:
-    """(visible, in flight) messages of the request queue (or `url`)."""
-    attributes = stack.client("sqs").get_queue_attributes(
-        QueueUrl=url or stack.queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
-
-
-def receive_all(stack: Stack, url: str, wait_s: int = 0) -> list[dict[str, Any]]:
-    """Receive (and hide) every visible message of `url`, with their attributes."""
-    response = stack.client("sqs").receive_message(
-        QueueUrl=url,
-        MaxNumberOfMessages=10,
-        WaitTimeSeconds=wait_s,
-        MessageAttributeNames=["All"],
-        MessageSystemAttributeNames=["All"],
-    )
-    return list(response.get("Messages", []))
-
-
-def outputs(stack: Stack, prefix: str = "generated/") -> list[str]:
-    """The keys of generated objects."""
-    response = stack.client("s3").list_objects_v2(Bucket=stack.bucket, Prefix=prefix)
-    return [item["Key"] for item in response.get("Contents", [])]
+def submit(stack: Stack, *job_ids: str) -> Observer:
+    """user1's input picture in place and a memory request for each of
+    `job_ids` on the queue; an observer of their events."""
+    stack.put_input("avatars/user1.png")
+    observer = Observer(stack)
+    for job_id in job_ids:
+        stack.send(memory(job_id))
+    return observer
 
 
 class Running:

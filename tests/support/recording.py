@@ -25,7 +25,9 @@ class Recording:
     ``GenerationStopped`` unless `ignore_stop` (a wedged GPU). `started` is
     set once a generation has begun; `stops` holds each call's stop event.
     `step_s` is how long a held generation takes to notice a stop (the rest
-    of its denoising step).
+    of its denoising step). `native_size` is what a request without a size
+    gets: `inner`'s own unless given, and :data:`SIZE` for the default blank
+    generator, whose native size is SDXL's.
     """
 
     def __init__(
@@ -36,8 +38,10 @@ class Recording:
         gate: threading.Event | None = None,
         ignore_stop: bool = False,
         step_s: float = 0.0,
+        native_size: tuple[int, int] | None = None,
     ) -> None:
         self.inner = inner or BlankGenerator()
+        self._native_size = native_size or (None if inner else (SIZE, SIZE))
         self.failures = list(failures)
         self.gate = gate
         self.ignore_stop = ignore_stop
@@ -57,7 +61,12 @@ class Recording:
 
     @property
     def native_size(self) -> tuple[int, int]:
-        return (SIZE, SIZE)
+        return self._native_size or self.inner.native_size
+
+    @property
+    def draws(self) -> list[tuple[int, int]]:
+        """The (seed, num_images) of every call, in order."""
+        return [(spec.seed, spec.num_images) for spec in self.calls]
 
     @property
     def reference_side(self) -> int | None:
@@ -107,4 +116,4 @@ class Recording:
 
 def blank(latency_ms: int = 0, **kwargs: Any) -> Recording:
     """A recording `builtin:blank` generator."""
-    return Recording(BlankGenerator(latency_ms), **kwargs)
+    return Recording(BlankGenerator(latency_ms), native_size=(SIZE, SIZE), **kwargs)

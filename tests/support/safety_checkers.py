@@ -10,7 +10,6 @@ checker computes.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pipeline.api.interface import Generator
-from pipeline.api.spec import GenerationSpec
 from pipeline.engine.safety_checker import checker_class, processor_class
 from pipeline.engine.untyped import transformers
 
@@ -117,23 +114,3 @@ def flag_like(folder: Path, picture: Image.Image, threshold: float) -> Path:
     embeds[0] = embedding(picture)
     weights = [threshold] + [NEVER] * (CONCEPTS - 1)
     return save_checker(folder, concept_weights=weights, concept_embeds=embeds)
-
-
-class Recording:
-    """The real generator, recording the (seed, num_images) of every call."""
-
-    def __init__(self, inner: Generator) -> None:
-        self.inner = inner
-        self.calls: list[tuple[int, int]] = []
-        self.model_name = inner.model_name
-        self.native_size = inner.native_size
-        self.reference_side = inner.reference_side
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def generate(
-        self, spec: GenerationSpec, image: Image.Image, stop: threading.Event | None = None
-    ) -> list[Image.Image]:
-        self.calls.append((spec.seed, spec.num_images))
-        return self.inner.generate(spec, image, stop)

@@ -14,20 +14,21 @@ from aiobotocore.config import AioConfig
 
 from consumer.aws.artifact_cache import ArtifactCache
 from consumer.aws.model_sources import prepare_pipeline_config
-from consumer.aws.s3_download import ArtifactError, Download, etag_matches, parse_s3_uri
+from consumer.aws.s3_download import ArtifactError, etag_matches, parse_s3_uri
 from consumer.errors import ConfigError
 from consumer.settings import Settings
 from pipeline.api.config import BUILTIN_BLANK, BUILTIN_TINY, PipelineConfig
 from pipeline.builtin.tiny import save_tiny
 from tests.support.assets import (
-    close,
+    draw_alike,
     load_generator,
+    load_saved,
     make_finetuned_unet,
     make_tiny_lora,
     noise_picture,
-    pixels,
 )
 from tests.support.aws import Stack
+from tests.support.downloads import files_under, on_part
 from tests.support.specs import spec
 
 KiB = 1024
@@ -47,31 +48,19 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def upload_folder(stack: Stack, folder: Path, prefix: str) -> str:
-    s3 = stack.client("s3")
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            key = f"{prefix}/{path.relative_to(folder).as_posix()}"
-            s3.put_object(Bucket=stack.bucket, Key=key, Body=path.read_bytes())
-    return f"s3://{stack.bucket}/{prefix}"
-
-
-def upload_file(stack: Stack, path: Path, key: str) -> str:
-    stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=path.read_bytes())
-    return f"s3://{stack.bucket}/{key}"
-
-
-def put(stack: Stack, key: str, body: bytes) -> str:
-    stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=body)
-    return f"s3://{stack.bucket}/{key}"
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
 def mtimes(folder: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+async def _reused_from_cache(settings: Settings, config: PipelineConfig, cached: Path) -> int:
+    """Prepare `settings` again: the same `config`, nothing downloaded and no
+    file under `cached` written again; how many objects the cache reused."""
+    before = mtimes(cached)
+    cache = ArtifactCache(settings.model_cache_dir)
+    assert await prepare_pipeline_config(settings, cache=cache) == config
+    assert cache.stats.objects_downloaded == 0
+    assert mtimes(cached) == before
+    return cache.stats.objects_reused
 
 
 def test_s3_uris_are_parsed() -> None:
@@ -85,7 +74,7 @@ def test_s3_uris_are_parsed() -> None:
 
 async def test_file_is_downloaded_in_ranged_parts_then_reused(stack: Stack, tmp_path: Path) -> None:
     body = os.urandom(300 * KiB + 7)
-    uri = put(stack, "weights/model.safetensors", body)
+    uri = stack.put("weights/model.safetensors", body)
     cache = ArtifactCache(tmp_path, part_size=64 * KiB)
     path = await cache.fetch_file(uri)
     assert path.read_bytes() == body
@@ -101,34 +90,27 @@ async def test_file_is_downloaded_in_ranged_parts_then_reused(stack: Stack, tmp_
 
 
 async def test_changed_object_is_downloaded_again(stack: Stack, tmp_path: Path) -> None:
-    uri = put(stack, "weights/model.safetensors", b"first version")
+    uri = stack.put("weights/model.safetensors", b"first version")
     cache = ArtifactCache(tmp_path)
     path = await cache.fetch_file(uri)
-    put(stack, "weights/model.safetensors", b"second, longer version")
+    stack.put("weights/model.safetensors", b"second, longer version")
     assert (await cache.fetch_file(uri)).read_bytes() == b"second, longer version"
     assert path.read_bytes() == b"second, longer version"
     assert cache.stats.objects_downloaded == 2
 
 
-async def test_interrupted_download_resumes_where_it_stopped(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_interrupted_download_resumes_where_it_stopped(stack: Stack, tmp_path: Path) -> None:
     body = os.urandom(5 * 64 * KiB)
-    uri = put(stack, "weights/big.safetensors", body)
-    real = Download._fetch_range
+    uri = stack.put("weights/big.safetensors", body)
 
-    async def crash_on_part_three(self: Download, fd: int, index: int, *args: Any) -> None:
-        if index == 2:
-            raise RuntimeError("the process was killed")
-        await real(self, fd, index, *args)
+    def killed(fd: int) -> None:
+        raise RuntimeError("the process was killed")
 
-    monkeypatch.setattr(Download, "_fetch_range", crash_on_part_three)
     first = ArtifactCache(tmp_path, part_size=64 * KiB, concurrency=1)
-    with pytest.raises(RuntimeError, match="killed"):
+    with on_part(2, killed), pytest.raises(RuntimeError, match="killed"):
         await first.fetch_file(uri)
     assert not first.local_path(parse_s3_uri(uri)).exists()
 
-    monkeypatch.setattr(Download, "_fetch_range", real)
     second = ArtifactCache(tmp_path, part_size=64 * KiB, concurrency=1)
     with structlog.testing.capture_logs() as logs:
         path = await second.fetch_file(uri)
@@ -138,10 +120,10 @@ async def test_interrupted_download_resumes_where_it_stopped(
 
 
 async def test_folder_is_mirrored_reused_and_pruned(stack: Stack, tmp_path: Path) -> None:
-    put(stack, "models/m/model_index.json", b"{}")
-    put(stack, "models/m/unet/config.json", b'{"a": 1}')
-    put(stack, "models/m/unet/diffusion_pytorch_model.safetensors", os.urandom(70 * KiB))
-    put(stack, "models/other/file", b"not part of the folder")
+    stack.put("models/m/model_index.json", b"{}")
+    stack.put("models/m/unet/config.json", b'{"a": 1}')
+    stack.put("models/m/unet/diffusion_pytorch_model.safetensors", os.urandom(70 * KiB))
+    stack.put("models/other/file", b"not part of the folder")
     cache = ArtifactCache(tmp_path, part_size=32 * KiB)
     folder = await cache.fetch_folder(f"s3://{stack.bucket}/models/m")
     assert files_under(folder) == [
@@ -168,14 +150,14 @@ async def test_missing_objects_are_configuration_errors(stack: Stack, tmp_path: 
 
 
 async def test_unsafe_keys_never_leave_the_cache(stack: Stack, tmp_path: Path) -> None:
-    put(stack, "models/evil/../../escape", b"x")
+    stack.put("models/evil/../../escape", b"x")
     with pytest.raises(ArtifactError, match="unsafe S3 key"):
         await ArtifactCache(tmp_path).fetch_folder(f"s3://{stack.bucket}/models/evil/")
     assert not (tmp_path.parent / "escape").exists()
 
 
 async def test_progress_is_logged_when_not_at_a_terminal(stack: Stack, tmp_path: Path) -> None:
-    uri = put(stack, "weights/model.safetensors", os.urandom(200 * KiB))
+    uri = stack.put("weights/model.safetensors", os.urandom(200 * KiB))
     cache = ArtifactCache(tmp_path, part_size=64 * KiB, progress_interval_s=0.0)
     with structlog.testing.capture_logs() as logs:
         await cache.fetch_file(uri)
@@ -276,7 +258,7 @@ async def test_vae_folder_from_s3_is_cached(stack: Stack, tmp_path: Path) -> Non
     folder.mkdir()
     (folder / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"weights" * 100)
-    uri = upload_folder(stack, folder, "models/vae")
+    uri = stack.upload_folder(folder, "models/vae")
     settings = Settings(
         model_path="/models/sdxl",
         vae_path=uri,
@@ -293,9 +275,9 @@ async def test_vae_folder_from_s3_is_cached(stack: Stack, tmp_path: Path) -> Non
 async def test_tiny_model_folder_from_s3_loads_and_is_cached(
     stack: Stack, tmp_path: Path, tiny_files: dict[str, Path]
 ) -> None:
-    model_uri = upload_folder(stack, tiny_files["model"], "models/tiny")
-    ip_uri = upload_folder(stack, tiny_files["ip_adapter"], "adapters/ip")
-    lora_uri = upload_file(stack, tiny_files["lora"], "adapters/lora/style.safetensors")
+    model_uri = stack.upload_folder(tiny_files["model"], "models/tiny")
+    ip_uri = stack.upload_folder(tiny_files["ip_adapter"], "adapters/ip")
+    lora_uri = stack.put("adapters/lora/style.safetensors", tiny_files["lora"].read_bytes())
     settings = Settings(
         model_s3_path=model_uri,
         ip_adapter_path=ip_uri,
@@ -309,31 +291,18 @@ async def test_tiny_model_folder_from_s3_loads_and_is_cached(
     assert Path(config.model_path).is_relative_to(tmp_path / "cache")
     assert config.lora_path is not None
     assert Path(config.lora_path).is_relative_to(tmp_path / "cache")
-    from_s3 = load_generator(config)
-
-    local = load_generator(
-        PipelineConfig(
-            model_path=str(tiny_files["model"]),
-            ip_adapter_path=str(tiny_files["ip_adapter"]),
-            lora_path=str(tiny_files["lora"]),
-            warmup=False,
-        )
+    local = load_saved(
+        tiny_files["model"], tiny_files["ip_adapter"], lora_path=str(tiny_files["lora"])
     )
-    job = spec()
-    assert close(pixels(from_s3.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0]))
-
-    before = mtimes(tmp_path / "cache" / "s3")
-    cache = ArtifactCache(settings.model_cache_dir)
-    assert await prepare_pipeline_config(settings, cache=cache) == config
-    assert cache.stats.objects_downloaded == 0
-    assert cache.stats.objects_reused == len(before)
-    assert mtimes(tmp_path / "cache" / "s3") == before
+    assert draw_alike(load_generator(config), local, spec(), AVATAR)
+    cached = tmp_path / "cache" / "s3"
+    assert await _reused_from_cache(settings, config, cached) == len(files_under(cached))
 
 
 async def test_single_unet_weights_file_from_s3_over_the_base(
     stack: Stack, tmp_path: Path, tiny_files: dict[str, Path]
 ) -> None:
-    weights_uri = upload_file(stack, tiny_files["unet"], "models/checkpoint-1.safetensors")
+    weights_uri = stack.put("models/checkpoint-1.safetensors", tiny_files["unet"].read_bytes())
     settings = Settings(
         model_path=str(tiny_files["model"]),
         model_s3_path=weights_uri,
@@ -345,38 +314,40 @@ async def test_single_unet_weights_file_from_s3_over_the_base(
     assert config.model_path == str(tiny_files["model"])
     assert config.model_name == weights_uri
     assert config.weights_file is not None
-    tuned = load_generator(config)
-    local = load_generator(
-        PipelineConfig(
-            model_path=str(tiny_files["model"]),
-            ip_adapter_path=str(tiny_files["ip_adapter"]),
-            weights_file=str(tiny_files["unet"]),
-            warmup=False,
-        )
+    local = load_saved(
+        tiny_files["model"], tiny_files["ip_adapter"], weights_file=str(tiny_files["unet"])
     )
-    job = spec()
-    assert close(pixels(tuned.generate(job, AVATAR)[0]), pixels(local.generate(job, AVATAR)[0]))
+    assert draw_alike(load_generator(config), local, spec(), AVATAR)
+    assert await _reused_from_cache(settings, config, tmp_path / "cache") == 1
 
-    before = mtimes(tmp_path / "cache")
-    cache = ArtifactCache(settings.model_cache_dir)
-    assert await prepare_pipeline_config(settings, cache=cache) == config
-    assert (cache.stats.objects_downloaded, cache.stats.objects_reused) == (0, 1)
-    assert mtimes(tmp_path / "cache") == before
+
+async def _ip_adapter_fetched(
+    stack: Stack, tmp_path: Path, tiny_files: dict[str, Path], extra: list[str], **fields: Any
+) -> tuple[PipelineConfig, list[str]]:
+    """The tiny IP-Adapter folder uploaded with the files `extra` beside its own,
+    prepared with `fields`: the configuration and the files fetched."""
+    ip_uri = stack.upload_folder(tiny_files["ip_adapter"], "adapters/h94")
+    for name in extra:
+        stack.put(f"adapters/h94/{name}", b"unused")
+    settings = Settings(
+        model_path=str(tiny_files["model"]),
+        ip_adapter_path=ip_uri,
+        model_cache_dir=str(tmp_path / "cache"),
+        **fields,
+    )
+    config = await prepare_pipeline_config(settings)
+    return config, files_under(Path(config.ip_adapter_path))
 
 
 async def test_only_the_configured_ip_adapter_files_are_fetched(
     stack: Stack, tmp_path: Path, tiny_files: dict[str, Path]
 ) -> None:
-    ip_uri = upload_folder(stack, tiny_files["ip_adapter"], "adapters/h94")
-    put(stack, "adapters/h94/sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors", b"unused")
-    put(stack, "adapters/h94/models/ip-adapter_sd15.safetensors", b"unused")
-    settings = Settings(
-        model_path=str(tiny_files["model"]),
-        ip_adapter_path=ip_uri,
-        model_cache_dir=str(tmp_path / "cache"),
-    )
-    config = await prepare_pipeline_config(settings)
-    assert files_under(Path(config.ip_adapter_path)) == [
+    extra = [
+        "sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors",
+        "models/ip-adapter_sd15.safetensors",
+    ]
+    _, fetched = await _ip_adapter_fetched(stack, tmp_path, tiny_files, extra)
+    assert fetched == [
         "sdxl_models/image_encoder/config.json",
         "sdxl_models/image_encoder/model.safetensors",
         "sdxl_models/ip-adapter_sdxl.safetensors",
@@ -386,21 +357,17 @@ async def test_only_the_configured_ip_adapter_files_are_fetched(
 async def test_a_subject_adapter_is_fetched_beside_the_first(
     stack: Stack, tmp_path: Path, tiny_files: dict[str, Path]
 ) -> None:
-    ip_uri = upload_folder(stack, tiny_files["ip_adapter"], "adapters/h94")
-    put(stack, "adapters/h94/sdxl_models/ip-adapter-face.safetensors", b"face")
-    put(stack, "adapters/h94/sdxl_models/ip-adapter-other.safetensors", b"unused")
-    settings = Settings(
-        model_path=str(tiny_files["model"]),
-        ip_adapter_path=ip_uri,
+    extra = ["sdxl_models/ip-adapter-face.safetensors", "sdxl_models/ip-adapter-other.safetensors"]
+    config, fetched = await _ip_adapter_fetched(
+        stack,
+        tmp_path,
+        tiny_files,
+        extra,
         subject_ip_adapter_weight_name="ip-adapter-face.safetensors",
-        model_cache_dir=str(tmp_path / "cache"),
     )
-    config = await prepare_pipeline_config(settings)
     assert config.subject_ip_adapter_weight_name == "ip-adapter-face.safetensors"
-    assert "sdxl_models/ip-adapter-face.safetensors" in files_under(Path(config.ip_adapter_path))
-    assert "sdxl_models/ip-adapter-other.safetensors" not in files_under(
-        Path(config.ip_adapter_path)
-    )
+    assert "sdxl_models/ip-adapter-face.safetensors" in fetched
+    assert "sdxl_models/ip-adapter-other.safetensors" not in fetched
 
 
 async def test_model_s3_path_must_be_an_s3_uri(tmp_path: Path) -> None:

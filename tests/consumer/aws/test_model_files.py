@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,9 +18,9 @@ from consumer.aws.s3_download import RemoteObject
 from consumer.settings import Settings
 from pipeline.api.config import PipelineConfig
 from pipeline.builtin.tiny import build_tiny, save_tiny
-from tests.consumer.aws.test_artifacts import files_under, upload_folder
-from tests.support.assets import load_generator, noise_picture, pixels
+from tests.support.assets import draw_alike, load_generator, load_saved, noise_picture
 from tests.support.aws import Stack
+from tests.support.downloads import files_under
 from tests.support.specs import spec
 
 AVATAR = noise_picture(3)
@@ -62,8 +61,8 @@ def _weights(folder: Path) -> list[str]:
 async def _fetch(
     stack: Stack, tmp_path: Path, published: dict[str, Path], **settings: str
 ) -> tuple[PipelineConfig, ArtifactCache]:
-    model_uri = upload_folder(stack, published["model"], "models/sdxl")
-    ip_uri = upload_folder(stack, published["ip_adapter"], "models/IP-Adapter")
+    model_uri = stack.upload_folder(published["model"], "models/sdxl")
+    ip_uri = stack.upload_folder(published["ip_adapter"], "models/IP-Adapter")
     cache = ArtifactCache(tmp_path / "cache")
     config = await prepare_pipeline_config(
         Settings(
@@ -102,20 +101,8 @@ async def test_only_the_files_a_full_precision_load_reads_are_fetched(
     local = files_under(tmp_path / "cache" / "s3")
     assert cache.stats.objects_downloaded == len(local)
 
-    from_s3 = load_generator(config)
-    original = load_generator(
-        PipelineConfig(
-            model_path=str(published["model"]),
-            ip_adapter_path=str(published["ip_adapter"]),
-            warmup=False,
-        )
-    )
-    job = spec()
-    difference = np.abs(
-        pixels(from_s3.generate(job, AVATAR)[0]).astype(int)
-        - pixels(original.generate(job, AVATAR)[0]).astype(int)
-    )
-    assert difference.max() <= 1
+    original = load_saved(published["model"], published["ip_adapter"])
+    assert draw_alike(load_generator(config), original, spec(), AVATAR)
 
 
 async def test_a_half_precision_load_fetches_the_fp16_variant_only(

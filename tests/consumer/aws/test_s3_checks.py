@@ -18,49 +18,38 @@ from consumer.cli.local_aws import REGION
 from consumer.errors import InputNotFound
 from pipeline.api.errors import InvalidImageError
 from tests.support.aws import Stack
+from tests.support.downloads import on_part
 
 KiB = 1024
 
 
-def put(stack: Stack, key: str, body: bytes) -> str:
-    stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=body)
-    return f"s3://{stack.bucket}/{key}"
-
-
-async def test_an_object_changed_between_parts_is_refused(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_object_changed_between_parts_is_refused(stack: Stack, tmp_path: Path) -> None:
     key = "weights/changing.safetensors"
-    uri = put(stack, key, os.urandom(3 * 64 * KiB))
-    real = Download._fetch_range
+    uri = stack.put(key, os.urandom(3 * 64 * KiB))
 
-    async def replace_before_part_two(self: Download, fd: int, index: int, *args: Any) -> None:
-        if index == 1:  # another upload of the same size lands mid-download
-            put(stack, key, os.urandom(3 * 64 * KiB))
-        await real(self, fd, index, *args)
+    def replaced(fd: int) -> None:  # another upload of the same size lands mid-download
+        stack.put(key, os.urandom(3 * 64 * KiB))
 
-    monkeypatch.setattr(Download, "_fetch_range", replace_before_part_two)
     cache = ArtifactCache(tmp_path, part_size=64 * KiB, concurrency=1)
     # The ranges are pinned to the first ETag (If-Match): S3 refuses the rest.
-    with pytest.raises(ArtifactError, match="changed while downloading"):
+    with on_part(1, replaced), pytest.raises(ArtifactError, match="changed while downloading"):
         await cache.fetch_file(uri)
     assert not cache.local_path(parse_s3_uri(uri)).exists()
 
 
 async def test_content_that_does_not_match_its_etag_is_refused(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, tmp_path: Path
 ) -> None:
-    uri = put(stack, "weights/flipped.safetensors", os.urandom(2 * 64 * KiB))
-    real = Download._fetch_range
+    uri = stack.put("weights/flipped.safetensors", os.urandom(2 * 64 * KiB))
 
-    async def flip_a_byte(self: Download, fd: int, index: int, *args: Any) -> None:
-        await real(self, fd, index, *args)
-        if index == 0:  # a disk or network fault: same size, one byte wrong
-            os.pwrite(fd, bytes([os.pread(fd, 1, 0)[0] ^ 0xFF]), 0)
+    def flipped(fd: int) -> None:  # a disk or network fault: same size, one byte wrong
+        os.pwrite(fd, bytes([os.pread(fd, 1, 0)[0] ^ 0xFF]), 0)
 
-    monkeypatch.setattr(Download, "_fetch_range", flip_a_byte)
     cache = ArtifactCache(tmp_path, part_size=64 * KiB, concurrency=1)
-    with pytest.raises(ArtifactError, match="does not match its ETag"):
+    with (
+        on_part(0, flipped, after=True),
+        pytest.raises(ArtifactError, match="does not match its ETag"),
+    ):
         await cache.fetch_file(uri)
     assert not cache.local_path(parse_s3_uri(uri)).exists()
 
@@ -94,7 +83,7 @@ def test_the_state_file_and_its_folder_are_synced(
 async def test_each_part_is_synced_before_the_state_names_it(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uri = put(stack, "weights/synced.safetensors", os.urandom(2 * 64 * KiB))
+    uri = stack.put("weights/synced.safetensors", os.urandom(2 * 64 * KiB))
     order: list[str] = []
     real_fsync, real_save = os.fsync, Download._save_state
 
@@ -126,7 +115,7 @@ class _Unannounced:
 
 
 async def test_inputs_over_the_cap_are_refused_before_and_while_reading(stack: Stack) -> None:
-    put(stack, "avatars/big.png", os.urandom(10 * KiB))
+    stack.put("avatars/big.png", os.urandom(10 * KiB))
     async with open_clients(REGION) as clients:
         announced = Storage(clients.s3, stack.bucket)
         with pytest.raises(InvalidImageError, match="is 10240 bytes; the limit is 4096"):
@@ -162,7 +151,7 @@ class _WithoutListBucket:
 
 
 async def test_a_missing_key_answered_with_403_reads_as_missing(stack: Stack) -> None:
-    put(stack, "avatars/u1.jpg", b"picture")
+    stack.put("avatars/u1.jpg", b"picture")
     async with open_clients(REGION) as clients:
         storage = Storage(_WithoutListBucket(clients.s3), stack.bucket)  # type: ignore[arg-type]
         assert await storage.head("generated/u1/memory_j.png") is None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.aws import Stack
-from tests.support.helpers import memory, put_input, send
+from tests.support.helpers import memory
 
 ROOT = Path(__file__).resolve().parents[3]
 # Each refusal comes before any model, AWS client or torch import.
@@ -100,10 +100,10 @@ PROMPT = "my grandmother's lighthouse at dusk"
 
 
 def test_a_running_consumer_writes_only_json_lines_without_prompts(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
-    send(stack, memory("ok-1", prompt=PROMPT))
+    stack.put_input("avatars/user1.png")
+    stack.send(memory("ok-1", prompt=PROMPT))
     # Fails (no input picture for this user): the failure is logged, not the prompt.
-    send(stack, memory("missing-1", user_id="nobody", prompt=PROMPT))
+    stack.send(memory("missing-1", user_id="nobody", prompt=PROMPT))
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "MODEL_PATH": "builtin:blank"}
     done = subprocess.run(
         [sys.executable, "-m", "consumer", "run", "--burst"],

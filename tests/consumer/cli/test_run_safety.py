@@ -50,10 +50,7 @@ def test_an_empty_s3_prefix_exits_two_before_the_model_loads(stack: Stack, tmp_p
 def test_an_s3_folder_with_bad_weights_exits_two(stack: Stack, tmp_path: Path) -> None:
     folder = safety_checkers.flag_none(tmp_path / "checker")
     (folder / "model.safetensors").write_bytes(b"broken")
-    s3 = stack.client("s3")
-    for path in folder.iterdir():
-        s3.put_object(Bucket=stack.bucket, Key=f"checker/{path.name}", Body=path.read_bytes())
-    uri = f"s3://{stack.bucket}/checker"
+    uri = stack.upload_folder(folder, "checker")
     code, lines, _ = _run(
         MODEL_PATH="builtin:tiny",
         SAFETY_CHECKER_PATH=uri,

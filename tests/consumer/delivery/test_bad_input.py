@@ -10,7 +10,7 @@ from PIL import Image
 from consumer.delivery.worker import EXIT_FATAL
 from pipeline.api import reference
 from tests.support.aws import Stack
-from tests.support.helpers import Observer, memory, png, put_input, running, send, settings
+from tests.support.helpers import Observer, memory, png, running, settings
 from tests.support.recording import Recording, blank
 
 
@@ -29,14 +29,14 @@ async def test_running_out_of_memory_on_one_picture_is_its_invalid_input(
         return decode(image)
 
     monkeypatch.setattr(reference, "_decode_reduced", exhausted_once)
-    put_input(stack, "avatars/user1/huge.png", png(40, 40))
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1/huge.png", png(40, 40))
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank()
     async with running(generator) as worker:
-        send(stack, memory("oom-1", image_key="avatars/user1/huge.png"))
+        stack.send(memory("oom-1", image_key="avatars/user1/huge.png"))
         (failed,) = await observer.wait(1)
-        send(stack, memory("after-oom"))
+        stack.send(memory("after-oom"))
         events = await observer.wait(2)
         assert not worker.task.done()
         assert await worker.stop() != EXIT_FATAL
@@ -49,14 +49,14 @@ async def test_running_out_of_memory_on_one_picture_is_its_invalid_input(
 async def test_a_shape_beyond_the_aspect_limit_is_refused_then_the_next_is_served(
     stack: Stack,
 ) -> None:
-    put_input(stack, "avatars/user1/wide.png", png(900, 100))
-    put_input(stack, "avatars/user1.png", png(800, 100))
+    stack.put_input("avatars/user1/wide.png", png(900, 100))
+    stack.put_input("avatars/user1.png", png(800, 100))
     observer = Observer(stack)
     generator = Recording()
     async with running(generator, settings(max_input_aspect=8)):
-        send(stack, memory("too-wide", image_key="avatars/user1/wide.png"))
+        stack.send(memory("too-wide", image_key="avatars/user1/wide.png"))
         await observer.wait(1)
-        send(stack, memory("wide-enough"))
+        stack.send(memory("wide-enough"))
         events = await observer.wait(2)
     assert [_code(e) for e in events] == ["invalid_input", "succeeded"]
     assert "aspect ratio" in events[0]["error"]["message"]

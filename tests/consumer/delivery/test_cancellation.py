@@ -23,17 +23,7 @@ from consumer.contract.keys import cancel_key
 from consumer.delivery import cancellation
 from consumer.delivery.cancellation import CancelWatch
 from tests.support.aws import REGION, Stack
-from tests.support.helpers import (
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    put_input,
-    queue_counts,
-    running,
-    send,
-    settings,
-)
+from tests.support.helpers import Observer, eventually, memory, running, settings
 from tests.support.recording import blank
 
 POLL_S = 0.3
@@ -62,26 +52,26 @@ def _assert_cancelled(event: dict[str, Any], attributes: dict[str, str], job_id:
 
 
 async def test_a_job_cancelled_before_it_is_taken_is_not_drawn(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank()
     cancel(stack, "early")
-    send(stack, memory("early"))
-    send(stack, memory("after-early"))
+    stack.send(memory("early"))
+    stack.send(memory("after-early"))
     async with running(generator, settings(cancel_poll_s=POLL_S)):
         events = await observer.wait(2)
     by_job = {e["job_id"]: (e, a) for e, a in zip(events, observer.attributes, strict=True)}
     _assert_cancelled(*by_job["early"], "early")
     assert by_job["after-early"][0]["status"] == "succeeded"
     assert len(generator.calls) == 1  # only the second job was drawn
-    assert outputs(stack) == ["generated/user1/memory_after-early.png"]
-    assert queue_counts(stack) == (0, 0)
+    assert stack.outputs() == ["generated/user1/memory_after-early.png"]
+    assert stack.queue_counts() == (0, 0)
 
 
 async def test_a_job_cancelled_while_it_waits_never_begins(
     stack: Stack, gate: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(gate=gate)
     looks: list[tuple[str, bool]] = []
@@ -94,9 +84,9 @@ async def test_a_job_cancelled_while_it_waits_never_begins(
 
     monkeypatch.setattr(CancelWatch, "cancelled", recorded)
     async with running(generator, settings(cancel_poll_s=POLL_S)):
-        send(stack, memory("first"))
+        stack.send(memory("first"))
         await eventually(generator.started.is_set, what="the first job to start")
-        send(stack, memory("waiting"))
+        stack.send(memory("waiting"))
         await eventually(lambda: ("waiting", False) in looks, what="the second taken")
         cancel(stack, "waiting")
         # Seen by a poll while the first still holds the GPU.
@@ -108,18 +98,18 @@ async def test_a_job_cancelled_while_it_waits_never_begins(
     _assert_cancelled(*by_job["waiting"], "waiting")
     assert by_job["first"][0]["status"] == "succeeded"
     assert len(generator.calls) == 1  # the cancelled job never reached the generator
-    assert outputs(stack) == ["generated/user1/memory_first.png"]
-    assert queue_counts(stack) == (0, 0)
+    assert stack.outputs() == ["generated/user1/memory_first.png"]
+    assert stack.queue_counts() == (0, 0)
 
 
 async def test_a_running_batch_is_stopped_whole_within_a_poll(
     stack: Stack, gate: threading.Event
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(gate=gate)
     async with running(generator, settings(cancel_poll_s=POLL_S)):
-        send(stack, memory("batch", num_images=3))
+        stack.send(memory("batch", num_images=3))
         await eventually(generator.started.is_set, what="the generation to start")
         written = cancel(stack, "batch")
         stop = generator.stops[0]
@@ -128,36 +118,36 @@ async def test_a_running_batch_is_stopped_whole_within_a_poll(
         stopped_after = time.monotonic() - written
         (event,) = await observer.wait(1)
         gate.set()
-        send(stack, memory("next"))
+        stack.send(memory("next"))
         await observer.wait(2)
     _assert_cancelled(event, observer.attributes[0], "batch")
     assert stopped_after < POLL_S + 1.0  # a poll, plus one S3 HEAD on loopback
     assert observer.events[1]["status"] == "succeeded"
-    assert outputs(stack) == ["generated/user1/memory_next.png"]
-    assert queue_counts(stack) == (0, 0)
+    assert stack.outputs() == ["generated/user1/memory_next.png"]
+    assert stack.queue_counts() == (0, 0)
 
 
 async def test_a_cancel_after_success_changes_nothing(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank()
     async with running(generator, settings(cancel_poll_s=POLL_S)):
-        send(stack, memory("done"))
+        stack.send(memory("done"))
         (first,) = await observer.wait(1)
         cancel(stack, "done")
         # The same request again (a redelivery): its outputs exist, so it is reused.
-        send(stack, memory("done"))
+        stack.send(memory("done"))
         events = await observer.wait(2)
     assert first["status"] == "succeeded"
     assert (events[1]["status"], events[1]["reused"]) == ("succeeded", True)
-    assert outputs(stack) == ["generated/user1/memory_done.png"]
+    assert stack.outputs() == ["generated/user1/memory_done.png"]
     assert len(generator.calls) == 1
 
 
 async def test_s3_trouble_while_looking_cancels_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
 
     async def broken(self: Storage, key: str) -> bool:
@@ -168,10 +158,10 @@ async def test_s3_trouble_while_looking_cancels_nothing(
     monkeypatch.setattr(Storage, "exists", broken)
     cancel(stack, "unseen")  # S3 cannot be asked, so the marker is not seen
     async with running(blank(latency_ms=int(POLL_S * 3000)), settings(cancel_poll_s=POLL_S)):
-        send(stack, memory("unseen"))
+        stack.send(memory("unseen"))
         (event,) = await observer.wait(1)
     assert event["status"] == "succeeded"
-    assert outputs(stack) == ["generated/user1/memory_unseen.png"]
+    assert stack.outputs() == ["generated/user1/memory_unseen.png"]
 
 
 async def test_a_slow_s3_reads_as_not_cancelled(

@@ -9,31 +9,20 @@ from typing import cast
 from PIL import Image
 
 from tests.support.aws import Stack
-from tests.support.helpers import (
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    png,
-    put_input,
-    queue_counts,
-    running,
-    send,
-    subject,
-)
+from tests.support.helpers import Observer, eventually, memory, png, running, subject
 from tests.support.recording import blank
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 async def test_memory_job_writes_png_then_event_then_deletes(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
-    message_id = send(stack, memory("m-001", width=128, height=64))
+    stack.put_input("avatars/user1.png")
+    message_id = stack.send(memory("m-001", width=128, height=64))
     observer = Observer(stack)
     generator = blank()
     async with running(generator):
         (event,) = await observer.wait(1)
-        await eventually(lambda: queue_counts(stack) == (0, 0), what="the request deleted")
+        await eventually(lambda: stack.queue_counts() == (0, 0), what="the request deleted")
 
     assert event["status"] == "succeeded"
     assert event["job_id"] == "m-001"
@@ -72,10 +61,10 @@ async def test_memory_job_writes_png_then_event_then_deletes(stack: Stack) -> No
 
 
 async def test_subject_job_draws_a_random_seed_and_reports_it(stack: Stack) -> None:
-    put_input(stack, "subjects/user2.webp", _webp())
+    stack.put_input("subjects/user2.webp", _webp())
     observer = Observer(stack)
     async with running(blank()):
-        send(stack, subject("s-001", user_id="user2"))
+        stack.send(subject("s-001", user_id="user2"))
         (event,) = await observer.wait(1)
     assert event["status"] == "succeeded"
     assert event["kind"] == "subject"
@@ -86,7 +75,7 @@ async def test_subject_job_draws_a_random_seed_and_reports_it(stack: Stack) -> N
         Bucket=stack.bucket, Key="generated/user2/subject_s-001.png"
     )["Metadata"]
     assert meta["seed"] == str(seed)
-    assert outputs(stack) == ["generated/user2/subject_s-001.png"]
+    assert stack.outputs() == ["generated/user2/subject_s-001.png"]
 
 
 def _webp() -> bytes:
@@ -96,15 +85,15 @@ def _webp() -> bytes:
 
 
 async def test_redelivered_finished_job_is_reused_not_generated_again(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank()
     async with running(generator):
-        send(stack, memory("m-002", seed=None))
+        stack.send(memory("m-002", seed=None))
         (first,) = await observer.wait(1)
-        send(stack, memory("m-002", seed=None))
+        stack.send(memory("m-002", seed=None))
         events = await observer.wait(2)
-        await eventually(lambda: queue_counts(stack) == (0, 0), what="both deleted")
+        await eventually(lambda: stack.queue_counts() == (0, 0), what="both deleted")
     second = events[1]
     assert second["status"] == "succeeded"
     assert second["reused"] is True
@@ -113,20 +102,20 @@ async def test_redelivered_finished_job_is_reused_not_generated_again(stack: Sta
     assert second["parameters"]["seed"] == first["parameters"]["seed"]
     assert "generate" not in second["timings_ms"]
     assert len(generator.calls) == 1
-    assert outputs(stack) == ["generated/user1/memory_m-002.png"]
+    assert stack.outputs() == ["generated/user1/memory_m-002.png"]
 
 
 async def test_input_candidates_are_tried_in_order(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.jpeg", _jpeg((0, 0, 255)))
-    put_input(stack, "avatars/user1.jpg", _jpeg((255, 0, 0)))
-    put_input(stack, "avatars/user1.webp", _webp())
-    put_input(stack, "avatars/user1/explicit/pic.png", png(color=(0, 255, 0)))
+    stack.put_input("avatars/user1.jpeg", _jpeg((0, 0, 255)))
+    stack.put_input("avatars/user1.jpg", _jpeg((255, 0, 0)))
+    stack.put_input("avatars/user1.webp", _webp())
+    stack.put_input("avatars/user1/explicit/pic.png", png(color=(0, 255, 0)))
     observer = Observer(stack)
     generator = blank()
     async with running(generator):
-        send(stack, memory("m-order"))
+        stack.send(memory("m-order"))
         await observer.wait(1)
-        send(stack, memory("m-key", image_key="avatars/user1/explicit/pic.png"))
+        stack.send(memory("m-key", image_key="avatars/user1/explicit/pic.png"))
         await observer.wait(2)
     assert [e["status"] for e in observer.events] == ["succeeded", "succeeded"]
     red, green = (cast(tuple[int, ...], image.getpixel((4, 4))) for image in generator.images)
@@ -141,11 +130,11 @@ async def test_exif_orientation_is_honoured(stack: Stack) -> None:
     exif[0x0112] = 6  # rotated 90 degrees: the upright picture is 10 wide, 20 high
     buffer = io.BytesIO()
     Image.new("RGB", (20, 10), (9, 9, 9)).save(buffer, format="JPEG", exif=exif)
-    put_input(stack, "subjects/user1.jpg", buffer.getvalue())
+    stack.put_input("subjects/user1.jpg", buffer.getvalue())
     observer = Observer(stack)
     generator = blank()
     async with running(generator):
-        send(stack, subject("s-exif"))
+        stack.send(subject("s-exif"))
         await observer.wait(1)
     assert generator.images[0].size == (10, 20)
 

@@ -12,35 +12,23 @@ from consumer.delivery.worker import EXIT_FATAL
 from consumer.logs import configure_logging
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError
 from tests.support.aws import REGION, Stack
-from tests.support.helpers import (
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    png,
-    put_input,
-    queue_counts,
-    receive_all,
-    running,
-    send,
-    settings,
-)
+from tests.support.helpers import Observer, eventually, memory, png, running, settings
 from tests.support.recording import blank
 
 TOKEN = "s3cr3t-signing-token"
 
 
 def _dead_letters(stack: Stack) -> list[dict[str, Any]]:
-    return receive_all(stack, stack.dlq_url)
+    return stack.receive_all(stack.dlq_url)
 
 
 async def _one_failure(stack: Stack, body: dict[str, Any] | str, **kwargs: Any) -> dict[str, Any]:
     observer = Observer(stack)
     generator = blank()
     async with running(generator, kwargs.pop("config", None) or settings()):
-        send(stack, body, attributes={"trace": "abc"}, **kwargs)
+        stack.send(body, attributes={"trace": "abc"}, **kwargs)
         (event,) = await observer.wait(1)
-        await eventually(lambda: queue_counts(stack) == (0, 0), what="the request deleted")
+        await eventually(lambda: stack.queue_counts() == (0, 0), what="the request deleted")
     assert generator.calls == []
     assert event["status"] == "failed"
     assert "data" not in event
@@ -93,7 +81,7 @@ async def test_invalid_requests(stack: Stack, body: dict[str, Any] | str, fragme
 async def test_invalid_kind_reports_unknown_kind_attribute(stack: Stack) -> None:
     observer = Observer(stack)
     async with running(blank()):
-        send(stack, {"job_id": "k-1", "kind": "poem", "user_id": "u"})
+        stack.send({"job_id": "k-1", "kind": "poem", "user_id": "u"})
         (event,) = await observer.wait(1)
     assert event["kind"] is None
     assert event["job_id"] == "k-1"
@@ -121,24 +109,24 @@ async def test_missing_input_is_input_not_found(stack: Stack) -> None:
 async def test_bad_input_is_invalid_input(
     stack: Stack, data: bytes, limits: dict[str, int]
 ) -> None:
-    put_input(stack, "avatars/user1.png", data)
+    stack.put_input("avatars/user1.png", data)
     event = await _one_failure(stack, memory("ii-1"), config=settings(**limits))
     assert event["error"]["code"] == "invalid_input"
     assert event["parameters"]["seed"] == 7
 
 
 async def test_signing_on_accepts_signed_and_refuses_the_rest(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank()
     config = settings(auth_enabled=True, auth_token=TOKEN)
     async with running(generator, config):
-        send(stack, memory("sig-ok"), token=TOKEN)
-        send(stack, memory("sig-none"))
-        send(stack, memory("sig-bad"), token="another-token")
-        send(stack, memory("sig-bad"), attributes={"signature": "0" * 64})
+        stack.send(memory("sig-ok"), token=TOKEN)
+        stack.send(memory("sig-none"))
+        stack.send(memory("sig-bad"), token="another-token")
+        stack.send(memory("sig-bad"), attributes={"signature": "0" * 64})
         await observer.wait(4)
-        await eventually(lambda: queue_counts(stack) == (0, 0), what="all deleted")
+        await eventually(lambda: stack.queue_counts() == (0, 0), what="all deleted")
     by_job: dict[str | None, list[str]] = {}
     for event in observer.events:
         by_job.setdefault(event["job_id"], []).append(
@@ -180,19 +168,19 @@ async def test_an_unverified_body_names_nobody_in_its_event_or_logs(
 async def test_unauthorized_event_is_filtered_as_kind_unknown(stack: Stack) -> None:
     observer = Observer(stack)
     async with running(blank(), settings(auth_enabled=True, auth_token=TOKEN)):
-        send(stack, memory("victim-job", "victim-user"))
+        stack.send(memory("victim-job", "victim-user"))
         await observer.wait(1)
     assert observer.attributes == [{"status": "failed", "kind": "unknown"}]
 
 
 async def test_signing_accepts_the_retiring_token_during_a_rotation(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     config = settings(auth_enabled=True, auth_token="new-token", auth_token_previous=TOKEN)
     async with running(blank(), config):
-        send(stack, memory("rot-new"), token="new-token")
-        send(stack, memory("rot-old"), token=TOKEN)
-        send(stack, memory("rot-other"), token="unrelated-token")
+        stack.send(memory("rot-new"), token="new-token")
+        stack.send(memory("rot-old"), token=TOKEN)
+        stack.send(memory("rot-other"), token="unrelated-token")
         await observer.wait(3)
     outcome = {
         e["job_id"]: e["status"] if e["status"] == "succeeded" else e["error"]["code"]
@@ -202,32 +190,32 @@ async def test_signing_accepts_the_retiring_token_during_a_rotation(stack: Stack
 
 
 async def test_signing_off_ignores_signatures(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     async with running(blank(), settings(auth_enabled=False)):
-        send(stack, memory("plain-1"))
-        send(stack, memory("plain-2"), attributes={"signature": "nonsense"})
+        stack.send(memory("plain-1"))
+        stack.send(memory("plain-2"), attributes={"signature": "nonsense"})
         await observer.wait(2)
     assert [e["status"] for e in observer.events] == ["succeeded", "succeeded"]
 
 
 async def test_one_bad_request_never_stops_the_loop(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     async with running(blank()) as handle:
-        send(stack, "\x00garbage")
-        send(stack, memory("after-bad"))
+        stack.send("\x00garbage")
+        stack.send(memory("after-bad"))
         await observer.wait(2)
         assert not handle.task.done()
     assert sorted(e["status"] for e in observer.events) == ["failed", "succeeded"]
 
 
 async def test_transient_failure_is_retried_after_the_backoff(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(failures=[GenerationOOMError("out of memory once")])
     async with running(generator, settings(retry_backoff_base_s=1)) as handle:
-        send(stack, memory("t-1"))
+        stack.send(memory("t-1"))
         (event,) = await observer.wait(1, within=20)
         retries = handle.worker.metrics.retries.labels(error_code="generation_failed")._value
         assert retries.get() == 1
@@ -240,13 +228,13 @@ async def test_transient_failure_is_retried_after_the_backoff(stack: Stack) -> N
 
 
 async def test_last_attempt_ends_on_the_dead_letter_queue_retryable(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(failures=[GenerationOOMError("oom 1"), RuntimeError("CUDA error: oops")])
     async with running(generator, settings(max_attempts=2)):
-        send(stack, memory("final-1"))
+        stack.send(memory("final-1"))
         (event,) = await observer.wait(1)
-        await eventually(lambda: queue_counts(stack) == (0, 0), what="the request deleted")
+        await eventually(lambda: stack.queue_counts() == (0, 0), what="the request deleted")
     assert event["status"] == "failed"
     assert event["attempts"] == 2
     assert event["error"]["code"] == "generation_failed"
@@ -258,11 +246,11 @@ async def test_last_attempt_ends_on_the_dead_letter_queue_retryable(stack: Stack
 
 
 async def test_max_attempts_defaults_to_three(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(failures=[GenerationOOMError("oom")] * 3)
     async with running(generator):
-        send(stack, memory("final-3"))
+        stack.send(memory("final-3"))
         (event,) = await observer.wait(1)
     assert event["attempts"] == 3  # MAX_ATTEMPTS' default
     assert event["error"]["retryable"] is True
@@ -270,25 +258,25 @@ async def test_max_attempts_defaults_to_three(stack: Stack) -> None:
 
 
 async def test_sns_failing_after_upload_then_recovering(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     late_name = f"late-{uuid.uuid4().hex[:8]}"
     late_arn = f"arn:aws:sns:{REGION}:123456789012:{late_name}"
     generator = blank()
     observer = Observer(stack)
     async with running(generator, settings(sns_topic_arn=late_arn, retry_backoff_base_s=1)) as h:
-        send(stack, memory("sns-1"))
+        stack.send(memory("sns-1"))
         retries = h.worker.metrics.retries.labels(error_code="internal_error")._value
         await eventually(lambda: retries.get() >= 1, what="the publish to fail")
-        assert outputs(stack) == ["generated/user1/memory_sns-1.png"]
+        assert stack.outputs() == ["generated/user1/memory_sns-1.png"]
         # SNS comes back: the topic appears, with the observer subscribed.
         _subscribe_observer(stack, late_name)
         (event,) = await observer.wait(1, within=20)
-        await eventually(lambda: queue_counts(stack) == (0, 0), what="the request deleted")
+        await eventually(lambda: stack.queue_counts() == (0, 0), what="the request deleted")
     assert event["status"] == "succeeded"
     assert event["reused"] is True
     assert event["attempts"] >= 2
     assert len(generator.calls) == 1
-    assert outputs(stack) == ["generated/user1/memory_sns-1.png"]
+    assert stack.outputs() == ["generated/user1/memory_sns-1.png"]
 
 
 async def test_sns_failing_while_reporting_a_bad_request_dead_letters_it_once(
@@ -299,13 +287,13 @@ async def test_sns_failing_while_reporting_a_bad_request_dead_letters_it_once(
     observer = Observer(stack)
     config = settings(sns_topic_arn=late_arn, retry_backoff_base_s=1)
     async with running(blank(), config) as handle:
-        send(stack, "not json at all")
+        stack.send("not json at all")
         retries = handle.worker.metrics.retries.labels(error_code="internal_error")._value
         await eventually(lambda: retries.get() >= 1, what="the report to fail")
         assert _dead_letters(stack) == []
         _subscribe_observer(stack, late_name)
         (event,) = await observer.wait(1, within=20)
-        await eventually(lambda: queue_counts(stack) == (0, 0), what="the request deleted")
+        await eventually(lambda: stack.queue_counts() == (0, 0), what="the request deleted")
         assert handle.worker.metrics.loop_errors._value.get() == 0
     assert event["error"]["code"] == "invalid_request"
     # Failing to report is the service's trouble: it uses up no attempt.
@@ -329,17 +317,17 @@ def _subscribe_observer(stack: Stack, topic_name: str) -> None:
 
 
 async def test_fatal_generator_error_stops_the_worker_and_releases(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(failures=[PipelineBrokenError("out of memory twice in a row")])
     async with running(generator) as handle:
-        send(stack, memory("fatal-1"))
+        stack.send(memory("fatal-1"))
         code = await handle.task
         assert code == EXIT_FATAL
         assert handle.worker.state.value == "unhealthy"
         assert handle.worker.board.health().status_code == 503
     # Released for another worker: visible again at once, not dead-lettered, no event.
-    assert queue_counts(stack) == (1, 0)
+    assert stack.queue_counts() == (1, 0)
     assert await observer.settle(0.3) == []
     assert _dead_letters(stack) == []
 
@@ -349,7 +337,7 @@ async def test_sqs_dlq_url_overrides_the_redrive_policy(stack: Stack) -> None:
     other = sqs.create_queue(QueueName=f"other-dlq-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     await _one_failure(stack, "nope", config=settings(sqs_dlq_url=other))
     assert _dead_letters(stack) == []
-    (dead,) = receive_all(stack, other)
+    (dead,) = stack.receive_all(other)
     assert dead["Body"] == "nope"
 
 
@@ -360,6 +348,6 @@ async def test_without_any_dead_letter_queue_the_event_is_still_sent(stack: Stac
     async with running(blank(), settings(sqs_queue_url=plain)) as handle:
         sqs.send_message(QueueUrl=plain, MessageBody="not json")
         (event,) = await observer.wait(1)
-        await eventually(lambda: queue_counts(stack, plain) == (0, 0), what="deleted")
+        await eventually(lambda: stack.queue_counts(plain) == (0, 0), what="deleted")
         assert not handle.task.done()
     assert event["error"]["code"] == "invalid_request"

@@ -89,24 +89,25 @@ async def test_gives_up_cleanly_near_the_twelve_hour_cap() -> None:
     assert queue.changes[-1][1] < 600  # the last extension stops short at the cap
 
 
-async def test_a_lost_receipt_handle_stops_the_extensions() -> None:
+async def _a_failed_extension(code: str) -> tuple[Heartbeat, FakeQueue, FakeClock, list[Any]]:
+    """One message due for an extension that SQS refuses with `code`; the beat's logs."""
     heartbeat, queue, clock = _heartbeat(10)
-    heartbeat.track(message("gone", clock.monotonic()))
-    queue.fail_with = "ReceiptHandleIsInvalid"
+    heartbeat.track(message("m", clock.monotonic()))
+    queue.fail_with = code
     clock.advance(6)
     with capture_logs() as logs:
         await heartbeat.beat()
+    return heartbeat, queue, clock, logs
+
+
+async def test_a_lost_receipt_handle_stops_the_extensions() -> None:
+    heartbeat, _, _, logs = await _a_failed_extension("ReceiptHandleIsInvalid")
     assert len(heartbeat) == 0
     assert logs[0]["event"] == "heartbeat_gave_up"
 
 
 async def test_a_transient_failure_is_tried_again_at_the_next_beat() -> None:
-    heartbeat, queue, clock = _heartbeat(10)
-    heartbeat.track(message("m", clock.monotonic()))
-    queue.fail_with = "ThrottlingException"
-    clock.advance(6)
-    with capture_logs() as logs:
-        await heartbeat.beat()
+    heartbeat, queue, clock, logs = await _a_failed_extension("ThrottlingException")
     assert logs[0]["event"] == "heartbeat_extension_failed"
     assert len(heartbeat) == 1
     queue.fail_with = None

@@ -6,17 +6,7 @@ import json
 import threading
 
 from tests.support.aws import Stack
-from tests.support.helpers import (
-    Observer,
-    eventually,
-    memory,
-    put_input,
-    queue_counts,
-    receive_all,
-    running,
-    send,
-    settings,
-)
+from tests.support.helpers import Observer, eventually, memory, running, settings
 from tests.support.recording import blank
 
 
@@ -42,18 +32,18 @@ def _send_to(stack: Stack, url: str, body: dict[str, object] | str) -> None:
 
 
 async def test_a_priority_request_is_taken_next_ahead_of_the_backlog(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     priority_url, _ = _priority_queue(stack)
     gate = threading.Event()
     generator = blank(gate=gate)
     observer = Observer(stack)
     for seed in (1, 2, 3, 4):
-        send(stack, memory(f"n{seed}", seed=seed))
+        stack.send(memory(f"n{seed}", seed=seed))
     config = settings(sqs_priority_queue_url=priority_url)
     async with running(generator, config):
         # One request on the GPU (held), one prefetched, two waiting.
         await eventually(generator.started.is_set, what="the first generation")
-        await eventually(lambda: queue_counts(stack) == (2, 2), what="two taken, two waiting")
+        await eventually(lambda: stack.queue_counts() == (2, 2), what="two taken, two waiting")
         _send_to(stack, priority_url, memory("p", seed=100))
         gate.set()
         await observer.wait(5, within=30)
@@ -74,8 +64,8 @@ async def test_a_failed_priority_request_goes_to_its_own_dead_letter_queue(
         _send_to(stack, priority_url, "not json")
         (event,) = await observer.wait(1)
         await eventually(
-            lambda: queue_counts(stack, priority_url) == (0, 0), what="the request removed"
+            lambda: stack.queue_counts(priority_url) == (0, 0), what="the request removed"
         )
     assert event["error"]["code"] == "invalid_request"
-    assert [m["Body"] for m in receive_all(stack, priority_dlq)] == ["not json"]
-    assert receive_all(stack, stack.dlq_url) == []
+    assert [m["Body"] for m in stack.receive_all(priority_dlq)] == ["not json"]
+    assert stack.receive_all(stack.dlq_url) == []

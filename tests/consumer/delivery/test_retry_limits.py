@@ -11,23 +11,14 @@ from consumer.aws.request_queue import ReceivedMessage, RequestQueue
 from consumer.delivery import attempts
 from pipeline.api.errors import GenerationOOMError
 from tests.support.aws import Stack
-from tests.support.helpers import (
-    Observer,
-    eventually,
-    memory,
-    put_input,
-    queue_counts,
-    running,
-    send,
-    settings,
-)
+from tests.support.helpers import Observer, eventually, memory, running, settings
 from tests.support.recording import blank
 
 
 async def test_a_retry_is_a_fresh_copy_delayed_by_the_backoff(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     copies: list[tuple[str, int, float]] = []
     real = attempts.resend
 
@@ -41,14 +32,14 @@ async def test_a_retry_is_a_fresh_copy_delayed_by_the_backoff(
     generator = blank(failures=[GenerationOOMError("out of memory once")])
     config = settings(retry_backoff_base_s=7, retry_backoff_max_s=900)
     async with running(generator, config):
-        message_id = send(stack, memory("backoff-1"))
+        message_id = stack.send(memory("backoff-1"))
         await eventually(lambda: copies, what="the retry")
         assert copies == [(message_id, 1, 7)]
         # The received one is gone; the copy waits out its delay. (Whether a
         # delayed message also counts as not visible differs between moto
         # versions, so the copy is counted as delayed and nothing else.)
         await eventually(lambda: _delayed(stack) == 1, what="the delayed copy")
-        visible, in_flight = queue_counts(stack)
+        visible, in_flight = stack.queue_counts()
         assert visible == 0
         assert in_flight <= _delayed(stack)  # at most the delayed copy itself
 
@@ -59,11 +50,11 @@ async def test_max_attempts_not_the_receive_count_ends_the_retries(
     # A RedrivePolicy of 2 receives: the re-sent copies never reach it, so
     # the third attempt is the service's, with its failed event and DLQ copy.
     stack = make_env_stack(max_receive_count=2)
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(failures=[GenerationOOMError("oom")] * 3)
     async with running(generator, settings(retry_backoff_base_s=0, retry_backoff_max_s=0)):
-        send(stack, memory("limit-1"))
+        stack.send(memory("limit-1"))
         (event,) = await observer.wait(1, within=30)
     assert event["status"] == "failed"
     assert event["attempts"] == 3
@@ -87,7 +78,7 @@ async def test_a_retry_copy_keeps_the_users_fair_queue_group(
 ) -> None:
     # Fair queues schedule by MessageGroupId: a retried request that lost it
     # would fall out of its user's share of the queue.
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     sent: list[str] = []
     real = attempts.resend
 

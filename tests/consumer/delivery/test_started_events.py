@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from tests.support.aws import Stack
-from tests.support.helpers import Observer, memory, put_input, running, send, settings
+from tests.support.helpers import Observer, memory, running, settings
 from tests.support.recording import blank
 
 
 async def test_a_started_event_comes_before_the_completion(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank()
     async with running(generator, settings(publish_started_events=True)) as worker:
-        message_id = send(stack, memory("m-s"))
+        message_id = stack.send(memory("m-s"))
         events = await observer.wait(2)
         assert worker.worker.metrics.started_events._value.get() == 1
     started, finished = events
@@ -35,13 +35,13 @@ async def test_a_started_event_comes_before_the_completion(stack: Stack) -> None
 async def test_no_started_event_by_default_or_for_a_job_that_never_generates(
     stack: Stack,
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     async with running(blank()):
-        send(stack, memory("m-default"))
+        stack.send(memory("m-default"))
         await observer.wait(1)
     async with running(blank(), settings(publish_started_events=True)):
-        send(stack, {"job_id": "bad", "kind": "memory"})  # invalid: never generates
+        stack.send({"job_id": "bad", "kind": "memory"})  # invalid: never generates
         await observer.wait(2)
         events = await observer.settle()
     assert [e["status"] for e in events] == ["succeeded", "failed"]

@@ -15,18 +15,7 @@ import pytest
 
 from consumer.delivery.worker import EXIT_FATAL, EXIT_OK
 from tests.support.aws import Stack
-from tests.support.helpers import (
-    FAST,
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    put_input,
-    queue_counts,
-    running,
-    send,
-    settings,
-)
+from tests.support.helpers import FAST, Observer, eventually, memory, running, settings
 from tests.support.recording import Recording, blank
 
 # A short visibility keeps the receive hold short: an interrupted long poll
@@ -44,12 +33,12 @@ def gate() -> Iterator[threading.Event]:
 
 
 async def test_generation_past_its_deadline_is_stopped_and_retried(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = blank(latency_ms=60_000)
     config = settings(generation_timeout_s=0.3, max_attempts=2)
     async with running(generator, config):
-        send(stack, memory("slow-1"))
+        stack.send(memory("slow-1"))
         (event,) = await observer.wait(1, within=20)
         # Both attempts were stopped, each at its own deadline, and came back.
         assert len(generator.calls) == 2
@@ -61,30 +50,30 @@ async def test_generation_past_its_deadline_is_stopped_and_retried(stack: Stack)
     assert event["error"]["code"] == "generation_failed"
     assert event["error"]["retryable"] is True
     assert "GENERATION_TIMEOUT_S" in event["error"]["message"]
-    assert outputs(stack) == []
+    assert stack.outputs() == []
 
 
 async def test_deadline_counts_from_the_start_not_the_wait_in_line(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     # Each generation takes 0.6 s of a 1 s deadline: the second one waits for
     # the first in line, and must not be stopped for that.
     generator = blank(latency_ms=600)
     async with running(generator, settings(generation_timeout_s=1.0)):
-        send(stack, memory("line-1"))
-        send(stack, memory("line-2"))
+        stack.send(memory("line-1"))
+        stack.send(memory("line-2"))
         events = await observer.wait(2, within=20)
     assert {e["status"] for e in events} == {"succeeded"}
     assert not any(stop is not None and stop.is_set() for stop in generator.stops)
 
 
 async def test_gpu_wedged_past_the_deadline_is_fatal(stack: Stack, gate: threading.Event) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     generator = Recording(gate=gate, ignore_stop=True)
     config = settings(generation_timeout_s=0.3, visibility_timeout_s=VISIBILITY_S)
     async with running(generator, config, QUICK_GRACE) as worker:
-        send(stack, memory("wedged-1"))
+        stack.send(memory("wedged-1"))
         code = await worker.task
         assert code == EXIT_FATAL
         assert not worker.worker.board.live
@@ -92,16 +81,16 @@ async def test_gpu_wedged_past_the_deadline_is_fatal(stack: Stack, gate: threadi
         assert "wedged" in (worker.worker.board.fatal_reason or "")
         # Still inside the generator: nothing came back.
         assert generator.finished == 0
-    await eventually(lambda: queue_counts(stack) == (1, 0), within=10, what="released")
+    await eventually(lambda: stack.queue_counts() == (1, 0), within=10, what="released")
     assert await observer.settle(0.3) == []
-    assert outputs(stack) == []
+    assert stack.outputs() == []
 
 
 @pytest.mark.parametrize("immediate", [False, True], ids=["drain-timeout", "second-signal"])
 async def test_drain_stops_the_generation_and_waits_for_the_gpu(
     stack: Stack, gate: threading.Event, immediate: bool
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     # The GPU takes a while to come back, longer than the release takes.
     generator = Recording(gate=gate, step_s=1.0)
@@ -109,7 +98,7 @@ async def test_drain_stops_the_generation_and_waits_for_the_gpu(
     drain_s = 60.0 if immediate else 0.2
     config = settings(drain_timeout_s=drain_s, visibility_timeout_s=VISIBILITY_S)
     async with running(generator, config) as worker:
-        send(stack, memory("drained-1"))
+        stack.send(memory("drained-1"))
         await eventually(generator.started.is_set, within=20, what="the generation to start")
         worker.worker.request_drain("test")
         if immediate:
@@ -120,20 +109,20 @@ async def test_drain_stops_the_generation_and_waits_for_the_gpu(
         (stop,) = generator.stops
         assert stop is not None
         assert stop.is_set()
-    await eventually(lambda: queue_counts(stack) == (1, 0), within=10, what="released")
+    await eventually(lambda: stack.queue_counts() == (1, 0), within=10, what="released")
     assert await observer.settle(0.3) == []
-    assert outputs(stack) == []
+    assert stack.outputs() == []
 
 
 async def test_drain_with_a_wedged_gpu_exits_fatal(stack: Stack, gate: threading.Event) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     generator = Recording(gate=gate, ignore_stop=True)
     config = settings(drain_timeout_s=0.1, visibility_timeout_s=VISIBILITY_S)
     async with running(generator, config, QUICK_GRACE) as worker:
-        send(stack, memory("drain-wedged-1"))
+        stack.send(memory("drain-wedged-1"))
         await eventually(generator.started.is_set, within=20, what="the generation to start")
         worker.worker.request_drain("test")
         assert await worker.task == EXIT_FATAL
         assert not worker.worker.board.live
     # Released before the wait for the GPU, so another worker can take it.
-    await eventually(lambda: queue_counts(stack) == (1, 0), within=10, what="released")
+    await eventually(lambda: stack.queue_counts() == (1, 0), within=10, what="released")

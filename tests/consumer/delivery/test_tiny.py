@@ -10,20 +10,20 @@ from consumer.cli.run import load_generator
 from consumer.cli.samples import avatar, photo
 from consumer.delivery.gpu_thread import GpuThread
 from tests.support.aws import Stack
-from tests.support.helpers import Observer, memory, put_input, running, send, settings, subject
+from tests.support.helpers import Observer, memory, running, settings, subject
 
 
 async def test_tiny_model_draws_memory_and_subject_jobs_at_the_asked_size(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png", avatar())
-    put_input(stack, "subjects/user1.jpg", photo())
+    stack.put_input("avatars/user1.png", avatar())
+    stack.put_input("subjects/user1.jpg", photo())
     gpu = GpuThread()
     config = settings(model_path="builtin:tiny", warmup=False)
     generator = await load_generator(config, gpu)
     assert generator.model_name == "builtin:tiny"
     observer = Observer(stack)
     async with running(generator, config):
-        send(stack, memory("tiny-m", num_inference_steps=2, width=64, height=128))
-        send(stack, subject("tiny-s", num_inference_steps=2, width=None, height=None))
+        stack.send(memory("tiny-m", num_inference_steps=2, width=64, height=128))
+        stack.send(subject("tiny-s", num_inference_steps=2, width=None, height=None))
         events = await observer.wait(2, within=120)
     gpu.close()
     by_kind = {event["kind"]: event for event in events}

@@ -17,29 +17,14 @@ from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import EXIT_OK, Worker
 from consumer.delivery.worker_state import WorkerState
 from tests.support.aws import REGION, Stack
-from tests.support.helpers import (
-    FAST,
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    put_input,
-    queue_counts,
-    receive_all,
-    running,
-    send,
-    settings,
-)
+from tests.support.helpers import FAST, Observer, eventually, memory, running, settings, submit
 from tests.support.recording import blank
 
 
 async def test_at_most_one_request_is_prefetched(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
     gate = threading.Event()
     generator = blank(gate=gate)
-    observer = Observer(stack)
-    for n in range(5):
-        send(stack, memory(f"p-{n}"))
+    observer = submit(stack, *(f"p-{n}" for n in range(5)))
     async with running(generator) as handle:
         await eventually(lambda: generator.active == 1, what="a generation")
         await eventually(lambda: len(handle.worker.jobs) == 2, what="one prefetched")
@@ -48,7 +33,7 @@ async def test_at_most_one_request_is_prefetched(stack: Stack) -> None:
         while time.monotonic() < deadline:
             assert len(handle.worker.jobs) <= 2
             await asyncio.sleep(0.05)
-        assert queue_counts(stack) == (3, 2)
+        assert stack.queue_counts() == (3, 2)
         assert handle.worker.state is WorkerState.BUSY
         gate.set()
         await observer.wait(5)
@@ -56,11 +41,8 @@ async def test_at_most_one_request_is_prefetched(stack: Stack) -> None:
 
 
 async def test_gpu_never_waits_for_the_network(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
     generator = blank(latency_ms=500)
-    observer = Observer(stack)
-    for n in range(4):
-        send(stack, memory(f"pipe-{n}"))
+    observer = submit(stack, *(f"pipe-{n}" for n in range(4)))
     async with running(generator):
         await observer.wait(4, within=30)
     spans = sorted(generator.spans)
@@ -71,12 +53,9 @@ async def test_gpu_never_waits_for_the_network(stack: Stack) -> None:
 
 
 async def test_drain_releases_prefetched_and_finishes_running(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
     gate = threading.Event()
     generator = blank(gate=gate)
-    observer = Observer(stack)
-    for n in range(3):
-        send(stack, memory(f"d-{n}"))
+    observer = submit(stack, *(f"d-{n}" for n in range(3)))
     async with running(generator, settings(drain_timeout_s=30)) as handle:
         await eventually(
             lambda: len(handle.worker.jobs) == 2 and generator.active == 1,
@@ -85,22 +64,20 @@ async def test_drain_releases_prefetched_and_finishes_running(stack: Stack) -> N
         handle.worker.request_drain("test drain")
         assert handle.worker.state is WorkerState.DRAINING
         # The prefetched request is back on the queue while the job still runs.
-        await eventually(lambda: queue_counts(stack) == (2, 1), what="prefetched released")
+        await eventually(lambda: stack.queue_counts() == (2, 1), what="prefetched released")
         assert generator.active == 1
         gate.set()
         assert await asyncio.wait_for(handle.task, 10) == EXIT_OK
     (event,) = await observer.wait(1)
     assert event["status"] == "succeeded"
-    assert queue_counts(stack) == (2, 0)
+    assert stack.queue_counts() == (2, 0)
     assert len(generator.calls) == 1
 
 
 async def test_drain_timeout_releases_the_running_job(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
     gate = threading.Event()
     generator = blank(gate=gate)
-    observer = Observer(stack)
-    send(stack, memory("slow-1"))
+    observer = submit(stack, "slow-1")
     try:
         async with running(generator, settings(drain_timeout_s=0.3)) as handle:
             await eventually(lambda: generator.active == 1, what="the generation")
@@ -108,7 +85,7 @@ async def test_drain_timeout_releases_the_running_job(stack: Stack) -> None:
             handle.worker.request_drain("test drain")
             assert await asyncio.wait_for(handle.task, 10) == EXIT_OK
             assert time.monotonic() - started < 3
-            assert queue_counts(stack) == (1, 0)
+            assert stack.queue_counts() == (1, 0)
     finally:
         gate.set()
     assert await observer.settle(0.3) == []
@@ -133,44 +110,38 @@ async def test_drain_cancels_the_long_poll_at_once(stack: Stack) -> None:
 
 
 async def test_second_request_with_immediate_releases_at_once(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
     gate = threading.Event()
     generator = blank(gate=gate)
-    send(stack, memory("imm-1"))
+    submit(stack, "imm-1")
     try:
         async with running(generator, settings(drain_timeout_s=60)) as handle:
             await eventually(lambda: generator.active == 1, what="the generation")
             handle.worker.request_drain("SIGTERM")
             handle.worker.request_drain("SIGTERM", immediate=True)
             assert await asyncio.wait_for(handle.task, 5) == EXIT_OK
-            assert queue_counts(stack) == (1, 0)
+            assert stack.queue_counts() == (1, 0)
     finally:
         gate.set()
 
 
 async def test_burst_mode_stops_when_the_queue_is_empty(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
-    for n in range(3):
-        send(stack, memory(f"b-{n}"))
-    observer = Observer(stack)
+    observer = submit(stack, *(f"b-{n}" for n in range(3)))
     options = WorkerOptions(burst=True, poll_wait_s=0)
     async with running(blank(latency_ms=50), options=options) as handle:
         assert await asyncio.wait_for(handle.task, 20) == EXIT_OK
     assert len(await observer.wait(3)) == 3
-    assert queue_counts(stack) == (0, 0)
+    assert stack.queue_counts() == (0, 0)
 
 
 async def test_heartbeat_keeps_a_long_job_hidden(make_env_stack: Callable[..., Stack]) -> None:
     stack = make_env_stack(visibility_timeout=1)
-    put_input(stack, "avatars/user1.png")
     generator = blank(latency_ms=3500)
-    observer = Observer(stack)
-    send(stack, memory("hb-1"))
+    observer = submit(stack, "hb-1")
     async with running(generator):
         await eventually(lambda: generator.active == 1, what="the generation")
         # A second consumer polling all along never sees the request.
         while generator.active:
-            assert await asyncio.to_thread(receive_all, stack, stack.queue_url) == []
+            assert await asyncio.to_thread(stack.receive_all, stack.queue_url) == []
             await asyncio.sleep(0.2)
         (event,) = await observer.wait(1)
     assert event["attempts"] == 1
@@ -180,7 +151,7 @@ async def test_two_consumers_and_a_job_three_times_the_visibility_timeout(
     make_env_stack: Callable[..., Stack],
 ) -> None:
     stack = make_env_stack(visibility_timeout=2)
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     first, second = blank(latency_ms=6500), blank(latency_ms=6500)
     observer = Observer(stack)
     async with running(first) as a, running(second) as b:
@@ -188,13 +159,13 @@ async def test_two_consumers_and_a_job_three_times_the_visibility_timeout(
             lambda: a.worker.state is WorkerState.READY and b.worker.state is WorkerState.READY,
             what="both ready",
         )
-        send(stack, memory("twice-1"))
+        stack.send(memory("twice-1"))
         (event,) = await observer.wait(1, within=20)
         await observer.settle(2.5)
     assert len(observer.events) == 1
     assert event["attempts"] == 1
     assert len(first.calls) + len(second.calls) == 1
-    assert outputs(stack) == ["generated/user1/memory_twice-1.png"]
+    assert stack.outputs() == ["generated/user1/memory_twice-1.png"]
 
 
 async def test_aws_trouble_backs_off_turns_unhealthy_and_clears(stack: Stack) -> None:
@@ -229,9 +200,7 @@ async def test_aws_trouble_backs_off_turns_unhealthy_and_clears(stack: Stack) ->
 
 
 async def test_worker_accepts_clients_and_a_clock(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
-    observer = Observer(stack)
-    send(stack, memory("w-1"))
+    observer = submit(stack, "w-1")
     async with open_clients(REGION) as clients:
         worker = Worker(
             generator=blank(),

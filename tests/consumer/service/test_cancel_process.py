@@ -26,15 +26,7 @@ from tests.consumer.service.test_process import (
     consumer,
 )
 from tests.support.aws import Stack
-from tests.support.helpers import (
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    put_input,
-    queue_counts,
-    send,
-)
+from tests.support.helpers import Observer, eventually, memory
 
 POLL_S = 1.0
 SHORT = {"num_inference_steps": 2, "width": 64, "height": 64}
@@ -68,13 +60,13 @@ def _status(observer: Observer, job_id: str) -> list[str]:
 
 
 def _mine(stack: Stack, job_id: str) -> list[str]:
-    return [key for key in outputs(stack) if job_id in key]
+    return [key for key in stack.outputs() if job_id in key]
 
 
 async def test_cancels_before_while_waiting_while_running_and_after_success(
     stack: Stack, tmp_path: Path
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     port = _free_port()
     # Warmed up, so the long job's steps take their steady time from the first.
@@ -84,18 +76,18 @@ async def test_cancels_before_while_waiting_while_running_and_after_success(
 
         # Before it is taken: never drawn.
         _cancel(stack, "pre")
-        send(stack, memory("pre", **SHORT))
+        stack.send(memory("pre", **SHORT))
         await observer.wait(1, within=30)
         assert _status(observer, "pre") == ["cancelled"]
         assert _logged(reader, "generation_started", "pre") is None
 
         # While it waits behind a long generation: never begins.
-        send(stack, memory("long", **LONG))
+        stack.send(memory("long", **LONG))
         await eventually(
             lambda: _logged(reader, "generation_started", "long"), within=30, what="long begins"
         )
-        send(stack, memory("behind", **SHORT))
-        await eventually(lambda: queue_counts(stack) == (0, 2), what="behind prefetched")
+        stack.send(memory("behind", **SHORT))
+        await eventually(lambda: stack.queue_counts() == (0, 2), what="behind prefetched")
         _cancel(stack, "behind")
         await eventually(
             lambda: _logged(reader, "cancel_seen", "behind"), within=POLL_S * 3, what="seen"
@@ -123,11 +115,11 @@ async def test_cancels_before_while_waiting_while_running_and_after_success(
         assert steps < 150
 
         # After success: nothing changes; a redelivery is reused.
-        send(stack, memory("done", **SHORT))
+        stack.send(memory("done", **SHORT))
         await observer.wait(4, within=30)
         assert _status(observer, "done") == ["succeeded"]
         _cancel(stack, "done")
-        send(stack, memory("done", **SHORT))
+        stack.send(memory("done", **SHORT))
         await observer.wait(5, within=30)
         assert _status(observer, "done") == ["succeeded", "succeeded"]
         assert observer.events[-1]["reused"] is True
@@ -143,8 +135,8 @@ async def test_cancels_before_while_waiting_while_running_and_after_success(
         if event["status"] == "cancelled":
             assert "data" not in event
             assert "error" not in event
-    assert outputs(stack) == ["generated/user1/memory_done.png"]
+    assert stack.outputs() == ["generated/user1/memory_done.png"]
     assert _mine(stack, "long") == []
-    assert queue_counts(stack) == (0, 0)
+    assert stack.queue_counts() == (0, 0)
     assert 'illustrator_jobs_total{error_code="",kind="memory",status="cancelled"} 3.0' in metrics
     assert sorted(e["Status"] for e in emf) == ["cancelled"] * 3 + ["succeeded"] * 2

@@ -19,7 +19,7 @@ from typing import Any
 from tests.consumer.delivery.test_priority import _priority_queue
 from tests.consumer.service.test_process import ROOT, consumer
 from tests.support.aws import Stack
-from tests.support.helpers import Observer, eventually, memory, put_input, receive_all
+from tests.support.helpers import Observer, eventually, memory
 
 
 def _send(stack: Stack, url: str, body: dict[str, Any], group: str) -> None:
@@ -80,8 +80,8 @@ async def test_each_queue_dead_letters_to_its_own_dlq_and_redrives_back(
     }
 
     # Each failure sits in its own queue's DLQ, still in its user's group.
-    in_priority_dlq = receive_all(stack, priority_dlq)
-    in_bulk_dlq = receive_all(stack, stack.dlq_url)
+    in_priority_dlq = stack.receive_all(priority_dlq)
+    in_bulk_dlq = stack.receive_all(stack.dlq_url)
     assert _jobs(in_priority_dlq) == {"urgent-1": "pat"}
     assert _jobs(in_bulk_dlq) == {"bulk-1": "bob"}
     _release(stack, priority_dlq, in_priority_dlq)
@@ -94,17 +94,17 @@ async def test_each_queue_dead_letters_to_its_own_dlq_and_redrives_back(
     bulk = _dlq("redrive", "--method", "copy", env=env)
     assert bulk.returncode == 0, bulk.stdout + bulk.stderr
     assert f"moved 1 message(s) to {stack.queue_url}" in bulk.stdout
-    back_on_priority = receive_all(stack, priority_url)
-    back_on_bulk = receive_all(stack, stack.queue_url)
+    back_on_priority = stack.receive_all(priority_url)
+    back_on_bulk = stack.receive_all(stack.queue_url)
     assert _jobs(back_on_priority) == {"urgent-1": "pat"}
     assert _jobs(back_on_bulk) == {"bulk-1": "bob"}
-    assert receive_all(stack, priority_dlq) == receive_all(stack, stack.dlq_url) == []
+    assert stack.receive_all(priority_dlq) == stack.receive_all(stack.dlq_url) == []
     _release(stack, priority_url, back_on_priority)
     _release(stack, stack.queue_url, back_on_bulk)
 
     # With the cause fixed, the redriven requests succeed where they now are.
-    put_input(stack, "avatars/pat.png")
-    put_input(stack, "avatars/bob.png")
+    stack.put_input("avatars/pat.png")
+    stack.put_input("avatars/bob.png")
     await _burst(tmp_path, env)
     events = await observer.wait(4, within=20)
     assert {e["job_id"] for e in events if e["status"] == "succeeded"} == {"urgent-1", "bulk-1"}

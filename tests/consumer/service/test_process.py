@@ -16,17 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
+
 from tests.support.aws import Stack
-from tests.support.helpers import (
-    Observer,
-    eventually,
-    memory,
-    outputs,
-    put_input,
-    queue_counts,
-    running,
-    send,
-)
+from tests.support.helpers import Observer, eventually, memory, running
 from tests.support.recording import blank
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -87,14 +80,14 @@ async def _exit(process: subprocess.Popen[bytes], within: float = 20) -> int:
 
 
 async def test_sigterm_mid_job_finishes_it_and_exits_zero(stack: Stack, tmp_path: Path) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     port = _free_port()
     observer = Observer(stack)
     with consumer(tmp_path, BLANK_LATENCY_MS="1500", HEALTH_PORT=str(port)) as (process, reader):
         await eventually(lambda: _health(port) == 200, within=30, what="healthy")
-        send(stack, memory("term-1"))
-        send(stack, memory("term-2"))
-        await eventually(lambda: queue_counts(stack) == (0, 2), what="one running, one prefetched")
+        stack.send(memory("term-1"))
+        stack.send(memory("term-2"))
+        await eventually(lambda: stack.queue_counts() == (0, 2), what="one running, one prefetched")
         await eventually(lambda: _started(reader), what="the generation to start")
         process.send_signal(signal.SIGTERM)
         assert await _exit(process) == 0
@@ -102,21 +95,21 @@ async def test_sigterm_mid_job_finishes_it_and_exits_zero(stack: Stack, tmp_path
     assert event["status"] == "succeeded"
     assert event["worker_id"] == "proc-worker"
     # The prefetched request went back at once; the running one finished.
-    assert queue_counts(stack) == (1, 0)
-    assert len(outputs(stack)) == 1
+    assert stack.queue_counts() == (1, 0)
+    assert len(stack.outputs()) == 1
 
 
 async def test_sigterm_past_the_drain_timeout_releases_the_job(
     stack: Stack, tmp_path: Path
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     # SQS (and moto) go on serving an interrupted long poll, which may take the
     # released request and hide it for the receive hold, here 3 s.
     env = {"BLANK_LATENCY_MS": "60000", "DRAIN_TIMEOUT_S": "0.5", "VISIBILITY_TIMEOUT_S": "3"}
     with consumer(tmp_path, **env) as (process, reader):
-        send(stack, memory("term-slow"))
-        await eventually(lambda: queue_counts(stack) == (0, 1), within=30, what="running")
+        stack.send(memory("term-slow"))
+        await eventually(lambda: stack.queue_counts() == (0, 1), within=30, what="running")
         await eventually(lambda: _started(reader), what="the generation to start")
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -124,7 +117,7 @@ async def test_sigterm_past_the_drain_timeout_releases_the_job(
         assert time.monotonic() - started < 10
         names = [e["event"] for e in _log_events(reader)]
     assert "drain_timeout" in names
-    await eventually(lambda: queue_counts(stack) == (1, 0), within=6, what="released")
+    await eventually(lambda: stack.queue_counts() == (1, 0), within=6, what="released")
     assert await observer.settle(0.3) == []
 
 
@@ -132,10 +125,10 @@ async def test_sigkill_mid_job_then_another_consumer_finishes_it_once(
     make_env_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
     stack = make_env_stack(visibility_timeout=2)
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     with consumer(tmp_path, BLANK_LATENCY_MS="60000") as (process, reader):
-        send(stack, memory("kill-1"))
+        stack.send(memory("kill-1"))
         await eventually(lambda: _started(reader), within=30, what="the generation to start")
         process.send_signal(signal.SIGKILL)
         assert await _exit(process) == -signal.SIGKILL
@@ -151,7 +144,7 @@ async def test_sigkill_mid_job_then_another_consumer_finishes_it_once(
     assert event["attempts"] == 1
     assert event["worker_id"] == "test-worker"
     assert len(generator.calls) == 1
-    assert outputs(stack) == ["generated/user1/memory_kill-1.png"]
+    assert stack.outputs() == ["generated/user1/memory_kill-1.png"]
 
 
 def test_missing_queue_url_exits_two_with_one_line(stack: Stack, tmp_path: Path) -> None:
@@ -169,13 +162,13 @@ def test_missing_queue_url_exits_two_with_one_line(stack: Stack, tmp_path: Path)
 
 async def test_secrets_never_reach_the_logs(stack: Stack, tmp_path: Path) -> None:
     secret = "a-secret-that-must-not-leak"
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     env = {"AUTH_ENABLED": "true", "AUTH_TOKEN": secret, "LOG_LEVEL": "debug"}
     observer = Observer(stack)
     with consumer(tmp_path, **env) as (process, reader):
-        send(stack, memory("unsigned-1"))
-        send(stack, memory("wrongly-signed-1"), token="not-the-secret")
-        send(stack, memory("signed-1"), token=secret)
+        stack.send(memory("unsigned-1"))
+        stack.send(memory("wrongly-signed-1"), token="not-the-secret")
+        stack.send(memory("signed-1"), token=secret)
         await observer.wait(3, within=30)
         process.send_signal(signal.SIGINT)
         assert await _exit(process) == 0
@@ -244,48 +237,52 @@ def _text(reader: IO[bytes]) -> str:
 async def _stopped_cleanly(stack: Stack, observer: Observer, reader: IO[bytes]) -> None:
     """The request is back on the queue, nothing was written or reported, no abort."""
     assert ABORT not in _text(reader)
-    await eventually(lambda: queue_counts(stack) == (1, 0), within=10, what="released")
-    assert outputs(stack) == []
+    await eventually(lambda: stack.queue_counts() == (1, 0), within=10, what="released")
+    assert stack.outputs() == []
     assert await observer.settle(0.3) == []
 
 
-async def test_tiny_sigterm_past_the_drain_timeout_stops_the_generation(
-    stack: Stack, tmp_path: Path
+@pytest.mark.parametrize(
+    ("drain_timeout_s", "signals", "logged"),
+    [
+        # A SIGTERM drains; the drain runs out while the generation goes on.
+        ("0.5", [signal.SIGTERM], ["drain_timeout"]),
+        # A second signal during the drain means now.
+        ("600", [signal.SIGTERM, signal.SIGINT], ["drain_requested"]),
+    ],
+    ids=["past-the-drain-timeout", "second-signal"],
+)
+async def test_tiny_generation_is_stopped_by_a_shutdown(
+    stack: Stack,
+    tmp_path: Path,
+    drain_timeout_s: str,
+    signals: list[signal.Signals],
+    logged: list[str],
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
-    with consumer(tmp_path, **TINY, DRAIN_TIMEOUT_S="0.5") as (process, reader):
-        send(stack, memory("tiny-term", **LONG))
+    with consumer(tmp_path, **TINY, DRAIN_TIMEOUT_S=drain_timeout_s) as (process, reader):
+        stack.send(memory("tiny-stop", **LONG))
         await eventually(lambda: _started(reader), within=40, what="the generation to start")
-        process.send_signal(signal.SIGTERM)
+        *firsts, last = signals
+        for first in firsts:
+            process.send_signal(first)
+            await eventually(lambda: _logged(reader, "drain_requested"), what="the drain")
+        process.send_signal(last)
         assert await _exit(process) == 0
-        assert _logged(reader, "drain_timeout")
-        assert _logged(reader, "generation_stopped")
-        await _stopped_cleanly(stack, observer, reader)
-
-
-async def test_tiny_second_signal_stops_the_generation(stack: Stack, tmp_path: Path) -> None:
-    put_input(stack, "avatars/user1.png")
-    observer = Observer(stack)
-    with consumer(tmp_path, **TINY, DRAIN_TIMEOUT_S="600") as (process, reader):
-        send(stack, memory("tiny-twice", **LONG))
-        await eventually(lambda: _started(reader), within=40, what="the generation to start")
-        process.send_signal(signal.SIGTERM)
-        await eventually(lambda: _logged(reader, "drain_requested"), what="the drain")
-        process.send_signal(signal.SIGINT)
-        assert await _exit(process) == 0
-        assert _logged(reader, "generation_stopped")
+        for name in [*logged, "generation_stopped"]:
+            assert _logged(reader, name), name
         await _stopped_cleanly(stack, observer, reader)
 
 
 async def test_tiny_generation_past_its_deadline_is_stopped_and_retried(
     stack: Stack, tmp_path: Path
 ) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     env = {**TINY, "GENERATION_TIMEOUT_S": "1", "RETRY_BACKOFF_BASE_S": "2"}
     with consumer(tmp_path, **env) as (process, reader):
-        send(stack, memory("tiny-late", **LONG))
+        stack.send(memory("tiny-late", **LONG))
         await eventually(lambda: _logged(reader, "job_retry_scheduled"), within=40, what="retry")
         process.send_signal(signal.SIGTERM)
         assert await _exit(process) == 0
@@ -296,11 +293,11 @@ async def test_tiny_generation_past_its_deadline_is_stopped_and_retried(
 
 
 async def test_wedged_gpu_past_the_deadline_exits_one(stack: Stack, tmp_path: Path) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     observer = Observer(stack)
     env = {"GENERATION_TIMEOUT_S": "0.5", "VISIBILITY_TIMEOUT_S": "3"}
     with consumer(tmp_path, command=("-c", WEDGED), **env) as (process, reader):
-        send(stack, memory("wedged-proc"))
+        stack.send(memory("wedged-proc"))
         assert await _exit(process, within=30) == 1
         fatal = [e for e in _log_events(reader) if e["event"] == "worker_fatal"]
         assert "wedged" in fatal[0]["reason"]

@@ -25,7 +25,7 @@ from pipeline.api.errors import ModelLoadError
 from pipeline.api.interface import Generator
 from tests.support.aws import Stack
 from tests.support.fakes import FakeClock
-from tests.support.helpers import Observer, eventually, memory, put_input, send, settings
+from tests.support.helpers import Observer, eventually, memory, settings
 from tests.support.recording import blank
 
 SECRET = "very-secret-auth-token"
@@ -140,7 +140,7 @@ async def _answers(url: str) -> str:
 
 
 async def test_serve_reports_starting_then_healthy_then_draining(stack: Stack) -> None:
-    put_input(stack, "avatars/user1.png")
+    stack.put_input("avatars/user1.png")
     loaded = threading.Event()
     port: list[int] = []
     generator = blank()
@@ -171,7 +171,7 @@ async def test_serve_reports_starting_then_healthy_then_draining(stack: Stack) -
     assert (status, body["status"], body["message"]) == (503, "starting", "Loading the model")
     loaded.set()
     await eventually(lambda: _status(url, 200), what="healthy")
-    send(stack, memory("serve-1"), token=SECRET)
+    stack.send(memory("serve-1"), token=SECRET)
     await observer.wait(1)
     _, text = await _get(f"{url}/metrics")
     assert 'illustrator_jobs_total{error_code="",kind="memory",status="succeeded"} 1.0' in text
