@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 from PIL import Image
@@ -25,6 +26,19 @@ def load_generator(config: PipelineConfig) -> SDXLGenerator:
     assert isinstance(generator, SDXLGenerator)
     generator.load()
     return generator
+
+
+def portrait() -> Image.Image:
+    """A real photograph of a face (Grace Hopper, shipped with matplotlib)."""
+    path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    return Image.open(path).convert("RGB")
+
+
+def tall_photo() -> Image.Image:
+    """The portrait at the top of a tall 768x1344 canvas, as phone photos are."""
+    canvas = Image.new("RGB", (768, 1344), (40, 60, 80))
+    canvas.paste(portrait().resize((384, 450)), (192, 0))
+    return canvas
 
 
 def noise_picture(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:

@@ -16,8 +16,7 @@ from pipeline.api.reference import WORK_SIDE, InputLimits, prepare_reference, re
 from pipeline.api.spec import JobKind
 from pipeline.engine import generator as sdxl
 from pipeline.engine.generator import SDXLGenerator
-from tests.pipeline.test_framing import tall_photo
-from tests.support.assets import noise_picture, one, pixels
+from tests.support.assets import noise_picture, one, pixels, tall_photo
 from tests.support.specs import spec
 
 LIMITS = InputLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000, max_aspect=8.0)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,21 +18,8 @@ from pipeline.api.framing import (
 )
 from pipeline.api.spec import JobKind
 from pipeline.engine.generator import SDXLGenerator
-from tests.support.assets import noise_picture, one, pixels
+from tests.support.assets import noise_picture, one, pixels, tall_photo
 from tests.support.specs import spec
-
-
-def portrait() -> Image.Image:
-    """A real photograph of a face (Grace Hopper, shipped with matplotlib)."""
-    path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
-    return Image.open(path).convert("RGB")
-
-
-def tall_photo() -> Image.Image:
-    """The portrait at the top of a tall 768x1344 canvas, as phone photos are."""
-    canvas = Image.new("RGB", (768, 1344), (40, 60, 80))
-    canvas.paste(portrait().resize((384, 450)), (192, 0))
-    return canvas
 
 
 def test_tall_photo_is_framed_around_the_face() -> None:
