@@ -26,7 +26,7 @@ from pipeline.engine.reference.adapters import (
     fuse_lora,
 )
 from pipeline.engine.reference.ip_scale import IPAdapterScale
-from pipeline.engine.runtime.compiling import WARM_UP_BATCHES, WARM_UP_LARGEST_SIDE
+from pipeline.engine.runtime.compiling import WARM_UP_BATCHES
 from pipeline.engine.runtime.device import choose_device, choose_dtype, free_memory
 from pipeline.engine.runtime.placement import place, set_vae_tiling
 from pipeline.engine.runtime.schedulers import configure_scheduler
@@ -151,23 +151,22 @@ class SDXLGenerator:
     def _warm_up(self) -> None:
         # At the native size, so compiled graphs and cuDNN's algorithm choices
         # are ready for the jobs that follow. A compiled UNet has one graph per
-        # batch class and per adapter kind (pipeline.engine.runtime.compiling): each is
-        # compiled here, on this thread, never in a job.
+        # batch class and per adapter kind, whatever the size and prompt
+        # (pipeline.engine.runtime.compiling): each is compiled here, on this
+        # thread, never in a job.
         width, height = self._native_size
-        cases = [(JobKind.MEMORY, 5.0, 1, width, height)]
+        cases = [(JobKind.MEMORY, 5.0, 1)]
         if self._compiled:
             kinds = [JobKind.MEMORY]
             if self._ip_scale is not None and self._ip_scale.adapters > 1:
                 kinds.append(JobKind.SUBJECT)
-            sides = [(width, height), (WARM_UP_LARGEST_SIDE, WARM_UP_LARGEST_SIDE)]
             cases = [
-                (kind, guidance, pictures, *side)
+                (kind, guidance, pictures)
                 for kind in kinds
                 for guidance, pictures in WARM_UP_BATCHES
-                for side in sides
             ]
         started = time.perf_counter()
-        for kind, guidance, pictures, width, height in cases:
+        for kind, guidance, pictures in cases:
             spec = GenerationSpec(
                 kind=kind,
                 prompt="warm-up",
