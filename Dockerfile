@@ -50,8 +50,10 @@ VOLUME ["/var/cache/illustrator"]
 USER 10001:10001
 WORKDIR /home/illustrator
 EXPOSE 8080
+# Liveness (/livez), not readiness: a worker paused by an AWS outage or
+# draining answers /health 503 and must not be marked unhealthy for it.
 # The start period covers loading SDXL (and a first download from S3).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["illustrator", "health"]
+    CMD ["illustrator", "health", "--live"]
 ENTRYPOINT ["illustrator"]
 CMD ["run"]

@@ -11,10 +11,11 @@
 #
 # Boots heal: every step retries a failure with backoff (RETRY_BASE_S doubling
 # up to RETRY_MAX_S) until BOOT_HEALTHY_S after boot ($ILLUSTRATOR_CONF/boot-started).
-# The script then waits for a worker to answer /health. If a step still fails,
-# or no worker is healthy by then, the instance reports itself Unhealthy to its
-# Auto Scaling group, which replaces it; if even that cannot be done (no
-# instance id), it powers off, which the group's EC2 health check also replaces.
+# The script then waits for a worker to answer /health with its model loaded
+# (ready, or paused by an AWS outage). If a step still fails, or no worker is
+# healthy by then, the instance reports itself Unhealthy to its Auto Scaling
+# group, which replaces it; if even that cannot be done (no instance id), it
+# powers off, which the group's EC2 health check also replaces.
 # A paid instance never sits idle.
 set -euo pipefail
 
@@ -150,11 +151,18 @@ done
 mv "$CONF/workers.new" "$CONF/workers"
 say "$GPUS worker(s) started on $INSTANCE_ID"
 
-# Ready means the model is loaded: GET /health answers 200.
+# Started means the model is loaded: GET /health answers 200 (ready or busy),
+# or 503 in the state "paused": an AWS service is out, the worker waits for
+# it, and a new instance would fare no better.
+started_up() {
+  local body
+  body=$(curl -s --max-time 5 "http://127.0.0.1:$1/health") || return 1
+  grep -Eq '"state": *"(ready|busy|paused)"' <<< "$body"
+}
 any_healthy() {
   local name port
   while read -r name port; do
-    if curl -sf --max-time 5 -o /dev/null "http://127.0.0.1:$port/health"; then
+    if started_up "$port"; then
       say "$name is healthy"
       return 0
     fi

@@ -2,10 +2,14 @@
 
 A call that still fails after the client's own retries with a connection
 error, a timeout, a 5xx or throttling (:func:`consumer.classify.is_outage`)
-says nothing about the request it served: the service is out. The first such
-failure marks its service out (one log line, one metric change per outage)
-and starts a probe of that service alone: one cheap call, again and again
-with a backoff from :data:`PROBE_FIRST_S` doubling to :data:`PROBE_MAX_S`,
+says nothing about the request it served: the service is out. The client's
+retries can take 15 s, so the worker also follows each attempt
+(:meth:`Outages.watch`): a service none of whose attempts has been answered
+for :data:`NOTICE_S`, or whose last :data:`NOTICE_ATTEMPTS` attempts all
+failed, is out too, while the client still retries. The first
+such failure marks its service out (one log line, one metric change per
+outage) and starts a probe of that service alone: one cheap call, again and
+again with a backoff from :data:`PROBE_FIRST_S` doubling to :data:`PROBE_MAX_S`,
 each given :data:`PROBE_TIMEOUT_S` to answer. Any answer, even a refusal
 (403, 404), ends the outage: the service is there. While any service is out
 the worker takes no new request; the sidecar reports ``paused``.
@@ -18,12 +22,14 @@ import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import structlog
+from botocore.exceptions import ClientError
 from prometheus_client import Counter, Gauge
 
 from consumer.aws.clients import AwsClients
-from consumer.classify import classify, is_outage
+from consumer.classify import THROTTLING_CODES, classify, is_outage
 from consumer.clock import Clock
 from consumer.errors import TransientError
 from consumer.metrics import PREFIX, Metrics
@@ -38,6 +44,15 @@ PROBE_MAX_S = 20.0
 # A probe that has not answered in this time counts as "still out"; it keeps
 # the client's own retries from stretching one probe past the backoff.
 PROBE_TIMEOUT_S = 5.0
+# Attempts failing as in an outage, with none answered in between, for this
+# long or this many in a row mark the service out before the client's
+# retries end (three attempts of one call take at most 3 s): a random failed
+# attempt is soon followed by an answer, an outage is not.
+NOTICE_S = 1.0
+NOTICE_ATTEMPTS = 3
+# Failed attempts further apart than this are not one streak (the first one's
+# call ended or was given up without another attempt).
+STREAK_GAP_S = 5.0
 
 
 class Service(enum.StrEnum):
@@ -87,6 +102,10 @@ class Outages:
         self._clock = clock
         self._probes = dict(probes or {})
         self._out: dict[Service, _Out] = {}
+        # Each service's failed attempts since its last answer: the first's
+        # time, the last's, and how many.
+        self._failing: dict[Service, tuple[float, float, int]] = {}
+        self._watched: list[tuple[Any, str, Callable[..., None]]] = []
         self._clear = asyncio.Event()
         self._clear.set()
         self._gauge = Gauge(
@@ -127,6 +146,34 @@ class Outages:
             self.mark(service, error)
             raise ServiceOut(service, error) from error
 
+    def watch(self, service: Service, events: Any) -> None:
+        """Follow every attempt of the client whose event system is `events`
+        (``client.meta.events``): each answer, each failure as in an outage."""
+
+        def attempted(**kwargs: Any) -> None:
+            self.attempted(service, _attempt_error(**kwargs))
+
+        name = f"response-received.{service.value}"
+        events.register(name, attempted)
+        self._watched.append((events, name, attempted))
+
+    def attempted(self, service: Service, error: BaseException | None) -> None:
+        """One attempt of a call to `service` ended: answered (`error` is
+        ``None``) or failed as in an outage; :data:`NOTICE_S` or
+        :data:`NOTICE_ATTEMPTS` of failures with no answer in between mark
+        the service out."""
+        if error is None:
+            self._failing.pop(service, None)
+            return
+        now = self._clock.monotonic()
+        first, last, count = self._failing.get(service, (now, now, 0))
+        if now - last > STREAK_GAP_S:
+            first, count = now, 0
+        self._failing[service] = (first, now, count + 1)
+        if now - first >= NOTICE_S or count + 1 >= NOTICE_ATTEMPTS:
+            self._failing.pop(service, None)
+            self.mark(service, error)
+
     def mark(self, service: Service, error: BaseException) -> None:
         """`service` failed as in an outage; the first time, say so and probe it."""
         if service in self._out:
@@ -144,6 +191,11 @@ class Outages:
         """Return once no service is out."""
         await self._clear.wait()
 
+    async def wait_out(self, service: Service, error: BaseException) -> None:
+        """Mark `service` out for `error`, and return once no service is out."""
+        self.mark(service, error)
+        await self.wait_clear()
+
     async def wait_back(self, service: Service, within: float) -> bool:
         """Wait up to `within` seconds for `service` to be back; whether it is."""
         state = self._out.get(service)
@@ -160,7 +212,10 @@ class Outages:
         return service not in self._out
 
     def close(self) -> None:
-        """Stop every probe (the worker is stopping)."""
+        """Stop every probe and stop following attempts (the worker is stopping)."""
+        for events, name, handler in self._watched:
+            events.unregister(name, handler)
+        self._watched.clear()
         for state in self._out.values():
             if state.task is not None:
                 state.task.cancel()
@@ -194,6 +249,24 @@ class Outages:
         return True
 
 
+def _attempt_error(
+    *,
+    exception: BaseException | None = None,
+    response_dict: dict[str, Any] | None = None,
+    parsed_response: dict[str, Any] | None = None,
+    **_: Any,
+) -> BaseException | None:
+    """The outage an attempt (botocore's ``response-received``) ended in, if any."""
+    if exception is not None:
+        return exception if is_outage(exception) else None
+    status = int((response_dict or {}).get("status_code") or 0)
+    parsed = parsed_response or {}
+    code = str(parsed.get("Error", {}).get("Code", ""))
+    if status >= 500 or code in THROTTLING_CODES:
+        return ClientError(cast("Any", parsed), "attempt")
+    return None
+
+
 def worker_outages(
     clients: AwsClients, settings: Settings, clock: Clock, metrics: Metrics
 ) -> Outages:
@@ -208,4 +281,8 @@ def worker_outages(
             QueueUrl=settings.sqs_queue_url, AttributeNames=["VisibilityTimeout"]
         ),
     }
-    return Outages(clock, metrics, probes)
+    outages = Outages(clock, metrics, probes)
+    outages.watch(Service.S3, clients.s3.meta.events)
+    outages.watch(Service.SNS, clients.sns.meta.events)
+    outages.watch(Service.SQS, clients.sqs.meta.events)
+    return outages

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+import structlog
+
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
+from consumer.delivery import attempts
 from consumer.delivery.job import JobEnvironment
 from consumer.delivery.runner import JobRunner
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +44,14 @@ async def receive_first(
         if messages or last:
             return [(source, message) for message in messages]
     return []
+
+
+async def release_all(received: list[tuple[Source, ReceivedMessage]], out: list[str]) -> None:
+    """Give back requests received while the services `out` are out, at no
+    cost: taken now, they could be drawn but not delivered."""
+    if not received:
+        return
+    log.info("released_while_paused", requests=len(received), services=out)
+    await asyncio.gather(
+        *(attempts.release(source.env.heartbeat, source.queue, m) for source, m in received)
+    )

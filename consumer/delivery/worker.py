@@ -40,7 +40,7 @@ from consumer.delivery.job_state import JobState
 from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.outage import Service, worker_outages
 from consumer.delivery.runner import JobRunner
-from consumer.delivery.sources import Source, receive_first
+from consumer.delivery.sources import Source, receive_first, release_all
 from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.errors import Severity
 from consumer.metrics import Metrics
@@ -229,11 +229,7 @@ class Worker:
     async def _release_running(self, tasks: set[asyncio.Task[None]]) -> None:
         late = [(job, task) for job, task in self._jobs.values() if task in tasks]
         log.warning("drain_timeout", jobs=len(late), drain_timeout_s=self.settings.drain_timeout_s)
-        generating = [
-            job.gpu_future
-            for job, _ in late
-            if job.gpu_future is not None and not job.gpu_future.done()
-        ]
+        generating = [j.gpu_future for j, _ in late if j.gpu_future and not j.gpu_future.done()]
         for job, task in late:
             job.stop.set()
             task.cancel()
@@ -293,6 +289,9 @@ class Worker:
                     return
                 self._job_ended.clear()
                 await self._job_ended.wait()
+            if self.outages.out:  # a long poll open as the outage began: give back
+                await release_all(received, self.outages.out)
+                continue
             for source, message in received:
                 self._start(source, message)
 
@@ -338,10 +337,7 @@ class Worker:
                 sources, free, self.options.poll_wait_s, self.options.priority_check_s
             )
         except Exception as error:
-            if is_outage(error):
-                self.outages.mark(Service.SQS, error)
-            else:
-                await self._trouble("ReceiveMessage", error)
+            await self._trouble("ReceiveMessage", error)
             return None
         if self.board.trouble is not None:
             log.info("aws_recovered")
@@ -351,8 +347,11 @@ class Worker:
         return received
 
     async def _trouble(self, call: str, error: Exception) -> bool:
-        """Back off after a failed loop call; ``False`` when the error is fatal
-        (the worker is then stopping and the caller must give up)."""
+        """Back off after a failed loop call (an SQS outage: paused until it ends);
+        ``False`` when the error is fatal (the worker is stopping: give up)."""
+        if is_outage(error):
+            await self.outages.wait_out(Service.SQS, error)
+            return True
         verdict = classify(error)
         if verdict.severity is Severity.FATAL:
             self._fatal(verdict.message)

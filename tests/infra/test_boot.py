@@ -96,6 +96,20 @@ def test_a_step_that_keeps_failing_has_the_instance_replaced(
         assert not (booting.conf / "workers").exists()
 
 
+@pytest.mark.parametrize(("state", "started"), [("paused", True), ("starting", False)])
+def test_a_worker_paused_by_an_outage_at_boot_has_started(
+    host: Host, state: str, started: bool
+) -> None:
+    # /health is 503 while paused, but the model is loaded and the worker
+    # waits for AWS: a new instance would fare no better. One that never
+    # loads its model is replaced.
+    (host.root / "state-8080").write_text(state)
+    result = host.run(START, BOOT_HEALTHY_S="1")
+    assert result.returncode == (0 if started else 1), result.stderr
+    reports = [c for c in host.calls("aws") if c[0] == "autoscaling"]
+    assert reports == ([] if started else [UNHEALTHY])
+
+
 def test_when_auto_scaling_cannot_be_told_the_instance_powers_off(booting: Host) -> None:
     booting.fail("docker", "pull", 100_000)
     booting.fail("aws", "autoscaling", 100_000)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from consumer.cli import main as cli
+from consumer.clock import SystemClock
+from consumer.delivery.worker_state import StatusBoard
+from consumer.metrics import Metrics
+from consumer.service.sidecar import Sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -50,8 +59,46 @@ def test_runs_the_consumer_as_a_non_root_user_on_a_cuda_base() -> None:
 
 def test_health_check_and_model_cache_volume() -> None:
     instructions = dict(_instructions())
-    assert instructions["HEALTHCHECK"].endswith('CMD ["illustrator", "health"]')
+    assert instructions["HEALTHCHECK"].endswith('CMD ["illustrator", "health", "--live"]')
     assert json.loads(instructions["VOLUME"]) == ["/var/cache/illustrator"]
+
+
+def _health_check() -> list[str]:
+    """The HEALTHCHECK's command, as the container runs it."""
+    arguments = dict(_instructions())["HEALTHCHECK"]
+    return list(json.loads(arguments.split(" CMD ", 1)[1]))
+
+
+async def test_the_health_check_passes_while_paused_or_draining_and_fails_when_broken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run against a real sidecar: an outage or a drain is no reason to mark
+    the container unhealthy (``/health`` is 503 then); a fatal error is."""
+    out: list[str] = []
+    board = StatusBoard(SystemClock(), "w")
+    board.loaded("m")
+    board.loop_started()
+    board.paused_by = lambda: out
+    sidecar = Sidecar(board, Metrics(), "127.0.0.1", 0)
+    monkeypatch.setenv("HEALTH_PORT", str(await sidecar.start()))
+    command = _health_check()
+    assert command[0] == "illustrator"
+
+    async def check() -> int:
+        return await asyncio.to_thread(cli.main, command[1:])
+
+    try:
+        assert await check() == 0
+        out.append("s3")
+        assert board.health().status_code == 503
+        assert await check() == 0
+        out.clear()
+        board.drain("scale-in")
+        assert await check() == 0
+        board.fail("the GPU is wedged")
+        assert await check() == 1
+    finally:
+        await sidecar.stop()
 
 
 def test_installs_with_the_pinned_constraints() -> None:

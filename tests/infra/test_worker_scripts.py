@@ -2,10 +2,12 @@
 
 The stubs (`docker`, `nvidia-smi`, `curl`, `aws`, `systemctl`, `shutdown`)
 record each call, one JSON argv a line, and answer from files in the
-temporary root: the number of GPUs, whether /livez and /health answer, when
-a container started. A file ``fail-<stub>-<word>`` holding N makes the next N
-calls of that stub fail (exit 1), where the word is the first argument (the
-last path segment of the URL for curl).
+temporary root: the number of GPUs, whether /livez and /health answer
+(``down-<port>``) and in which worker state (``state-<port>``, ready unless
+written, answered as the sidecar does), when a container started. A file
+``fail-<stub>-<word>`` holding N makes the next N calls of that stub fail
+(exit 1), where the word is the first argument (the last path segment of the
+URL for curl).
 """
 
 from __future__ import annotations
@@ -52,8 +54,20 @@ elif url.endswith("/meta-data/instance-id"):
     print(os.environ["STUB_INSTANCE_ID"])
 elif url.endswith("/livez") or url.endswith("/health"):
     port = url.split(":")[2].split("/")[0]
-    down = os.path.join(os.environ["STUB_ROOT"], "down-" + port)
-    sys.exit(22 if os.path.exists(down) else 0)
+    root = os.environ["STUB_ROOT"]
+    if os.path.exists(os.path.join(root, "down-" + port)):
+        sys.exit(22)
+    path = os.path.join(root, "state-" + port)
+    state = open(path).read().strip() if os.path.exists(path) else "ready"
+    # As the sidecar: /livez fails only after a fatal error, /health unless ready.
+    if url.endswith("/livez"):
+        ok, good = state != "unhealthy", "ok"
+    else:
+        ok, good = state in ("ready", "busy"), "healthy"
+    if "-o" not in sys.argv:
+        print(json.dumps({"status": good if ok else state, "state": state}))
+    failing = any(a.startswith("-") and not a.startswith("--") and "f" in a for a in sys.argv[1:])
+    sys.exit(22 if failing and not ok else 0)
 """,
     "docker": RECORD
     + """if sys.argv[1] == "inspect":
@@ -201,8 +215,13 @@ def _actions(host: Host) -> list[list[str]]:
     return restarts + host.calls("aws")
 
 
-def test_healthy_workers_are_left_alone(host: Host) -> None:
+@pytest.mark.parametrize("states", [("ready", "busy"), ("paused", "draining")])
+def test_live_workers_are_left_alone(host: Host, states: tuple[str, str]) -> None:
+    # Paused by an AWS outage or draining, /health is 503 but /livez is 200:
+    # neither is a reason to restart a worker or replace its instance.
     _started(host, 2)
+    for port, state in zip((8080, 8081), states, strict=True):
+        (host.root / f"state-{port}").write_text(state)
     for _ in range(5):
         assert host.run(WATCHDOG).returncode == 0
     probes = [c[-1] for c in host.calls("curl")]

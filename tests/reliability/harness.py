@@ -3,6 +3,7 @@
 The worker is the production :class:`~consumer.worker.Worker` with
 production-configured aioboto3 clients, except that they reach moto through
 a :class:`~tests.chaos.proxy.FaultProxy` served on the test's own event loop.
+Its health sidecar is served on the same loop, on a free loopback port.
 Synchronous boto3 calls of the test itself go straight to moto, in a thread,
 so they never wait on the loop the proxy and the worker share.
 """
@@ -13,20 +14,22 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aioboto3
+import aiohttp
 from aiobotocore.config import AioConfig
 
 from consumer.aws.clients import AwsClients, client_config
 from consumer.clock import Clock
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
+from consumer.service.sidecar import Sidecar
 from consumer.settings import Settings
-from tests.chaos.proxy import FaultProxy
+from tests.chaos.proxy import FaultProxy, Rule
 from tests.support.aws import REGION, Stack
 from tests.support.helpers import eventually, png
 from tests.support.recording import (
@@ -49,6 +52,7 @@ class Rig:
     worker: Worker
     generator: Recording
     task: asyncio.Task[int]
+    sidecar_url: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
     health: list[int] = field(default_factory=list)
 
@@ -60,6 +64,15 @@ class Rig:
             sqs.send_message, QueueUrl=self.stack.queue_url, MessageBody=text
         )
         return str(response["MessageId"])
+
+    async def probe(self, path: str) -> tuple[int, dict[str, Any]]:
+        """The sidecar's answer to ``GET path`` (``/readyz``, ``/livez``), over HTTP."""
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(self.sidecar_url + path) as response,
+        ):
+            return response.status, await response.json()
 
     async def put_input(self, key: str = "avatars/user1.png") -> None:
         s3 = self.stack.client("s3")
@@ -165,6 +178,7 @@ async def rig(
     attempts: int | None = CALL_ATTEMPTS,
     options: WorkerOptions = OPTIONS,
     record: bool = False,
+    rules: Sequence[Rule] = (),
 ) -> AsyncIterator[Rig]:
     """A worker on `stack` behind a fresh fault proxy; drained on exit.
 
@@ -172,8 +186,9 @@ async def rig(
     `attempts` caps botocore's attempts per call (``None``: production's 6,
     whose backoff makes a call that fails for good take about 15 s), and
     `read_timeout` shortens the 30 s read timeout so a hang costs seconds.
+    `rules` are in force from the worker's first call.
     """
-    proxy = FaultProxy(moto_endpoint, seed=7, record=record)
+    proxy = FaultProxy(moto_endpoint, rules, seed=7, record=record)
     url = await proxy.start()
     config = client_config()
     if attempts is not None:
@@ -205,8 +220,10 @@ async def rig(
             clock=clock,
             options=options,
         )
+        sidecar = Sidecar(worker.board, worker.metrics, "127.0.0.1", 0)
+        await sidecar.start()
         task = asyncio.create_task(worker.run())
-        running = Rig(stack, proxy, worker, generator, task)
+        running = Rig(stack, proxy, worker, generator, task, sidecar.url)
         try:
             yield running
         finally:
@@ -214,4 +231,5 @@ async def rig(
             proxy.clear()
             if not task.done():
                 await running.stop()
+            await sidecar.stop()
             await proxy.stop()

@@ -8,11 +8,20 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.hooks import HierarchicalEmitter
 
 from consumer.classify import is_outage
 from consumer.delivery.attempts import copy_attributes, failures
 from consumer.delivery.holding import HeldResults, Hold, HoldEnded
-from consumer.delivery.outage import PROBE_MAX_S, Outages, Service, ServiceOut
+from consumer.delivery.outage import (
+    NOTICE_ATTEMPTS,
+    NOTICE_S,
+    PROBE_MAX_S,
+    STREAK_GAP_S,
+    Outages,
+    Service,
+    ServiceOut,
+)
 from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.metrics import Metrics
 from tests.support.fakes import FakeClock, message
@@ -111,6 +120,63 @@ async def test_an_outage_is_said_once_probed_with_backoff_and_ended_by_an_answer
     assert outages.out == []
     assert sample("illustrator_service_out", {"service": "sns"}) == 0
     assert board.probe(board.ready).status_code == 200
+    outages.close()
+
+
+class Attempts:
+    """A client's event system, and what botocore emits after each attempt."""
+
+    def __init__(self, outages: Outages) -> None:
+        self.events = HierarchicalEmitter()
+        outages.watch(Service.S3, self.events)
+
+    def __call__(self, status: int = 0, code: str = "") -> None:
+        """One attempt: answered with `status` (and error `code`), or not at all."""
+        failed = EndpointConnectionError(endpoint_url="http://s3") if not status else None
+        self.events.emit(
+            "response-received.s3.PutObject",
+            exception=failed,
+            response_dict={"status_code": status} if status else None,
+            parsed_response={"Error": {"Code": code}} if code else {},
+            context={},
+        )
+
+
+async def test_attempts_unanswered_for_notice_s_mark_the_service_out_before_retries_end() -> None:
+    clock = FakeClock()
+    outages = Outages(clock, Metrics(), {Service.S3: Flaky()})
+    attempt = Attempts(outages)
+    attempt()
+    clock.advance(NOTICE_S / 2)
+    attempt(404, "NoSuchKey")  # an answer, even a refusal: the service is there
+    clock.advance(NOTICE_S / 2)
+    attempt()
+    clock.advance(NOTICE_S / 2)
+    attempt(503, "SlowDown")
+    clock.advance(STREAK_GAP_S + 1)
+    attempt()  # failures this far apart are not one streak
+    assert outages.out == []
+    clock.advance(NOTICE_S)
+    attempt()  # no answer for NOTICE_S: out, while the call still retries
+    assert outages.out == ["s3"]
+    outages.close()
+    assert attempt.events.emit("response-received.s3.PutObject") == []  # no longer followed
+
+
+async def test_notice_attempts_failed_in_a_row_mark_the_service_out_at_once() -> None:
+    clock = FakeClock()
+    outages = Outages(clock, Metrics(), {Service.S3: Flaky()})
+    attempt = Attempts(outages)
+    for _ in range(NOTICE_ATTEMPTS - 1):
+        attempt()
+        clock.advance(0.01)
+    attempt(200)
+    for _ in range(NOTICE_ATTEMPTS - 1):
+        attempt()
+        clock.advance(0.01)
+    assert outages.out == []
+    attempt(500, "InternalError")
+    assert outages.out == ["s3"]
     outages.close()
 
 
