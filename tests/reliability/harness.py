@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,10 +30,8 @@ from consumer.service.sidecar import Sidecar
 from consumer.settings import Settings
 from tests.chaos.proxy import FaultProxy, Rule
 from tests.support.aws import REGION, Stack
-from tests.support.helpers import eventually, png
-from tests.support.recording import (
-    Recording,
-)
+from tests.support.helpers import Observer, png
+from tests.support.recording import Recording
 
 # Quick loop backoff and a short long poll: the tests wait on outcomes, not on timers.
 # Attempts botocore makes per call in the rig (see :func:`rig`): a rule with
@@ -53,8 +50,15 @@ class Rig:
     generator: Recording
     task: asyncio.Task[int]
     sidecar_url: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)
-    health: list[int] = field(default_factory=list)
+    observer: Observer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.observer = Observer(self.stack)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The completion events seen so far (by :meth:`wait_events`, :meth:`settle`)."""
+        return self.observer.events
 
     async def send(self, body: dict[str, Any] | str) -> str:
         """Put a request on the queue (straight to moto); its message id."""
@@ -80,22 +84,11 @@ class Rig:
 
     async def wait_events(self, count: int, within: float = 30.0) -> list[dict[str, Any]]:
         """Wait until at least `count` completion events arrived; all so far."""
-
-        async def enough() -> bool:
-            self.events.extend(await asyncio.to_thread(self.stack.events, 0, 10))
-            self.health.append(self.worker.board.health().status_code)
-            return len(self.events) >= count
-
-        await eventually(enough, within=within, what=f"{count} event(s)")
-        return self.events
+        return await self.observer.wait(count, within)
 
     async def settle(self, seconds: float = 1.0) -> list[dict[str, Any]]:
         """Every event arriving within `seconds` more, to show none is extra."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.events.extend(await asyncio.to_thread(self.stack.events, 0, 10))
-            await asyncio.sleep(0.1)
-        return self.events
+        return await self.observer.settle(seconds)
 
     async def objects(self) -> list[str]:
         s3 = self.stack.client("s3")
