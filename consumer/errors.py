@@ -27,6 +27,8 @@ class ErrorCode(enum.StrEnum):
     INPUT_NOT_FOUND = "input_not_found"
     INVALID_INPUT = "invalid_input"
     CONTENT_FILTERED = "content_filtered"
+    TOO_LARGE = "too_large"
+    CRASHED_WORKER = "crashed_worker"
     GENERATION_FAILED = "generation_failed"
     INTERNAL_ERROR = "internal_error"
 

@@ -22,6 +22,14 @@ class GenerationOOMError(PipelineError):
     """The GPU ran out of memory once; the cache was freed, try again later."""
 
 
+class RequestTooLargeError(PipelineError):
+    """The request does not fit this GPU's memory even after memory was freed.
+
+    Permanent for the request (fewer pictures or a smaller size would fit);
+    the generator stays loaded and usable for other requests.
+    """
+
+
 class PipelineBrokenError(PipelineError):
     """The generator can no longer work (out of memory twice in a row, wedged)."""
 
