@@ -59,9 +59,10 @@ class Resolved:
         }
         for name in self.template["Resources"]:
             self.values[name] = self.physical(name)
-        self.conditions = {
-            name: bool(self.resolve(body)) for name, body in self.template["Conditions"].items()
-        }
+        # In order: a condition may name one defined before it.
+        self.conditions: dict[str, bool] = {}
+        for name, body in self.template["Conditions"].items():
+            self.conditions[name] = bool(self.resolve(body))
 
     def physical(self, name: str) -> str:
         """What Ref gives for the resource `name`."""
