@@ -7,7 +7,8 @@ STS calls, but checks every other service's calls against the resource
 "*", which no statement scoped to an ARN matches: a worker allowed to
 publish to its topic would be refused. This launcher gives SNS, Secrets
 Manager and Auto Scaling calls the ARN AWS authorizes them against (the
-topic, the secret, the group), and writes each authorization decision
+topic, the secret, the group), as it does for SQS's GetQueueUrl (the queue
+it names), and writes each authorization decision
 (caller, action, resource, allowed) as one JSON line to the file named by
 ``IAM_DECISIONS``, so the tests can tell which calls the worker made.
 
@@ -27,6 +28,7 @@ from moto.iam.access_control import IAMRequestBase
 from moto.secretsmanager.responses import SecretsManagerResponse
 from moto.server import main
 from moto.sns.responses import SNSResponse
+from moto.sqs.responses import SQSResponse
 
 _lock = threading.Lock()
 
@@ -48,6 +50,18 @@ def _group_resource(self: Any) -> str:
     name = self._get_param("AutoScalingGroupName") or ""
     group = self.autoscaling_backend.autoscaling_groups.get(name)
     return str(group.arn) if group is not None else "*"
+
+
+def _queue_resource(original: Any) -> Any:
+    def determine(self: Any) -> str:
+        # GetQueueUrl names its queue by QueueName, which moto does not read.
+        name = self._get_param("QueueName")
+        if name and not self._get_param("QueueUrl"):
+            queue = self.sqs_backend.queues.get(name)
+            return str(queue.queue_arn) if queue is not None else "*"
+        return str(original(self))
+
+    return determine
 
 
 def _recording(check: Any) -> Any:
@@ -77,6 +91,7 @@ def patch() -> None:
     SNSResponse._determine_resource = _sns_resource  # type: ignore[attr-defined]
     SecretsManagerResponse._determine_resource = _secret_resource  # type: ignore[attr-defined]
     AutoScalingResponse._determine_resource = _group_resource  # type: ignore[attr-defined]
+    SQSResponse._determine_resource = _queue_resource(SQSResponse._determine_resource)  # type: ignore[method-assign]
     IAMRequestBase.check_action_permitted = _recording(  # type: ignore[method-assign]
         IAMRequestBase.check_action_permitted
     )
