@@ -8,7 +8,9 @@ STS calls, but checks every other service's calls against the resource
 publish to its topic would be refused. This launcher gives SNS, Secrets
 Manager and Auto Scaling calls the ARN AWS authorizes them against (the
 topic, the secret, the group), as it does for SQS's GetQueueUrl (the queue
-it names), and writes each authorization decision
+it names). SQS's batch calls are authorized as their single calls (IAM has
+no sqs:SendMessageBatch), where moto asks for a batch action. It writes each
+authorization decision
 (caller, action, resource, allowed) as one JSON line to the file named by
 ``IAM_DECISIONS``, so the tests can tell which calls the worker made.
 
@@ -68,6 +70,9 @@ def _recording(check: Any) -> Any:
     path = os.environ.get("IAM_DECISIONS", "")
 
     def check_action_permitted(self: Any, resource: str) -> None:
+        # IAM has no batch actions: SQS authorizes a batch as its single call.
+        if self._action.startswith("sqs:") and self._action.endswith("Batch"):
+            self._action = self._action.removesuffix("Batch")
         allowed = False
         try:
             check(self, resource)
