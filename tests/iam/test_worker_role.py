@@ -283,3 +283,41 @@ def test_the_worker_reads_both_stages_of_its_secret(iam_stack: IamStack, token: 
     current = secrets.get_secret_value(SecretId=iam_stack.secret_arn, VersionStage="AWSCURRENT")
     previous = secrets.get_secret_value(SecretId=iam_stack.secret_arn, VersionStage="AWSPREVIOUS")
     assert (current["SecretString"], previous["SecretString"]) == (token, OLD_TOKEN)
+
+
+def test_a_rotation_while_the_worker_runs_dead_letters_nothing(
+    iam_stack: IamStack, tmp_path: Path
+) -> None:
+    producer = Producer(iam_stack)
+    producer.upload("rot1")
+    decisions = Decisions(iam_stack)
+    seen: list[dict[str, Any]] = []
+    worker = Worker(iam_stack, tmp_path / "rotation.log", burst=False)
+    producer.send("job-before", "rot1")
+    worker.wait_for(lambda: len(completion_events_seen(iam_stack, seen)) >= 1)
+    # Secrets Manager's rotation: a new AWSCURRENT, the old one AWSPREVIOUS.
+    secrets = iam_stack.client("secretsmanager")
+    secrets.put_secret_value(SecretId=iam_stack.secret_arn, SecretString="rotated-token-5e0f")
+    try:
+        producer.send("job-new-token", "rot1", token="rotated-token-5e0f")
+        producer.send("job-old-token", "rot1", token=TOKEN)
+        worker.wait_for(lambda: len(completion_events_seen(iam_stack, seen)) >= 3)
+    finally:
+        secrets.put_secret_value(SecretId=iam_stack.secret_arn, SecretString=OLD_TOKEN)
+        secrets.put_secret_value(SecretId=iam_stack.secret_arn, SecretString=TOKEN)
+    assert worker.drain() == 0
+    statuses = {e["job_id"]: e["status"] for e in seen}
+    assert statuses == {
+        "job-before": "succeeded",
+        "job-new-token": "succeeded",
+        "job-old-token": "succeeded",
+    }
+    assert worker.logged("signing_keys_reread")
+    assert queue_messages(iam_stack, "DeadLetterQueueUrl") == []
+    decisions.check()
+
+
+def completion_events_seen(stack: IamStack, into: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events so far, kept in `into` (reading removes them from the queue)."""
+    into.extend(completion_events(stack))
+    return into

@@ -140,8 +140,7 @@ def host(tmp_path: Path) -> Host:
         stub.chmod(0o755)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "fleet.env").write_text(
-        f"IMAGE='{IMAGE}'\nAWS_REGION=us-east-1\nLOG_GROUP=/illustrator/test\n"
-        "STOP_TIMEOUT=120\n"
+        f"IMAGE='{IMAGE}'\nAWS_REGION=us-east-1\nLOG_GROUP=/illustrator/test\nSTOP_TIMEOUT=120\n"
     )
     (tmp_path / "etc" / "illustrator.env").write_text("SQS_QUEUE_URL=https://q\n")
     (tmp_path / "gpus").write_text("1")

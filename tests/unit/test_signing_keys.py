@@ -33,16 +33,16 @@ def test_the_file_holds_the_current_then_the_previous_token(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
 def test_a_file_others_may_read_or_change_is_refused(tmp_path: Path, mode: int) -> None:
-    with pytest.raises(ConfigError, match="AUTH_TOKEN_FILE=.*make it 0600"):
+    with pytest.raises(ConfigError, match=r"AUTH_TOKEN_FILE=.*make it 0600"):
         read_token_file(str(_file(tmp_path, "new\n", mode)))
 
 
 def test_a_missing_empty_or_unreadable_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="AUTH_TOKEN_FILE=.*cannot be read"):
+    with pytest.raises(ConfigError, match=r"AUTH_TOKEN_FILE=.*cannot be read"):
         read_token_file(str(tmp_path / "absent"))
     with pytest.raises(ConfigError, match="first line"):
         read_token_file(str(_file(tmp_path, "\nold\n")))
-    with pytest.raises(ConfigError, match="AUTH_TOKEN_FILE=.*(not a regular file|directory)"):
+    with pytest.raises(ConfigError, match=r"AUTH_TOKEN_FILE=.*(not a regular file|directory)"):
         read_token_file(str(tmp_path))
     if os.geteuid() != 0:  # root reads any file
         with pytest.raises(ConfigError, match="cannot be read"):
