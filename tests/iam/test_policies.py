@@ -32,6 +32,7 @@ STRANGER = "arn:aws:iam::999999999999:role/someone"
 SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:illustrator-signing-AbCdEf"
 TOKEN_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b5c6d7e-token"
 OPERATOR = f"arn:aws:sts::{ACCOUNT}:assumed-role/ops-admin/alice"
+REPOSITORY = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/illustrator"
 OWN_QUEUE = f"arn:aws:sqs:{REGION}:{PRODUCER_ACCOUNT}:autobio-events"
 # AutoBio's account grants its role these services on anything; the stack's
 # resource policies decide what it may do here.
@@ -81,12 +82,14 @@ class Rendered:
                 "ProducerPrincipalArn": PRODUCER,
                 "AuthTokenSecretArn": SECRET,
                 "AuthTokenKeyArn": TOKEN_KEY,
+                "EcrRepositoryArn": REPOSITORY,
             },
         )
         self.names = Names.of_template(self.r, SECRET, TOKEN_KEY)
         role = self.r.resource("WorkerRole")
         documents = [p["PolicyDocument"] for p in role["Policies"]]
         documents.append(self.r.resource("AuthTokenPolicy")["PolicyDocument"])
+        documents.append(self.r.resource("EcrPullPolicy")["PolicyDocument"])
         self.worker_policies = [_split_encryption_context(d)[0] for d in documents]
         self.worker_role = self.r.attribute("WorkerRole", "Arn")
         self.worker = (
@@ -144,8 +147,21 @@ def _decide(
     return [(c.action, c.resource, a) for c, a in zip(calls, answers, strict=True)]
 
 
+def _worker_calls(rendered: Rendered) -> list[Call]:
+    """The worker's calls, with the host's image pull (EcrRepositoryArn set)."""
+    pulls = [
+        Call(action, REPOSITORY, why="docker pull")
+        for action in (
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:BatchCheckLayerAvailability",
+        )
+    ]
+    return [*worker_calls(rendered.names, STACK), Call("ecr:GetAuthorizationToken", "*"), *pulls]
+
+
 def test_every_call_of_the_worker_is_allowed(rendered: Rendered) -> None:
-    calls = worker_calls(rendered.names, STACK)
+    calls = _worker_calls(rendered)
     decided = _decide(rendered, rendered.worker, calls, rendered.worker_policies)
     assert [d for d in decided if d[2] != ALLOWED] == []
 
@@ -173,7 +189,7 @@ def test_each_statement_of_the_worker_role_is_needed(rendered: Rendered, sid: st
     [(p, s)] = [(p, s) for p, s, name in _statements(rendered) if name == sid]
     policies = copy.deepcopy(rendered.worker_policies)
     del policies[p]["Statement"][s]
-    calls = worker_calls(rendered.names, STACK)
+    calls = _worker_calls(rendered)
     decided = _decide(rendered, rendered.worker, calls, policies)
     lost = [d for d in decided if d[2] != ALLOWED]
     assert lost, f"without {sid} the worker can still make every call"
