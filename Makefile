@@ -4,22 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-outages lint bench soak schema clean
+.PHONY: setup demo test test-unit test-iam test-outages lint bench soak schema clean
 
 setup: $(STAMP)
 
 # Re-installs only when the project's dependencies change.
 # One line per phase, and pip's own progress: a fresh set-up takes about 2 minutes.
-$(STAMP): pyproject.toml constraints.txt
-	@echo "setup 1/3: virtual environment $(VENV)"
+$(STAMP): pyproject.toml constraints.txt tests/iam/policy_sim/package-lock.json
+	@echo "setup 1/4: virtual environment $(VENV)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "setup 2/3: pip"
+	@echo "setup 2/4: pip"
 	@$(BIN)/python -m pip install --progress-bar on --upgrade pip
-	@echo "setup 3/3: the project and its development tools, pinned by constraints.txt (the longest phase)"
+	@echo "setup 3/4: the project and its development tools, pinned by constraints.txt (the longest phase)"
 	@$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	@# builtin:tiny reads CLIP's real BPE vocabulary from open_clip_torch, a file
 	@# source only here: without --no-deps it would pull torchvision.
 	@$(BIN)/python -m pip install --no-deps -c constraints.txt open-clip-torch
+	@# The IAM policy evaluator of the tests (iam-simulate, a Node library).
+	@echo "setup 4/4: the tests' IAM policy evaluator (npm, pinned by its lock file)"
+	@npm ci --prefix tests/iam/policy_sim --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
 	@echo "setup done: $(VENV)"
 
@@ -34,6 +37,11 @@ test: setup
 # The unit layer alone: no moto, no torch, under a minute.
 test-unit: setup
 	$(BIN)/pytest tests/unit
+
+# The IAM layer alone: the template deployed into a moto server that enforces
+# IAM, the consumer run with the template's own roles (about two minutes).
+test-iam: setup
+	$(BIN)/pytest tests/iam
 
 lint: setup
 	$(BIN)/ruff check .

@@ -35,11 +35,16 @@ class SecretScrubber:
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Scrub `secrets` too from now on (tokens read after start-up)."""
         # Very short values would match too much ordinary text to be useful.
         values = {s for s in secrets if len(s) >= 4}
         # A renderer may escape a secret (JSON, repr): match those forms too.
         escaped = {json.dumps(s)[1:-1] for s in values} | {repr(s)[1:-1] for s in values}
-        self._secrets = sorted(values | escaped, key=len, reverse=True)
+        self._secrets = sorted(set(self._secrets) | values | escaped, key=len, reverse=True)
 
     def scrub_text(self, text: str) -> str:
         """`text` with every known secret replaced by :data:`REDACTED`."""
@@ -94,6 +99,16 @@ class _ScrubbedRenderer:
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
         return self._scrubber.scrub_text(str(self._renderer(logger, method, event_dict)))
+
+
+# The scrubber of the current configuration, so secrets read later join it.
+_active: list[SecretScrubber] = []
+
+
+def scrub_also(secrets: Iterable[str]) -> None:
+    """Keep `secrets` (such as tokens re-read from Secrets Manager) out of the logs."""
+    for scrubber in _active:
+        scrubber.add(secrets)
 
 
 def environment_secrets(extra: Iterable[str] = ()) -> list[str]:
@@ -162,6 +177,7 @@ def configure_logging(level: str = "info", fmt: str = "json", secrets: Iterable[
         else structlog.processors.JSONRenderer()
     )
     scrubber = SecretScrubber(environment_secrets(secrets))
+    _active[:] = [scrubber]
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

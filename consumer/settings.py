@@ -59,9 +59,11 @@ class GenerationDefaults(BaseSettings):
     default_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=2000)
     default_memory_style_prompt: str = Field(DEFAULT_MEMORY_STYLE_PROMPT, max_length=2000)
     default_subject_style_prompt: str = Field(DEFAULT_SUBJECT_STYLE_PROMPT, max_length=2000)
-    s3_avatar_prefix: str = "avatars/"
-    s3_subject_prefix: str = "subjects/"
-    s3_generated_prefix: str = "generated/"
+    # Never empty: a user named "generated" would pass the namespace check,
+    # and the workers' grant on the prefix would be the whole bucket.
+    s3_avatar_prefix: str = Field("avatars/", min_length=1, max_length=256)
+    s3_subject_prefix: str = Field("subjects/", min_length=1, max_length=256)
+    s3_generated_prefix: str = Field("generated/", min_length=1, max_length=256)
     max_input_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_input_pixels: int = Field(40_000_000, gt=0)
     # The longer side of an input at most this many times the shorter.
@@ -121,6 +123,11 @@ class Settings(GenerationDefaults):
     auth_token: SecretStr = SecretStr("")
     # Accepted beside AUTH_TOKEN while a rotation is under way.
     auth_token_previous: SecretStr = SecretStr("")
+    # Or the tokens, re-read when a signature does not verify, from a file
+    # (mode 0600: the current token, then the previous one) or a Secrets
+    # Manager secret (its AWSCURRENT and AWSPREVIOUS versions).
+    auth_token_file: str = Field("", max_length=4096)
+    auth_token_secret_id: str = Field("", max_length=2048)
     # Failures of the request itself, whatever the queue's maxReceiveCount.
     max_attempts: int = Field(3, ge=1, le=1000)
     retry_backoff_base_s: float = Field(10.0, ge=0.0)
@@ -161,8 +168,9 @@ class Settings(GenerationDefaults):
     def _check_dependencies(self) -> Settings:
         if not self.aws_region:
             self.aws_region = aws_chain_region()
-        if self.auth_enabled and not self.auth_token.get_secret_value():
-            raise ValueError("AUTH_TOKEN is required when AUTH_ENABLED=true")
+        _check_token_source(self)
+        _check_queues(self)
+        _check_prefixes(self)
         if self.enable_lora and not self.lora_path:
             raise ValueError("LORA_PATH is required when ENABLE_LORA=true")
         if self.scheduler_karras:
@@ -182,6 +190,80 @@ class Settings(GenerationDefaults):
         for name in names:
             if not getattr(self, name):
                 raise ConfigError(f"{name.upper()} is required but not set")
+
+
+def _check_token_source(settings: Settings) -> None:
+    """One source of signing tokens, and one only when signatures are checked."""
+    given = [
+        name
+        for name, value in (
+            ("AUTH_TOKEN", settings.auth_token.get_secret_value()),
+            ("AUTH_TOKEN_FILE", settings.auth_token_file),
+            ("AUTH_TOKEN_SECRET_ID", settings.auth_token_secret_id),
+        )
+        if value
+    ]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} are both set: give the tokens one way")
+    if settings.auth_enabled and not given:
+        raise ValueError(
+            "AUTH_TOKEN is required when AUTH_ENABLED=true"
+            " (or AUTH_TOKEN_FILE, or AUTH_TOKEN_SECRET_ID)"
+        )
+    if given and given[0] != "AUTH_TOKEN" and not settings.auth_enabled:
+        raise ValueError(f"{given[0]} is set but AUTH_ENABLED is not true: signatures unchecked")
+
+
+def _check_queues(settings: Settings) -> None:
+    """A DLQ that is a request queue would loop permanent failures forever."""
+    for name, url in (
+        ("SQS_QUEUE_URL", settings.sqs_queue_url),
+        ("SQS_PRIORITY_QUEUE_URL", settings.sqs_priority_queue_url),
+    ):
+        if url and settings.sqs_dlq_url.rstrip("/") == url.rstrip("/"):
+            raise ValueError(
+                f"SQS_DLQ_URL is the request queue {name}: permanent failures would come"
+                " back forever, and `dlq purge` would empty the live queue"
+            )
+
+
+# The S3 settings that are key prefixes, and those that may name this bucket's objects.
+_PREFIXES = (
+    "s3_avatar_prefix",
+    "s3_subject_prefix",
+    "s3_generated_prefix",
+    "s3_cancel_prefix",
+)
+_MODEL_SOURCES = (
+    "model_s3_path",
+    "ip_adapter_path",
+    "ip_adapter_image_encoder_path",
+    "vae_path",
+    "lora_path",
+    "safety_checker_path",
+)
+
+
+def _check_prefixes(settings: Settings) -> None:
+    """Users' inputs, outputs, cancellations and model files never share a prefix.
+
+    Each prefix is a separate grant in the template: one inside another would
+    let a producer write model files, or a worker read what it must not.
+    """
+    areas = [(name.upper(), str(getattr(settings, name))) for name in _PREFIXES]
+    bucket = f"s3://{settings.s3_bucket_name}/"
+    for name in _MODEL_SOURCES:
+        value = str(getattr(settings, name))
+        if value.startswith(bucket):
+            areas.append((name.upper(), value.removeprefix(bucket)))
+    # Model files may nest among themselves (a VAE inside the model's folder).
+    for index, (name, prefix) in enumerate(areas):
+        for other, other_prefix in areas[: min(index, len(_PREFIXES))]:
+            if prefix.startswith(other_prefix) or other_prefix.startswith(prefix):
+                raise ValueError(
+                    f"{name}={prefix!r} and {other}={other_prefix!r} overlap:"
+                    " one is a prefix of the other"
+                )
 
 
 def aws_chain_region() -> str:

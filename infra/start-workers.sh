@@ -93,26 +93,9 @@ retry "nvidia-smi listing a GPU" count_gpus
 install -d -m 0750 "$CACHE_DIR"
 if [ "$(id -u)" = 0 ]; then chown 10001:10001 "$CACHE_DIR"; fi
 
+# The signing token never passes through here: the worker reads it from Secrets
+# Manager itself (AUTH_TOKEN_SECRET_ID), so no environment or file holds it.
 ENV_FILE="$CONF/illustrator.env"
-secret() {
-  aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$AUTH_SECRET_ARN" \
-    --version-stage "$1" --query SecretString --output text
-}
-current_token() { CURRENT=$(secret AWSCURRENT) && [ -n "$CURRENT" ]; }
-if [ -n "${AUTH_SECRET_ARN:-}" ]; then
-  CURRENT=""
-  retry "reading the auth token secret" current_token
-  # A rerun replaces the tokens written before rather than adding to them.
-  grep -v '^AUTH_\(ENABLED\|TOKEN\|TOKEN_PREVIOUS\)=' "$ENV_FILE" > "$ENV_FILE.new" || true
-  mv "$ENV_FILE.new" "$ENV_FILE"
-  printf 'AUTH_ENABLED=true\nAUTH_TOKEN=%s\n' "$CURRENT" >> "$ENV_FILE"
-  # During a rotation the previous token is still accepted (docs/operations.md);
-  # outside one there is no AWSPREVIOUS, so one try is enough.
-  if PREVIOUS=$(secret AWSPREVIOUS 2> /dev/null); then
-    printf 'AUTH_TOKEN_PREVIOUS=%s\n' "$PREVIOUS" >> "$ENV_FILE"
-  fi
-  unset CURRENT PREVIOUS
-fi
 
 REGISTRY=${IMAGE%%/*}
 ecr_login() {

@@ -9,7 +9,7 @@ and client-side rate limiting when throttled.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from aiobotocore.config import AioConfig
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_secretsmanager import SecretsManagerClient
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
@@ -52,16 +53,19 @@ def make_session(region: str) -> aioboto3.Session:
 
 @dataclass(frozen=True, slots=True)
 class AwsClients:
-    """Open aioboto3 clients for SQS, S3 and SNS."""
+    """Open aioboto3 clients for SQS, S3 and SNS, and Secrets Manager when
+    the signing tokens come from there."""
 
     sqs: SQSClient
     s3: S3Client
     sns: SNSClient
+    secrets: SecretsManagerClient | None = None
 
 
 @asynccontextmanager
-async def open_clients(region: str) -> AsyncIterator[AwsClients]:
-    """Pooled clients with adaptive retries, closed on exit.
+async def open_clients(region: str, *, secrets: bool = False) -> AsyncIterator[AwsClients]:
+    """Pooled clients with adaptive retries, closed on exit (`secrets`: with
+    a Secrets Manager client).
 
     Endpoints and credentials come from the standard AWS chain.
     """
@@ -71,5 +75,11 @@ async def open_clients(region: str) -> AsyncIterator[AwsClients]:
         session.client("sqs", config=config) as sqs,
         session.client("s3", config=config) as s3,
         session.client("sns", config=config) as sns,
+        AsyncExitStack() as stack,
     ):
-        yield AwsClients(sqs=sqs, s3=s3, sns=sns)
+        manager = None
+        if secrets:
+            manager = await stack.enter_async_context(
+                session.client("secretsmanager", config=config)
+            )
+        yield AwsClients(sqs=sqs, s3=s3, sns=sns, secrets=manager)

@@ -178,6 +178,24 @@ async def _redrive(sqs: SQSClient, url: str, target: str, args: argparse.Namespa
     return EXIT_FAILED if report.failed else 0
 
 
+async def _not_purgeable(sqs: SQSClient, url: str, settings: Settings) -> str | None:
+    """Why the queue at `url` must not be purged, if it is some queue's source
+    (a request queue, or any queue with a RedrivePolicy), else ``None``."""
+    from consumer.aws.queue_meta import redrive_policy
+
+    for name, source in (
+        ("SQS_QUEUE_URL", settings.sqs_queue_url),
+        ("SQS_PRIORITY_QUEUE_URL", settings.sqs_priority_queue_url),
+    ):
+        if source and source.rstrip("/") == url.rstrip("/"):
+            return f"{url} is the request queue ({name}), not a dead-letter queue"
+    response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
+    target, _ = redrive_policy(response.get("Attributes", {}))
+    if target is not None:
+        return f"{url} has a RedrivePolicy (to {target}): it is a source queue, not a DLQ"
+    return None
+
+
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
@@ -203,6 +221,10 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             return await _list(sqs, url, args)
         if args.action == "redrive":
             return await _redrive(sqs, url, queue_url, args)
+        refusal = await _not_purgeable(sqs, url, settings)
+        if refusal is not None:
+            print(f"illustrator dlq purge: {refusal}; nothing deleted", file=sys.stderr)
+            return EXIT_USAGE
         deleted = await purge(sqs, url)
         print(f"purged {url}: deleted {deleted} message(s)")
         return 0

@@ -28,7 +28,8 @@ exit status:
   0  drained (SIGTERM/SIGINT, or --burst with nothing left to do)
   1  fatal error (the model cannot be loaded, the worker broke)
   2  bad configuration (one line on stderr naming the setting), such as a
-     SAFETY_CHECKER_PATH that is missing or not a safety checker folder
+     SAFETY_CHECKER_PATH that is missing or not a safety checker folder, or an
+     AUTH_TOKEN_FILE that is missing, unreadable or open to others
 """
 
 
@@ -115,7 +116,13 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings(*REQUIRED)
     check_model_source(settings)
     check_safety_checker_source(settings)
-    configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
+    secrets = settings.secret_values()
+    if settings.auth_enabled and settings.auth_token_file:
+        from consumer.aws.auth_tokens import read_token_file
+
+        # Missing, unreadable or open to others: exit 2 before the model loads.
+        secrets += read_token_file(settings.auth_token_file).accepted()
+    configure_logging(settings.log_level, settings.log_format, secrets=secrets)
     options = WorkerOptions(burst=args.burst)
     code = asyncio.run(
         serve(settings, load_generator, options=options, companions=companions(settings))

@@ -176,7 +176,7 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
     _stop_on_sigterm()
     body, request = _prepare(args, settings)
-    token = settings.auth_token.get_secret_value() if settings.auth_enabled else None
+    token = signing_token(settings) if settings.auth_enabled else None
     session = make_session(settings.aws_region)
     async with AsyncExitStack() as stack:
         sqs = await stack.enter_async_context(session.client("sqs", config=client_config()))
@@ -235,6 +235,20 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except asyncio.CancelledError:
         return EXIT_TERMINATED
+
+
+def signing_token(settings: Settings) -> str:
+    """The current token `submit` signs with: ``AUTH_TOKEN``, or the first line
+    of ``AUTH_TOKEN_FILE``. A Secrets Manager secret is the workers' to read."""
+    if settings.auth_token_file:
+        from consumer.aws.auth_tokens import read_token_file
+
+        return read_token_file(settings.auth_token_file).current
+    if not settings.auth_token.get_secret_value():
+        from consumer.errors import ConfigError
+
+        raise ConfigError("illustrator submit signs with AUTH_TOKEN or AUTH_TOKEN_FILE")
+    return settings.auth_token.get_secret_value()
 
 
 def new_job_id(kind: JobKind) -> str:

@@ -61,6 +61,8 @@ class Service(enum.StrEnum):
     S3 = "s3"
     SNS = "sns"
     SQS = "sqs"
+    # Only where the signing tokens come from Secrets Manager.
+    SECRETS = "secretsmanager"
 
 
 class ServiceOut(TransientError):
@@ -272,17 +274,24 @@ def worker_outages(
 ) -> Outages:
     """The worker's outages, each service probed with one cheap call.
 
-    Probes need no permission of their own: a refusal (403) is an answer.
+    Each probe is a call the worker's role allows (infra/illustrator.yaml),
+    though a refusal (403) would be an answer too.
     """
     probes: dict[Service, Probe] = {
-        Service.S3: lambda: clients.s3.head_bucket(Bucket=settings.s3_bucket_name),
+        Service.S3: lambda: clients.s3.get_bucket_location(Bucket=settings.s3_bucket_name),
         Service.SNS: lambda: clients.sns.get_topic_attributes(TopicArn=settings.sns_topic_arn),
         Service.SQS: lambda: clients.sqs.get_queue_attributes(
             QueueUrl=settings.sqs_queue_url, AttributeNames=["VisibilityTimeout"]
         ),
     }
+    secrets = clients.secrets
+    if secrets is not None:
+        secret_id = settings.auth_token_secret_id
+        probes[Service.SECRETS] = lambda: secrets.get_secret_value(SecretId=secret_id)
     outages = Outages(clock, metrics, probes)
     outages.watch(Service.S3, clients.s3.meta.events)
     outages.watch(Service.SNS, clients.sns.meta.events)
     outages.watch(Service.SQS, clients.sqs.meta.events)
+    if secrets is not None:
+        outages.watch(Service.SECRETS, secrets.meta.events)
     return outages

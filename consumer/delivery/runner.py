@@ -32,7 +32,7 @@ from consumer.contract.request import (
     parse_request,
     request_digest,
 )
-from consumer.contract.signing import SIGNATURE_ATTRIBUTE, verify
+from consumer.contract.signing import SIGNATURE_ATTRIBUTE
 from consumer.delivery import attempts
 from consumer.delivery.backoff import retry_delay
 from consumer.delivery.cancellation import CancelWatch, JobCancelled
@@ -53,6 +53,7 @@ from consumer.delivery.job import (
 from consumer.delivery.job_state import JobState, Outcome
 from consumer.delivery.outage import Outages, Service, ServiceOut
 from consumer.delivery.retry_policy import Action, decide
+from consumer.delivery.signing_keys import SigningKeys, settings_tokens
 from consumer.errors import InvalidRequest
 from consumer.metrics import emf_record
 from pipeline.api.reference import InputLimits, prepare_reference
@@ -68,10 +69,13 @@ class JobRunner:
     Calls to a service that is out (`outages`) are waited out, not failed.
     """
 
-    def __init__(self, env: JobEnvironment, outages: Outages | None = None) -> None:
+    def __init__(
+        self, env: JobEnvironment, outages: Outages | None = None, keys: SigningKeys | None = None
+    ) -> None:
         self.env = env
         self.settings = env.settings
         self.outages = outages or Outages(env.clock, env.metrics)
+        self.keys = keys or SigningKeys(settings_tokens(env.settings), None, env.clock)
         self.holds = Holds(self.outages, self.settings, env.clock)
         self.cancels = CancelWatch(env.storage, env.settings, env.clock)
 
@@ -108,14 +112,6 @@ class JobRunner:
 
     def _parse(self, job: Job) -> tuple[Request, GenerationSpec]:
         body = job.message.body_bytes
-        if self.settings.auth_enabled:
-            signature = job.message.string_attribute(SIGNATURE_ATTRIBUTE)
-            verify(
-                body,
-                signature,
-                self.settings.auth_token.get_secret_value(),
-                self.settings.auth_token_previous.get_secret_value(),
-            )
         job.authentic = True
         fields = identifying_fields(body)
         structlog.contextvars.bind_contextvars(job_id=fields.job_id, user_id=fields.user_id)
@@ -125,6 +121,9 @@ class JobRunner:
         return request, spec
 
     async def _prepare(self, job: Job) -> Prepared | None:
+        if self.settings.auth_enabled:
+            signature = job.message.string_attribute(SIGNATURE_ATTRIBUTE)
+            await self.keys.verify(job.message.body_bytes, signature)
         request, spec = self._parse(job)
         keys = output_keys(
             self.settings, request.user_id, request.kind, request.job_id, spec.num_images

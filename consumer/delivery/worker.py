@@ -40,6 +40,7 @@ from consumer.delivery.job_state import JobState
 from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.outage import Service, worker_outages
 from consumer.delivery.runner import JobRunner
+from consumer.delivery.signing_keys import load_until_read, signing_keys
 from consumer.delivery.sources import Source, receive_first, release_all
 from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.errors import Severity
@@ -97,6 +98,7 @@ class Worker:
         self.storage = Storage(clients.s3, settings.s3_bucket_name)
         self.publisher = Publisher(clients.sns, settings.sns_topic_arn)
         self.outages = worker_outages(clients, settings, self.clock, self.metrics)
+        self.keys = signing_keys(settings, clients, self.clock, self.outages)
         self.board.paused_by = lambda: self.outages.out
         self.env: JobEnvironment | None = None
         self.exit_code = EXIT_OK
@@ -105,10 +107,8 @@ class Worker:
         self._backoff = JitteredBackoff(
             self.options.loop_backoff_base_s, self.options.loop_backoff_max_s
         )
-        self._stop = asyncio.Event()
-        self._hurry = asyncio.Event()
-        self._job_ended = asyncio.Event()
-        self._stopped = asyncio.Event()
+        self._stop, self._hurry = asyncio.Event(), asyncio.Event()
+        self._job_ended, self._stopped = asyncio.Event(), asyncio.Event()
         self._receiver: asyncio.Task[None] | None = None
         self._heartbeats: list[asyncio.Task[None]] = []
 
@@ -253,8 +253,7 @@ class Worker:
         else:
             log.info("generation_stopped")
 
-    async def _release(self, job: Job) -> None:
-        # A fresh copy: a drain, a stop or a scale-in costs the request nothing.
+    async def _release(self, job: Job) -> None:  # costs the request nothing
         await attempts.release(job.heartbeat, job.heartbeat.queue, job.message)
 
     # Receiving.
@@ -297,6 +296,9 @@ class Worker:
 
     async def _setup(self) -> list[Source] | None:
         """The sources to receive from, the priority queue first."""
+        if (problem := await load_until_read(self.keys, self.outages)) is not None:
+            self._fatal(problem)
+            return None
         queues = [q for q in (self.priority_queue, self.queue) if q is not None]
         sources = []
         for queue in queues:
@@ -304,7 +306,7 @@ class Worker:
             if env is None:
                 return None
             env.heartbeat.on_outage = lambda error: self.outages.mark(Service.SQS, error)
-            sources.append(Source(queue, env, JobRunner(env, self.outages)))
+            sources.append(Source(queue, env, JobRunner(env, self.outages, self.keys)))
         self.env = sources[-1].env
         return sources
 

@@ -147,7 +147,8 @@ async def serve(
             generator = await _load(settings, loader, gpu, board, metrics, signals.early, clock)
             if generator is None:
                 return EXIT_OK if signals.early.is_set() else EXIT_FATAL
-            async with open_clients(settings.aws_region) as clients:
+            secrets = bool(settings.auth_enabled and settings.auth_token_secret_id)
+            async with open_clients(settings.aws_region, secrets=secrets) as clients:
                 worker = Worker(
                     generator=generator,
                     clients=clients,

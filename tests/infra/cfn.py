@@ -1,20 +1,14 @@
-"""infra/illustrator.yaml resolved for given parameters, and IAM-style policy
-evaluation over the result, for the template's tests.
+"""infra/illustrator.yaml resolved for given parameters, for the template's tests.
 
 `Resolved` evaluates the intrinsic functions the template uses (Ref, GetAtt,
 Sub, Join, If, Select, Split, Base64 and the condition functions) with made-up
 physical ids, so policies and the user data can be read as AWS would see
-them. `allows` decides one request (principal, action, resource, context keys)
-against resource policies the way IAM does for the parts the template uses:
-an explicit Deny wins, else any matching Allow; wildcards in actions and
-resources; the condition operators StringEquals, StringLike, ArnEquals,
-ArnLike and Bool (a key absent from the request fails its condition).
+them. Policies are evaluated by tests/iam/evaluator.py (iam-simulate).
 """
 
 from __future__ import annotations
 
 import base64
-import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +22,8 @@ TEMPLATE = ROOT / "infra" / "illustrator.yaml"
 ACCOUNT = "111111111111"
 REGION = "us-east-1"
 STACK = "illustrator"
+# CloudFormation names a queue <stack>-<logical id>-<random suffix>.
+QUEUE_SUFFIX = "1A2B3C4D5E6F"
 _NO_VALUE = object()
 
 
@@ -59,15 +55,16 @@ class Resolved:
         }
         for name in self.template["Resources"]:
             self.values[name] = self.physical(name)
-        self.conditions = {
-            name: bool(self.resolve(body)) for name, body in self.template["Conditions"].items()
-        }
+        # In order: a condition may name one defined before it.
+        self.conditions: dict[str, bool] = {}
+        for name, body in self.template["Conditions"].items():
+            self.conditions[name] = bool(self.resolve(body))
 
     def physical(self, name: str) -> str:
         """What Ref gives for the resource `name`."""
         kind = self.template["Resources"][name]["Type"]
         if kind == "AWS::SQS::Queue":
-            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{STACK}-{name}"
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{STACK}-{name}-{QUEUE_SUFFIX}"
         if kind == "AWS::SNS::Topic":
             return f"arn:aws:sns:{REGION}:{ACCOUNT}:{STACK}-completions"
         if kind == "AWS::S3::Bucket":
@@ -78,15 +75,17 @@ class Resolved:
         """What GetAtt gives."""
         kind = self.template["Resources"][name]["Type"]
         if attribute == "Arn" and kind == "AWS::SQS::Queue":
-            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-{name}"
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-{name}-{QUEUE_SUFFIX}"
         if attribute == "QueueName":
-            return f"{STACK}-{name}"
+            return f"{STACK}-{name}-{QUEUE_SUFFIX}"
         if attribute == "Arn" and kind == "AWS::S3::Bucket":
             return f"arn:aws:s3:::{STACK}-bucket"
         if attribute == "Arn" and kind == "AWS::KMS::Key":
             return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{STACK}-key"
         if attribute == "Arn" and kind == "AWS::IAM::Role":
             return f"arn:aws:iam::{ACCOUNT}:role/{STACK}-{name}"
+        if attribute == "Arn" and kind == "AWS::Logs::LogGroup":
+            return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/illustrator/{STACK}:*"
         return f"{STACK}-{name}-{attribute}"
 
     def resource(self, name: str) -> Any:
@@ -159,82 +158,3 @@ class Resolved:
             return str(self.values[name])
 
         return re.sub(r"\$\{([^}]+)\}", one, text)
-
-
-# ------------------------------------------------------------------ policies
-
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def principals(statement: Mapping[str, Any]) -> list[str]:
-    """The principals a statement names, as "AWS:<arn>" / "Service:<name>" / "*"."""
-    principal = statement["Principal"]
-    if principal == "*":
-        return ["*"]
-    return [f"{kind}:{name}" for kind, names in principal.items() for name in _listed(names)]
-
-
-def _principal_matches(statement: Mapping[str, Any], principal: str) -> bool:
-    named = principals(statement)
-    if "*" in named or "AWS:*" in named:
-        return True
-    return principal in named
-
-
-def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
-    for operator, tests in condition.items():
-        for key, wanted in tests.items():
-            if key not in context:
-                return False
-            actual = context[key]
-            options = [str(w) for w in _listed(wanted)]
-            if operator in ("StringEquals", "ArnEquals"):
-                ok = actual in options
-            elif operator in ("StringLike", "ArnLike"):
-                ok = any(fnmatch.fnmatchcase(actual, o) for o in options)
-            elif operator == "Bool":
-                ok = actual.lower() in (o.lower() for o in options)
-            else:
-                raise NotImplementedError(operator)
-            if not ok:
-                return False
-    return True
-
-
-def _matches(
-    statement: Mapping[str, Any],
-    principal: str,
-    action: str,
-    resource: str,
-    context: Mapping[str, str],
-) -> bool:
-    actions = [a.lower() for a in _listed(statement["Action"])]
-    return (
-        _principal_matches(statement, principal)
-        and any(fnmatch.fnmatchcase(action.lower(), a) for a in actions)
-        and any(fnmatch.fnmatchcase(resource, r) for r in _listed(statement["Resource"]))
-        and _condition_holds(statement.get("Condition", {}), context)
-    )
-
-
-def allows(
-    policy: Mapping[str, Any],
-    principal: str,
-    action: str,
-    resource: str,
-    context: Mapping[str, str] | None = None,
-) -> bool:
-    """Whether `policy` lets `principal` do `action` on `resource`."""
-    request = {"aws:SecureTransport": "true", **(context or {})}
-    statements = policy["Statement"]
-    for statement in statements:
-        if statement["Effect"] == "Deny" and _matches(
-            statement, principal, action, resource, request
-        ):
-            return False
-    return any(
-        s["Effect"] == "Allow" and _matches(s, principal, action, resource, request)
-        for s in statements
-    )

@@ -140,8 +140,7 @@ def host(tmp_path: Path) -> Host:
         stub.chmod(0o755)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "fleet.env").write_text(
-        f"IMAGE='{IMAGE}'\nAWS_REGION=us-east-1\nLOG_GROUP=/illustrator/test\n"
-        "STOP_TIMEOUT=120\nAUTH_SECRET_ARN=\n"
+        f"IMAGE='{IMAGE}'\nAWS_REGION=us-east-1\nLOG_GROUP=/illustrator/test\nSTOP_TIMEOUT=120\n"
     )
     (tmp_path / "etc" / "illustrator.env").write_text("SQS_QUEUE_URL=https://q\n")
     (tmp_path / "gpus").write_text("1")
@@ -192,14 +191,19 @@ def test_no_gpu_has_the_instance_replaced(host: Host) -> None:
     assert host.calls("aws")[-1][:2] == ["autoscaling", "set-instance-health"]
 
 
-def test_auth_token_goes_to_the_env_file_only(host: Host) -> None:
-    fleet = host.conf / "fleet.env"
-    fleet.write_text(fleet.read_text().replace("AUTH_SECRET_ARN=", "AUTH_SECRET_ARN=arn:secret"))
+def test_the_boot_never_reads_nor_passes_the_signing_token(host: Host) -> None:
+    env_file = host.conf / "illustrator.env"
+    env_file.write_text(
+        "SQS_QUEUE_URL=https://q\nAUTH_ENABLED=true\nAUTH_TOKEN_SECRET_ID=arn:secret\n"
+    )
+    env_file.chmod(0o600)
+    before = env_file.read_text()
     assert host.run(START).returncode == 0
-    env = (host.conf / "illustrator.env").read_text()
-    assert "AUTH_ENABLED=true\nAUTH_TOKEN=secret-value\n" in env
-    assert "AUTH_TOKEN_PREVIOUS=secret-value\n" in env
-    assert all("secret-value" not in " ".join(c) for c in host.calls("docker"))
+    # The worker reads the secret itself; the env file is left as the user data wrote it.
+    assert [c for c in host.calls("aws") if c[0] == "secretsmanager"] == []
+    assert env_file.read_text() == before
+    assert env_file.stat().st_mode & 0o077 == 0
+    assert all("AUTH_TOKEN=" not in " ".join(c) for c in host.calls("docker"))
 
 
 def _started(host: Host, gpus: int) -> Host:

@@ -202,3 +202,70 @@ def test_bad_model_paths_name_the_setting_and_the_built_ins(
 
 def test_an_s3_model_source_skips_the_model_path_check(monkeypatch: pytest.MonkeyPatch) -> None:
     _model(monkeypatch, "/nope/model", MODEL_S3_PATH="s3://bucket/models/")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SQS_QUEUE_URL": "https://q/req", "SQS_DLQ_URL": "https://q/req"}, "SQS_DLQ_URL"),
+        (
+            {"SQS_PRIORITY_QUEUE_URL": "https://q/pri", "SQS_DLQ_URL": "https://q/pri/"},
+            "SQS_PRIORITY_QUEUE_URL",
+        ),
+        ({"S3_AVATAR_PREFIX": ""}, "S3_AVATAR_PREFIX"),
+        ({"S3_GENERATED_PREFIX": ""}, "S3_GENERATED_PREFIX"),
+        ({"S3_SUBJECT_PREFIX": "avatars/sub/"}, "S3_SUBJECT_PREFIX"),
+        ({"S3_CANCEL_PREFIX": "gen", "S3_GENERATED_PREFIX": "generated/"}, "S3_GENERATED_PREFIX"),
+        (
+            {"S3_BUCKET_NAME": "b", "MODEL_S3_PATH": "s3://b/avatars/model.safetensors"},
+            "MODEL_S3_PATH",
+        ),
+        ({"S3_BUCKET_NAME": "b", "LORA_PATH": "s3://b/generated/x.safetensors"}, "LORA_PATH"),
+        ({"AUTH_ENABLED": "true"}, "AUTH_TOKEN"),
+        ({"AUTH_TOKEN_FILE": "/run/tokens"}, "AUTH_ENABLED"),
+        (
+            {"AUTH_ENABLED": "true", "AUTH_TOKEN": "t", "AUTH_TOKEN_SECRET_ID": "s"},
+            "AUTH_TOKEN_SECRET_ID",
+        ),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_model_files_may_nest_among_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3_BUCKET_NAME", "b")
+    monkeypatch.setenv("MODEL_S3_PATH", "s3://b/models/sdxl/")
+    monkeypatch.setenv("VAE_PATH", "s3://b/models/sdxl/vae/")
+    monkeypatch.setenv("LORA_PATH", "s3://other/avatars/x.safetensors")
+    assert load_settings().vae_path == "s3://b/models/sdxl/vae/"
+
+
+def test_a_bad_token_file_exits_two_before_the_model_loads(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("t1\n")
+    tokens.chmod(0o644)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AUTH_ENABLED": "true",
+        "AUTH_TOKEN_FILE": str(tokens),
+        "SQS_QUEUE_URL": "https://q/req",
+        "SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t",
+        "MODEL_PATH": "builtin:blank",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "AUTH_TOKEN_FILE=" in result.stderr
+    assert "0600" in result.stderr

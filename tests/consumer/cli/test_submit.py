@@ -160,6 +160,22 @@ def test_submit_signs_when_auth_is_enabled(
     assert TOKEN not in captured.out + captured.err
 
 
+def test_submit_signs_with_the_current_token_of_the_token_file(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\nretired-token\n")
+    tokens.chmod(0o600)
+    monkeypatch.setenv("AUTH_ENABLED", "true")
+    monkeypatch.setenv("AUTH_TOKEN_FILE", str(tokens))
+
+    assert cli.main(["submit", "memory", "--user-id", "u1", "--prompt", "a walk"]) == 0
+
+    [message] = _requests(stack)
+    signature = message["MessageAttributes"]["signature"]["StringValue"]
+    verify(message["Body"].encode("utf-8"), signature, TOKEN)
+
+
 def test_image_is_uploaded_as_the_users_picture(
     stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
