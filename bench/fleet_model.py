@@ -330,8 +330,12 @@ class Simulation:
                 evaluate_group(self, t, group, seen)
         gpus = sum(i.gpus for i in self.instances if i.state == "serving")
         self.samples.append((t, len(self.waiting), gpus))
-        if self.done < len(self.arrivals) or any(
-            i.state in ("starting", "serving", "leaving") for i in self.instances
+        # Until the work is done and every group has settled at its MinSize.
+        settling = any(d > g.min_size for d, g in zip(self.desired, self.groups, strict=True))
+        if (
+            self.done < len(self.arrivals)
+            or settling
+            or any(i.state in ("starting", "leaving", "warming") for i in self.instances)
         ):
             self.push(t + PERIOD_S, "eval")
 

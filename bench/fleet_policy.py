@@ -17,8 +17,6 @@ each source next to the test that checks the simulation obeys it):
   period it stays in ALARM.
 - A simple scaling policy waits for its scaling activity to complete and
   its cooldown to pass before it answers the alarm again.
-- A percentage change is rounded toward zero when below -1, and to -1
-  between 0 and -1.
 - A warm pool holds the group's maximum prepared capacity (by default its
   MaxSize) minus its desired capacity, and at least its own MinSize; it is
   not allowed on a group with a mixed instances policy or Spot Instances.
@@ -82,18 +80,6 @@ def scale_in_capacity(metric: float, target: float, current: int) -> int:
     return max(current - 1, math.ceil(current * metric / target - 1e-9))
 
 
-def percent_change(current: int, percent: float) -> int:
-    """The change in instances of a PercentChangeInCapacity adjustment."""
-    change = current * percent / 100
-    if change == 0:
-        return 0
-    if -1 < change < 0:
-        return -1
-    if 0 < change < 1:
-        return 1
-    return math.trunc(change)
-
-
 def warm_pool_size(pool_min: int, max_prepared: int, desired: int) -> int:
     """Instances a warm pool keeps prepared beside `desired` in service."""
     return max(pool_min, max_prepared - desired)
@@ -140,7 +126,7 @@ class Policy:
     # The launch hook holds an instance in Pending:Wait until a worker is
     # healthy; without it the instance counts as in service while it boots.
     launch_hook: bool = True
-    warmup_s: float = 60.0
+    warmup_s: float = 180.0
     metric_delay_s: float = 120.0
     count_in_flight: bool = True
 

@@ -20,7 +20,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.fleet_model import HOUR, Group, InstanceType, Result, Simulation
+from bench.fleet_model import HOUR, VOLUME_HOURLY, Group, InstanceType, Result, Simulation
 from bench.fleet_policy import BEFORE, TEMPLATE, Policy
 from bench.fleet_report import (
     BEGIN,
@@ -43,6 +43,7 @@ __all__ = [
     "END",
     "HOUR",
     "INSTANCE_TYPES",
+    "VOLUME_HOURLY",
     "Group",
     "InstanceType",
     "Policy",
