@@ -93,20 +93,15 @@ def test_every_checkov_skip_gives_its_reason(checkov_report: dict[str, Any]) -> 
 
 def test_termination_hook_waits_for_the_drain(resources: dict[str, Any]) -> None:
     group = resources["WorkerGroup"]["Properties"]
-    [hook] = [
-        h
-        for h in group["LifecycleHookSpecificationList"]
-        if h["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
-    ]
+    hooks = group["LifecycleHookSpecificationList"]
+    [hook] = [h for h in hooks if h["LifecycleTransition"].endswith("TERMINATING")]
     assert hook["DefaultResult"] == "CONTINUE"
     assert hook["HeartbeatTimeout"] == {"Ref": "DrainHookTimeoutSeconds"}
     user_data = json.dumps(resources["WorkerLaunchTemplate"]["Properties"])
     assert f"EC2_LIFECYCLE_HOOK_NAME={hook['LifecycleHookName']}" in user_data
     assert "EC2_LIFECYCLE_WATCH=true" in user_data
     assert group["AutoScalingGroupName"] == {"Fn::Sub": "${AWS::StackName}-workers"}
-    # Two groups share the launch template: each worker reads its group
-    # from the instance's aws:autoscaling:groupName tag (test_warm_pool.py).
-    assert "EC2_AUTOSCALING_GROUP_NAME=\\n" in user_data
+    assert "EC2_AUTOSCALING_GROUP_NAME=\\n" in user_data  # the instance tag: two groups
 
 
 def test_topic_queue_and_key_policies_let_sns_deliver(resources: dict[str, Any]) -> None:
