@@ -148,6 +148,8 @@ class Settings(GenerationDefaults):
     ec2_lifecycle_watch: bool = False
     ec2_autoscaling_group_name: str = Field("", max_length=255)
     ec2_lifecycle_hook_name: str = Field("illustrator-drain", min_length=1, max_length=255)
+    # The launch hook also holds an instance the group returns to its warm pool.
+    ec2_launch_hook_name: str = Field("illustrator-ready", min_length=1, max_length=255)
     ec2_lifecycle_poll_s: float = Field(5.0, gt=0.0, le=60.0)
 
     # Sidecar and logs.

@@ -17,6 +17,16 @@
 # group, which replaces it; if even that cannot be done (no instance id), it
 # powers off, which the group's EC2 health check also replaces.
 # A paid instance never sits idle.
+#
+# It runs at every boot (the user data at the first, the unit
+# illustrator-workers.service at later ones) and first reads the instance's
+# target lifecycle state from the instance metadata. An instance launched
+# into the group's warm pool (Warmed:*) is prepared and no worker starts:
+# the image is pulled, `illustrator prefetch` puts the weights on the volume,
+# and the launch hook's action is completed, so the group stops it. When it
+# later leaves the pool (or when an instance launches straight into service)
+# the workers start, and once one is healthy the launch hook's action is
+# completed: the instance enters service with a model loaded.
 set -euo pipefail
 
 CONF=${ILLUSTRATOR_CONF:-/etc/illustrator}
@@ -29,11 +39,28 @@ BOOT_HEALTHY_S=${BOOT_HEALTHY_S:-900}
 RETRY_BASE_S=${RETRY_BASE_S:-2}
 RETRY_MAX_S=${RETRY_MAX_S:-60}
 HEALTH_POLL_S=${HEALTH_POLL_S:-10}
+LAUNCH_HOOK=${LAUNCH_HOOK:-illustrator-ready}
+BOOT_ID_FILE=${BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
 INSTANCE_ID=""
 
 say() { echo "start-workers: $*" >&2; }
 
-if [ ! -s "$CONF/boot-started" ]; then date +%s > "$CONF/boot-started"; fi
+# One run at a time (the user data and the unit could meet at a first boot).
+exec 9> "$CONF/start-workers.lock"
+if ! flock -n 9; then
+  say "already running"
+  exit 0
+fi
+
+# Deadlines count from this boot: a warm-pool instance boots again, maybe
+# days later, when it leaves the pool. A list of workers from an earlier
+# boot names containers that are gone.
+BOOT_ID=$(cat "$BOOT_ID_FILE" 2> /dev/null || echo unknown)
+if [ ! -s "$CONF/boot-started" ] || [ "$(cat "$CONF/boot-id" 2> /dev/null)" != "$BOOT_ID" ]; then
+  date +%s > "$CONF/boot-started"
+  echo "$BOOT_ID" > "$CONF/boot-id"
+  rm -f "$CONF/workers"
+fi
 DEADLINE=$(($(cat "$CONF/boot-started") + BOOT_HEALTHY_S))
 
 # The instance cannot serve: have the group replace it, by any means left.
@@ -81,6 +108,62 @@ instance_id() {
 retry "reading the instance id" instance_id
 printf 'INSTANCE_ID=%s\n' "$INSTANCE_ID" > "$CONF/instance.env"
 
+# imds_read PATH: the metadata value into REPLY; 1 when the service fails,
+# 2 when the path does not exist (404).
+imds_read() {
+  local token code
+  token=$(curl -sf -X PUT "$IMDS/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300") ||
+    return 1
+  code=$(curl -s -o "$CONF/imds.out" -w '%{http_code}' -H "X-aws-ec2-metadata-token: $token" \
+    "$IMDS/meta-data/$1") || return 1
+  REPLY=$(cat "$CONF/imds.out" 2> /dev/null || true)
+  rm -f "$CONF/imds.out"
+  case "$code" in
+    200) return 0 ;;
+    404) return 2 ;;
+    *) return 1 ;;
+  esac
+}
+
+# The state Auto Scaling is moving this instance to; outside a group (404)
+# the instance serves.
+target_state() {
+  local status=0
+  imds_read autoscaling/target-lifecycle-state || status=$?
+  case "$status" in
+    0) TARGET_STATE=$REPLY ;;
+    2) TARGET_STATE=InService ;;
+    *) return 1 ;;
+  esac
+  [ -n "$TARGET_STATE" ]
+}
+TARGET_STATE=""
+retry "reading the target lifecycle state" target_state
+say "target lifecycle state: $TARGET_STATE"
+
+# Complete the launch hook's action: the instance goes on to the warm pool
+# (stopped) or into service. Without a group, or with no action waiting (a
+# rerun by hand), there is nothing to complete; the hook's timeout covers an
+# Auto Scaling that cannot be reached.
+complete_launch() {
+  local group attempt
+  if ! imds_read "tags/instance/aws:autoscaling:groupName" || [ -z "$REPLY" ]; then
+    say "not in an Auto Scaling group: no launch hook to complete"
+    return 0
+  fi
+  group=$REPLY
+  for attempt in 1 2 3; do
+    if aws autoscaling complete-lifecycle-action --region "$AWS_REGION" \
+      --auto-scaling-group-name "$group" --lifecycle-hook-name "$LAUNCH_HOOK" \
+      --instance-id "$INSTANCE_ID" --lifecycle-action-result CONTINUE; then
+      say "completed $LAUNCH_HOOK for $INSTANCE_ID in $group"
+      return 0
+    fi
+    sleep "$((attempt * RETRY_BASE_S))"
+  done
+  say "could not complete $LAUNCH_HOOK; its timeout applies"
+}
+
 # `nvidia-smi -L` prints one "GPU <n>: <name> (UUID: ...)" line per device;
 # right after boot the driver may not list them yet.
 count_gpus() {
@@ -106,6 +189,26 @@ case "$REGISTRY" in
   *.dkr.ecr.*.amazonaws.com) retry "logging in to $REGISTRY" ecr_login ;;
 esac
 retry "pulling $IMAGE" docker pull "$IMAGE"
+
+# A warm-pool instance: the weights onto the volume, no worker, then stopped.
+prefetch() {
+  docker run --rm --name illustrator-prefetch --env-file "$ENV_FILE" \
+    -v "$CACHE_DIR:/var/cache/illustrator" \
+    --log-driver awslogs \
+    --log-opt "awslogs-region=$AWS_REGION" \
+    --log-opt "awslogs-group=$LOG_GROUP" \
+    --log-opt "awslogs-stream=$INSTANCE_ID-prefetch" \
+    "$IMAGE" prefetch
+}
+case "$TARGET_STATE" in
+  Warmed:*)
+    retry "fetching the weights" prefetch
+    : > "$CONF/workers" # nothing for the watchdog to watch
+    complete_launch
+    say "ready for the warm pool: image pulled, weights cached, no worker running"
+    exit 0
+    ;;
+esac
 
 start_worker() {
   local n=$1 name="illustrator-gpu$1" port=$((BASE_PORT + $1))
@@ -158,3 +261,4 @@ until any_healthy; do
   fi
   sleep "$HEALTH_POLL_S"
 done
+complete_launch

@@ -6,12 +6,17 @@ service (IMDSv2: a session token first, then reads with it) for two notices:
 * ``autoscaling/target-lifecycle-state`` turning ``Terminated``: the Auto
   Scaling group is scaling in (or replacing) this instance. Its termination
   lifecycle hook holds the instance until the action is completed.
+* the same turning ``Warmed:Stopped`` (or another ``Warmed:`` state): the
+  group scales in by returning this instance to its warm pool, where it is
+  stopped. The launch hook holds it on that way (``Warmed:Pending:Wait``).
 * ``spot/instance-action``: EC2 reclaims this Spot instance in two minutes.
 
 Either notice drains the worker (no new jobs, prefetched ones released, the
 running one given ``DRAIN_TIMEOUT_S``); once it has stopped, the lifecycle
 action is completed with ``CONTINUE`` so the instance goes without waiting
-for the hook's timeout. The metadata endpoint is
+for the hook's timeout: the termination hook's, or for a return to the warm
+pool the launch hook's (then the termination hook's, should the group hold
+the instance there instead). The metadata endpoint is
 ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` (the standard AWS variable), by default
 ``http://169.254.169.254``.
 """
@@ -40,6 +45,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_VARIABLE = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 DEFAULT_HOOK_NAME: str = Settings.model_fields["ec2_lifecycle_hook_name"].default
+DEFAULT_LAUNCH_HOOK_NAME: str = Settings.model_fields["ec2_launch_hook_name"].default
 DEFAULT_POLL_S = 5.0
 GROUP_TAG = "aws:autoscaling:groupName"
 TOKEN_TTL_S = 21600
@@ -47,6 +53,9 @@ TOKEN_TTL_S = 21600
 TOKEN_MARGIN_S = 60
 HTTP_TIMEOUT_S = 2.0
 TERMINATING_STATE = "Terminated"
+WARM_POOL_PREFIX = "Warmed:"
+TERMINATING_REASON = "auto scaling: instance is being terminated"
+WARM_POOL_REASON = "auto scaling: instance returns to the warm pool"
 
 
 class MetadataUnavailable(Exception):
@@ -138,12 +147,16 @@ class LifecycleWatcher:
         endpoint: str = DEFAULT_ENDPOINT,
         group_name: str = "",
         hook_name: str = DEFAULT_HOOK_NAME,
+        launch_hook_name: str = DEFAULT_LAUNCH_HOOK_NAME,
         poll_interval_s: float = DEFAULT_POLL_S,
     ) -> None:
         self.region = region
         self.endpoint = endpoint
         self.group_name = group_name
         self.hook_name = hook_name
+        self.launch_hook_name = launch_hook_name
+        # The hooks whose action complete() tries, in order: set by the notice.
+        self.hooks: tuple[str, ...] = (hook_name,)
         self.poll_interval_s = poll_interval_s
         self._session: aiohttp.ClientSession | None = None
         self._metadata: MetadataClient | None = None
@@ -157,6 +170,7 @@ class LifecycleWatcher:
             endpoint=os.environ.get(ENDPOINT_VARIABLE) or DEFAULT_ENDPOINT,
             group_name=settings.ec2_autoscaling_group_name,
             hook_name=settings.ec2_lifecycle_hook_name,
+            launch_hook_name=settings.ec2_launch_hook_name,
             poll_interval_s=settings.ec2_lifecycle_poll_s,
         )
 
@@ -186,9 +200,14 @@ class LifecycleWatcher:
 
     async def check(self) -> str | None:
         """One look at the metadata: a drain reason, or ``None`` while all is well."""
-        state = await self.metadata.get("meta-data/autoscaling/target-lifecycle-state")
-        if state is not None and state.strip() == TERMINATING_STATE:
-            return "auto scaling: instance is being terminated"
+        state = (
+            await self.metadata.get("meta-data/autoscaling/target-lifecycle-state") or ""
+        ).strip()
+        if state == TERMINATING_STATE:
+            return TERMINATING_REASON
+        if state.startswith(WARM_POOL_PREFIX):
+            self.hooks = (self.launch_hook_name, self.hook_name)
+            return WARM_POOL_REASON
         action = await self.metadata.get("meta-data/spot/instance-action")
         if action:
             return spot_reason(action)
@@ -224,11 +243,12 @@ class LifecycleWatcher:
         return group.strip(), instance_id.strip()
 
     async def complete(self) -> None:
-        """Complete this instance's termination lifecycle action with ``CONTINUE``.
+        """Complete this instance's lifecycle action with ``CONTINUE``.
 
-        Never raises: when there is no action to complete (a Spot interruption
-        outside a hook, a hook already timed out) the hook's own default
-        result applies, which is also ``CONTINUE``.
+        The termination hook's; after a return-to-warm-pool notice the launch
+        hook's, else the termination hook's. Never raises: when there is no
+        action to complete (a Spot interruption outside a hook, a hook already
+        timed out) the hook's own default result applies.
         """
         try:
             target = await self._target()
@@ -243,19 +263,23 @@ class LifecycleWatcher:
             )
             return
         group, instance_id = target
+        errors = []
         session = make_session(self.region)
-        try:
-            async with session.client("autoscaling", config=client_config()) as autoscaling:
-                await autoscaling.complete_lifecycle_action(
-                    AutoScalingGroupName=group,
-                    LifecycleHookName=self.hook_name,
-                    InstanceId=instance_id,
-                    LifecycleActionResult="CONTINUE",
-                )
-        except (ClientError, BotoCoreError) as error:
-            log.warning("lifecycle_action_not_completed", group=group, error=str(error))
-            return
-        log.info("lifecycle_action_completed", group=group, hook=self.hook_name)
+        async with session.client("autoscaling", config=client_config()) as autoscaling:
+            for hook in self.hooks:
+                try:
+                    await autoscaling.complete_lifecycle_action(
+                        AutoScalingGroupName=group,
+                        LifecycleHookName=hook,
+                        InstanceId=instance_id,
+                        LifecycleActionResult="CONTINUE",
+                    )
+                except (ClientError, BotoCoreError) as error:
+                    errors.append(f"{hook}: {error}")
+                    continue
+                log.info("lifecycle_action_completed", group=group, hook=hook)
+                return
+        log.warning("lifecycle_action_not_completed", group=group, error="; ".join(errors))
 
 
 class Drainable(Protocol):

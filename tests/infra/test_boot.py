@@ -24,11 +24,13 @@ UNHEALTHY = [
     "--no-should-respect-grace-period",
 ]
 # (stub, word) of each boot step that calls out: IMDS token and instance id,
-# the GPU listing, the ECR login (password and docker login),
-# the image pull, each container's start, and the first /health answer.
+# the target lifecycle state, the GPU listing, the ECR login (password and
+# docker login), the image pull, each container's start, and the first /health
+# answer.
 STEPS = [
     ("curl", "token"),
     ("curl", "instance-id"),
+    ("curl", "target-lifecycle-state"),
     ("nvidia-smi", "-L"),
     ("aws", "ecr"),
     ("docker", "login"),
@@ -158,10 +160,19 @@ def test_the_user_data_starts_the_watchdog_then_the_workers(host: Host) -> None:
     assert host.calls("systemctl") == [
         ["daemon-reload"],
         ["enable", "--now", "illustrator-watchdog.timer"],
+        # Not started now (the user data runs the script): at every later boot.
+        ["enable", "illustrator-workers.service"],
     ]
     assert order.index("systemctl") < order.index("docker")
-    unit = host.root / "instance" / "etc" / "systemd" / "system" / "illustrator-watchdog.service"
-    assert f"ExecStart={host.root}/instance/opt/illustrator/watchdog.sh" in unit.read_text()
+    units = host.root / "instance" / "etc" / "systemd" / "system"
+    watchdog = (units / "illustrator-watchdog.service").read_text()
+    assert f"ExecStart={host.root}/instance/opt/illustrator/watchdog.sh" in watchdog
+    workers = (units / "illustrator-workers.service").read_text().splitlines()
+    assert f"ExecStart={host.root}/instance/opt/illustrator/start-workers.sh" in workers
+    assert f"Environment=ILLUSTRATOR_CONF={conf}" in workers
+    assert "After=network-online.target docker.service" in workers
+    assert "WantedBy=multi-user.target" in workers
+    assert "Type=oneshot" in workers
 
 
 def test_the_user_data_of_a_boot_that_cannot_pull_ends_unhealthy(host: Host) -> None:

@@ -1,6 +1,7 @@
-"""infra/illustrator.yaml, the fleet's parts: scaling and alarms over both
-queues, the alarms on the workers' metric records, the dashboard, the
-embedded start-up scripts, and the producer's grant on the priority queue."""
+"""infra/illustrator.yaml, the fleet's parts: alarms over both queues, the
+alarms on the workers' metric records, the dashboard, the embedded start-up
+scripts, and the producer's grant on the priority queue (the scaling policy
+and the warm pool: test_scaling.py, test_warm_pool.py)."""
 
 from __future__ import annotations
 
@@ -38,38 +39,6 @@ def _queues_of(metrics: list[dict[str, Any]], name: str) -> set[str]:
 def _returned(metrics: list[dict[str, Any]]) -> Any:
     [expression] = [m["Expression"] for m in metrics if m.get("ReturnData", True)]
     return expression
-
-
-def test_scaling_tracks_backlog_of_both_queues_per_gpu_and_wakes_from_zero(
-    resources: dict[str, Any],
-) -> None:
-    tracking = resources["BacklogPerGpuTracking"]["Properties"]
-    assert tracking["PolicyType"] == "TargetTrackingScaling"
-    assert tracking["TargetTrackingConfiguration"]["TargetValue"] == {"Ref": "BacklogPerGpu"}
-    metrics = tracking["TargetTrackingConfiguration"]["CustomizedMetricSpecification"]["Metrics"]
-    assert _queues_of(metrics, "ApproximateNumberOfMessagesVisible") == {
-        "RequestQueue",
-        "PriorityQueue",
-    }
-    assert _queues_of(metrics, "ApproximateNumberOfMessagesNotVisible") == {
-        "RequestQueue",
-        "PriorityQueue",
-    }
-    work = next(m["Expression"] for m in metrics if m["Id"] == "work")
-    assert work == (
-        "FILL(backlog, 0) + FILL(priority, 0) + FILL(in_flight, 0) + FILL(priority_in_flight, 0)"
-    )
-    assert _returned(metrics) == {
-        "Fn::Sub": "IF(workers > 0, work / (workers * ${GpusPerInstance}), work)"
-    }
-    wake = resources["WakeFromZeroAlarm"]["Properties"]
-    assert wake["AlarmActions"] == [{"Ref": "WakeFromZero"}]
-    assert _returned(wake["Metrics"]) == "IF(desired < 1, FILL(backlog, 0) + FILL(priority, 0), 0)"
-    assert _queues_of(wake["Metrics"], "ApproximateNumberOfMessagesVisible") == {
-        "RequestQueue",
-        "PriorityQueue",
-    }
-    assert resources["WakeFromZero"]["Properties"]["StepAdjustments"][0]["ScalingAdjustment"] == 1
 
 
 def test_alarms_cover_both_queues_dead_letters_old_requests_and_stalled_backlog(

@@ -93,15 +93,15 @@ def test_every_checkov_skip_gives_its_reason(checkov_report: dict[str, Any]) -> 
 
 def test_termination_hook_waits_for_the_drain(resources: dict[str, Any]) -> None:
     group = resources["WorkerGroup"]["Properties"]
-    [hook] = group["LifecycleHookSpecificationList"]
-    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    hooks = group["LifecycleHookSpecificationList"]
+    [hook] = [h for h in hooks if h["LifecycleTransition"].endswith("TERMINATING")]
     assert hook["DefaultResult"] == "CONTINUE"
     assert hook["HeartbeatTimeout"] == {"Ref": "DrainHookTimeoutSeconds"}
     user_data = json.dumps(resources["WorkerLaunchTemplate"]["Properties"])
     assert f"EC2_LIFECYCLE_HOOK_NAME={hook['LifecycleHookName']}" in user_data
     assert "EC2_LIFECYCLE_WATCH=true" in user_data
     assert group["AutoScalingGroupName"] == {"Fn::Sub": "${AWS::StackName}-workers"}
-    assert "EC2_AUTOSCALING_GROUP_NAME=${AWS::StackName}-workers" in user_data
+    assert "EC2_AUTOSCALING_GROUP_NAME=\\n" in user_data  # the instance tag: two groups
 
 
 def test_topic_queue_and_key_policies_let_sns_deliver(resources: dict[str, Any]) -> None:
@@ -300,7 +300,10 @@ def test_worker_role_reaches_only_this_stacks_resources(
     assert statements["DeadLetterPermanentFailures"]["Resource"] == [dlq_arn, priority_dlq_arn]
     report = statements["ReportUnhealthyInOwnGroup"]
     assert report["Action"] == "autoscaling:SetInstanceHealth"
-    assert report["Resource"].endswith(f":autoScalingGroupName/{stack.name}-workers")
+    assert [arn.rsplit(":", 1)[1] for arn in report["Resource"]] == [
+        f"autoScalingGroupName/{stack.name}-workers",
+        f"autoScalingGroupName/{stack.name}-workers-warm",
+    ]
     assert report["Condition"] == {
         "StringEquals": {"autoscaling:ResourceTag/aws:cloudformation:stack-name": stack.name}
     }

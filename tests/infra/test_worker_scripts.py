@@ -4,7 +4,9 @@ The stubs (`docker`, `nvidia-smi`, `curl`, `aws`, `systemctl`, `shutdown`)
 record each call, one JSON argv a line, and answer from files in the
 temporary root: the number of GPUs, whether /livez and /health answer
 (``down-<port>``) and in which worker state (``state-<port>``, ready unless
-written, answered as the sidecar does), when a container started. A file
+written, answered as the sidecar does), when a container started, the
+target lifecycle state and the group's name in the instance metadata
+(``target-state``, ``group``; 404 while absent, as outside a group). A file
 ``fail-<stub>-<word>`` holding N makes the next N calls of that stub fail
 (exit 1), where the word is the first argument (the last path segment of the
 URL for curl).
@@ -52,6 +54,18 @@ for i in range(n):
     print("token")
 elif url.endswith("/meta-data/instance-id"):
     print(os.environ["STUB_INSTANCE_ID"])
+elif "/meta-data/" in url:
+    # Read with -o FILE -w '%{http_code}': the value into FILE, the status out.
+    path = url.split("/meta-data/", 1)[1]
+    names = {"autoscaling/target-lifecycle-state": "target-state"}
+    names["tags/instance/aws:autoscaling:groupName"] = "group"
+    source = os.path.join(os.environ["STUB_ROOT"], names.get(path, "no-such-file"))
+    if os.path.exists(source):
+        with open(sys.argv[sys.argv.index("-o") + 1], "w") as out:
+            out.write(open(source).read().strip())
+        print("200", end="")
+    else:
+        print("404", end="")
 elif url.endswith("/livez") or url.endswith("/health"):
     port = url.split(":")[2].split("/")[0]
     root = os.environ["STUB_ROOT"]
@@ -99,6 +113,7 @@ class Host:
             "PATH": f"{self.root / 'bin'}:/usr/bin:/bin",
             "STUB_ROOT": str(self.root),
             "STUB_INSTANCE_ID": INSTANCE_ID,
+            "BOOT_ID_FILE": str(self.root / "boot_id"),
             "ILLUSTRATOR_CONF": str(self.conf),
             "CACHE_DIR": str(self.root / "cache"),
             "WATCHDOG_STATE_DIR": str(self.root / "state"),
@@ -144,6 +159,7 @@ def host(tmp_path: Path) -> Host:
     )
     (tmp_path / "etc" / "illustrator.env").write_text("SQS_QUEUE_URL=https://q\n")
     (tmp_path / "gpus").write_text("1")
+    (tmp_path / "boot_id").write_text("boot-1\n")
     (tmp_path / "started-at").write_text("2020-01-01T00:00:00Z")
     return Host(tmp_path)
 

@@ -43,6 +43,9 @@ class StandIn:
         self.failures_left = 0
         self.completions: list[dict[str, str]] = []
         self.completion_error: str | None = None
+        # Set: only this hook holds the instance; completing another fails.
+        self.active_hook: str | None = None
+        self.attempts: list[str] = []
         self.url = ""
 
     def app(self) -> web.Application:
@@ -84,10 +87,15 @@ class StandIn:
 
     async def _autoscaling(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
-        if self.completion_error is not None:
+        hook = str(form.get("LifecycleHookName"))
+        self.attempts.append(hook)
+        error = self.completion_error
+        if self.active_hook is not None and hook != self.active_hook:
+            error = f"No active Lifecycle Action found with instance ID {INSTANCE_ID}"
+        if error is not None:
             body = (
                 f'<ErrorResponse xmlns="{AUTOSCALING_NS}"><Error><Type>Sender</Type>'
-                f"<Code>ValidationError</Code><Message>{self.completion_error}</Message>"
+                f"<Code>ValidationError</Code><Message>{error}</Message>"
                 "</Error><RequestId>r-1</RequestId></ErrorResponse>"
             )
             return web.Response(status=400, text=body, content_type="text/xml")
@@ -143,6 +151,71 @@ async def test_scale_in_is_a_notice(imds: StandIn) -> None:
 
     async with _watcher(imds) as watcher:
         assert await watcher.check() == "auto scaling: instance is being terminated"
+
+
+@pytest.mark.parametrize("state", ["Warmed:Stopped", "Warmed:Hibernated", "Warmed:Running"])
+async def test_a_return_to_the_warm_pool_is_a_notice(imds: StandIn, state: str) -> None:
+    # Scale-in with ReuseOnScaleIn: the group stops the instance rather than
+    # terminating it, and a worker still taking jobs would lose them.
+    imds.lifecycle_state = state
+
+    async with _watcher(imds) as watcher:
+        assert await watcher.check() == "auto scaling: instance returns to the warm pool"
+
+
+@pytest.mark.parametrize("state", ["InService", "Standby", "Detached"])
+async def test_other_target_states_are_no_notice(imds: StandIn, state: str) -> None:
+    imds.lifecycle_state = state
+
+    async with _watcher(imds) as watcher:
+        assert await watcher.check() is None
+
+
+async def test_on_the_way_to_the_warm_pool_the_launch_hook_is_completed(imds: StandIn) -> None:
+    imds.lifecycle_state = "Warmed:Stopped"
+    imds.active_hook = "illustrator-ready"  # Warmed:Pending:Wait is the launch hook's
+
+    async with _watcher(imds) as watcher:
+        await watcher.check()
+        await watcher.complete()
+
+    [call] = imds.completions
+    assert (call["LifecycleHookName"], call["LifecycleActionResult"]) == (
+        "illustrator-ready",
+        "CONTINUE",
+    )
+    assert imds.attempts == ["illustrator-ready"]
+
+
+async def test_on_the_way_to_the_warm_pool_a_held_termination_hook_is_completed_too(
+    imds: StandIn,
+) -> None:
+    imds.lifecycle_state = "Warmed:Stopped"
+    imds.active_hook = "illustrator-drain"
+
+    with structlog.testing.capture_logs() as logs:
+        async with _watcher(imds) as watcher:
+            await watcher.check()
+            await watcher.complete()
+
+    assert imds.attempts == ["illustrator-ready", "illustrator-drain"]
+    [call] = imds.completions
+    assert call["LifecycleHookName"] == "illustrator-drain"
+    assert not [e for e in logs if e["event"] == "lifecycle_action_not_completed"]
+
+
+async def test_a_termination_completes_the_termination_hook_only(imds: StandIn) -> None:
+    imds.lifecycle_state = "Terminated"
+    imds.active_hook = "illustrator-ready"
+
+    with structlog.testing.capture_logs() as logs:
+        async with _watcher(imds) as watcher:
+            await watcher.check()
+            await watcher.complete()
+
+    assert imds.attempts == ["illustrator-drain"]
+    assert imds.completions == []
+    assert any(e["event"] == "lifecycle_action_not_completed" for e in logs)
 
 
 async def test_spot_interruption_is_a_notice(imds: StandIn) -> None:
