@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "setup 2/3: pip"
 	@$(BIN)/python -m pip install --progress-bar on --upgrade pip
-	@echo "setup 3/3: the project and its development tools, pinned by constraints.txt (the longest phase)"
-	@$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	@echo "setup 3/3: the project with its pipeline (gpu extra) and development tools, pinned by constraints.txt (the longest phase)"
+	@$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[gpu,dev]'
 	@# builtin:tiny reads CLIP's real BPE vocabulary from open_clip_torch, a file
 	@# source only here: without --no-deps it would pull torchvision.
 	@$(BIN)/python -m pip install --no-deps -c constraints.txt open-clip-torch

@@ -60,13 +60,14 @@ class AwsClients:
 
 
 @asynccontextmanager
-async def open_clients(region: str) -> AsyncIterator[AwsClients]:
+async def open_clients(region: str, *, max_attempts: int = 5) -> AsyncIterator[AwsClients]:
     """Pooled clients with adaptive retries, closed on exit.
 
-    Endpoints and credentials come from the standard AWS chain.
+    Endpoints and credentials come from the standard AWS chain. `max_attempts`
+    as in :func:`client_config` (1: the caller does its own retrying).
     """
     session = make_session(region)
-    config = client_config()
+    config = client_config(max_attempts=max_attempts)
     async with (
         session.client("sqs", config=config) as sqs,
         session.client("s3", config=config) as s3,

@@ -26,7 +26,8 @@ def test_contract_defaults() -> None:
     assert settings.default_guidance_scale == pytest.approx(5.0)
     assert settings.default_negative_prompt == "error, glitch, mistake"
     assert settings.aws_region == "us-east-1"
-    assert settings.s3_bucket_name == "auto-bio-illustrations"
+    # No default bucket: a made-up name would be somebody else's bucket.
+    assert settings.s3_bucket_name == ""
     assert (settings.s3_avatar_prefix, settings.s3_subject_prefix) == ("avatars/", "subjects/")
     assert settings.s3_generated_prefix == "generated/"
     assert settings.auth_enabled is False
