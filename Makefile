@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-outages lint bench soak schema clean
+.PHONY: setup demo test test-unit test-outages test-slim lint bench soak schema clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ soak: setup
 # real time, with the production retry defaults, side by side (about 2 minutes).
 test-outages: setup
 	OUTAGE_SOAK=1 $(BIN)/pytest -q -k 90s tests/reliability/test_outages.py
+
+# An operator's install (pip install ., no pipeline) in a throwaway venv, each
+# operator command run from it against moto (about 2 minutes).
+test-slim: setup
+	SLIM_INSTALL=1 $(BIN)/pytest -q tests/install
 
 schema: setup
 	$(BIN)/illustrator schema --write docs

@@ -203,3 +203,31 @@ def test_bad_model_paths_name_the_setting_and_the_built_ins(
 
 def test_an_s3_model_source_skips_the_model_path_check(monkeypatch: pytest.MonkeyPatch) -> None:
     _model(monkeypatch, "/nope/model", MODEL_S3_PATH="s3://bucket/models/")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"model_path": "builtin:tiny"}, "MODEL_PATH=builtin:tiny"),
+        ({"model_path": "stabilityai/sdxl"}, "MODEL_PATH=stabilityai/sdxl"),
+        ({"model_path": "builtin:blank", "safety_checker_path": "/c"}, "SAFETY_CHECKER_PATH=/c"),
+    ],
+)
+def test_a_model_on_an_install_without_the_pipeline_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str], named: str
+) -> None:
+    import importlib.util
+
+    from consumer.settings import Settings, check_model_source
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "diffusers" else real(name)
+    )
+    with pytest.raises(ConfigError) as raised:
+        check_model_source(Settings(**overrides))
+    assert raised.value.message.startswith(f"{named}: the pipeline's libraries are not installed")
+    assert "(diffusers)" in raised.value.message
+    assert "pip install 'autobio-illustrator[gpu]'" in raised.value.message
+    # builtin:blank needs none of them.
+    check_model_source(Settings(model_path="builtin:blank"))

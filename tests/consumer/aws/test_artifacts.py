@@ -287,7 +287,8 @@ async def test_tiny_model_folder_from_s3_loads_and_is_cached(
         warmup=False,
     )
     config = await prepare_pipeline_config(settings)
-    assert config.model_name == model_uri
+    # Events name the weights that drew the picture, the LoRA included.
+    assert config.model_name == f"{model_uri} + LoRA {lora_uri} (scale 1)"
     assert Path(config.model_path).is_relative_to(tmp_path / "cache")
     assert config.lora_path is not None
     assert Path(config.lora_path).is_relative_to(tmp_path / "cache")
