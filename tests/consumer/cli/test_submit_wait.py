@@ -68,7 +68,7 @@ async def test_an_unverified_request_is_reported_at_once_with_what_to_do(
     # Another sender's unverified request fails too, anonymously, first in the queue.
     decoy = stack.send({"job_id": "someone-else", "kind": "memory", "user_id": "x"})
     argv = ["submit", "memory", "--user-id", "u1", "--prompt", "p", "--job-id", "smoke"]
-    argv += ["--wait", "--timeout", "600"]
+    argv += ["--wait", "--timeout", "60"]
     started = time.monotonic()
 
     status, worker = await asyncio.gather(
@@ -94,7 +94,7 @@ async def test_a_request_sqs_dead_letters_without_an_event_is_found_there(
 ) -> None:
     monkeypatch.setattr(event_waiter, "DLQ_LOOK_S", 1)
     argv = ["submit", "memory", "--user-id", "u2", "--prompt", "p", "--job-id", "crashes"]
-    argv += ["--wait", "--timeout", "600"]
+    argv += ["--wait", "--timeout", "60"]
 
     def crashing_workers() -> None:
         # Workers that take the request and die before they finish it, until
