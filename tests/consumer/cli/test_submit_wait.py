@@ -79,8 +79,8 @@ async def test_an_unverified_request_is_reported_at_once_with_what_to_do(
     assert time.monotonic() - started < PROMPTLY_S
     captured = capsys.readouterr()
     mine = _sent_message_id(captured.err)
-    # The worker runs in this process too, and its log lines come first.
-    event = json.loads(captured.out[captured.out.index("{\n") :])
+    # The worker runs in this process too: its log lines come before and after.
+    event, _ = json.JSONDecoder().raw_decode(captured.out, captured.out.index("{\n"))
     assert (event["job_id"], event["sqs_message_id"]) == (None, mine)
     assert mine != decoy
     assert event["error"]["code"] == "unauthorized"
