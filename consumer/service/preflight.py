@@ -6,13 +6,14 @@ Each resource is asked once, with a call the worker's role may make anyway:
 
 * each request queue (``SQS_QUEUE_URL``, ``SQS_PRIORITY_QUEUE_URL``):
   ``GetQueueAttributes``, which also names its RedrivePolicy's dead-letter
-  queue; that queue, or ``SQS_DLQ_URL``, is resolved and asked in turn;
+  queue, then found with ``GetQueueUrl``; ``SQS_DLQ_URL``, when set, with
+  ``GetQueueAttributes``;
 * the topic (``SNS_TOPIC_ARN``): ``GetTopicAttributes``;
 * the bucket (``S3_BUCKET_NAME``): a one-key listing of the first model
   source kept in it (the role may list the model prefix, nothing else), or
   ``HeadBucket`` when no model source lives there.
 
-A definitive answer (no such queue, topic or bucket, access denied, a
+The calls run side by side. A definitive answer (no such queue, topic or bucket, access denied, a
 malformed URL or ARN, no credentials) raises :class:`ConfigError` naming the
 setting, the resource and AWS's own message: one line and exit status 2. An
 outage (connection error, timeout, 5xx, throttling) is asked again with a
@@ -23,7 +24,8 @@ running worker does, until ``STARTUP_TIMEOUT_S``; then
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +44,9 @@ from pipeline.api.config import BUILTIN_BLANK
 
 log = structlog.get_logger(__name__)
 
-BACKOFF_BASE_S = 1.0
-BACKOFF_MAX_S = 30.0
+BACKOFF_BASE_S = 0.2
+# Short: a probe is one cheap call, and a start waits for nothing else.
+BACKOFF_MAX_S = 5.0
 
 
 class StartupTimeout(FatalError):
@@ -159,17 +162,48 @@ async def _queue(
         return
     named = f"{setting} RedrivePolicy deadLetterTargetArn"
     try:
-        dlq_url = await check(_Ask(named, target, "sqs", lambda: url_of_arn(sqs, target)))
+        # GetQueueUrl, which the role may call on its DLQs: the queue exists
+        # and is the caller's to find.
+        await check(_Ask(named, target, "sqs", lambda: url_of_arn(sqs, target)))
     except ValueError as error:
         raise ConfigError(f"{named}={target}: {error}") from None
-    await check(
-        _Ask(
-            named,
-            dlq_url,
-            "sqs",
-            lambda: sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]),
-        )
+
+
+async def _all(checks: list[Coroutine[Any, Any, Any]]) -> None:
+    """Run `checks` side by side; the first to fail (in the given order, of
+    those failed) stops the others and is raised."""
+    tasks = [asyncio.ensure_future(each) for each in checks]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            failure = task.exception() if task.done() and not task.cancelled() else None
+            if failure is not None:
+                raise failure
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _checks(
+    settings: Settings, clients: AwsClients, check: _Checker
+) -> list[Coroutine[Any, Any, Any]]:
+    sqs, sns, topic = clients.sqs, clients.sns, settings.sns_topic_arn
+    known = bool(settings.sqs_dlq_url)
+    checks = [_queue(check, clients, "SQS_QUEUE_URL", settings.sqs_queue_url, known)]
+    if url := settings.sqs_priority_queue_url:
+        checks.append(_queue(check, clients, "SQS_PRIORITY_QUEUE_URL", url, dlq_known=False))
+    if dlq := settings.sqs_dlq_url:
+
+        def dead_letters() -> Awaitable[Any]:
+            return sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+
+        checks.append(check(_Ask("SQS_DLQ_URL", dlq, "sqs", dead_letters)))
+    topic_ask = _Ask(
+        "SNS_TOPIC_ARN", topic, "sns", lambda: sns.get_topic_attributes(TopicArn=topic)
     )
+    checks += [check(topic_ask), check(_bucket_ask(settings, clients))]
+    return checks
 
 
 async def check_resources(
@@ -181,39 +215,16 @@ async def check_resources(
     ``paused``), so an instance that boots during an outage is not replaced
     for it. Raises :class:`ConfigError` or :class:`StartupTimeout`.
     """
+    topic = settings.sns_topic_arn
+    if not _is_topic_arn(topic):
+        raise ConfigError(f"SNS_TOPIC_ARN={topic}: not an SNS topic ARN (arn:aws:sns:...)")
     check = _Checker(clock, settings.startup_timeout_s)
     previous = board.paused_by
     board.paused_by = lambda: list(check.out)
     try:
-        known = bool(settings.sqs_dlq_url)
-        await _queue(check, clients, "SQS_QUEUE_URL", settings.sqs_queue_url, known)
-        if settings.sqs_priority_queue_url:
-            url = settings.sqs_priority_queue_url
-            await _queue(check, clients, "SQS_PRIORITY_QUEUE_URL", url, dlq_known=False)
-        if settings.sqs_dlq_url:
-            dlq = settings.sqs_dlq_url
-            await check(
-                _Ask(
-                    "SQS_DLQ_URL",
-                    dlq,
-                    "sqs",
-                    lambda: clients.sqs.get_queue_attributes(
-                        QueueUrl=dlq, AttributeNames=["QueueArn"]
-                    ),
-                )
-            )
-        topic = settings.sns_topic_arn
-        if not _is_topic_arn(topic):
-            raise ConfigError(f"SNS_TOPIC_ARN={topic}: not an SNS topic ARN (arn:aws:sns:...)")
-        await check(
-            _Ask(
-                "SNS_TOPIC_ARN",
-                topic,
-                "sns",
-                lambda: clients.sns.get_topic_attributes(TopicArn=topic),
-            )
-        )
-        await check(_bucket_ask(settings, clients))
+        # Side by side: a worker restarted often (Spot, a crash loop) should
+        # not pay one round trip per resource.
+        await _all(_checks(settings, clients, check))
     finally:
         board.paused_by = previous
     log.info("startup_checks_passed")

@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import structlog
+from aioboto3 import Session
 
-from consumer.aws.clients import open_clients
+from consumer.aws.clients import make_session, open_clients
 from consumer.classify import classify
 from consumer.clock import Clock, SystemClock
 from consumer.delivery.gpu_thread import GpuThread
@@ -84,14 +85,16 @@ async def _until(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
     return None
 
 
-async def _check(settings: Settings, board: StatusBoard, stop: asyncio.Event, clock: Clock) -> bool:
+async def _check(
+    settings: Settings, session: Session, board: StatusBoard, stop: asyncio.Event, clock: Clock
+) -> bool:
     """The start-up checks (:mod:`consumer.service.preflight`); ``False`` when
     stopped by a signal or when a service stayed out past the deadline.
     Bad configuration raises :class:`ConfigError` (exit status 2)."""
     try:
         # One attempt per call: the checks back off themselves, and an
         # outage shows as paused at once instead of after the client's retries.
-        async with open_clients(settings.aws_region, max_attempts=1) as clients:
+        async with open_clients(settings.aws_region, max_attempts=1, session=session) as clients:
             await _until(check_resources(settings, clients, clock, board), stop)
     except StartupTimeout as error:
         board.fail(error.message)
@@ -166,9 +169,10 @@ async def serve(
     gpu = GpuThread()
     try:
         with signals.installed() if handle_signals else contextlib.nullcontext():
-            if not await _check(settings, board, signals.early, clock):
+            session = make_session(settings.aws_region)
+            if not await _check(settings, session, board, signals.early, clock):
                 return EXIT_OK if signals.early.is_set() else EXIT_FATAL
-            async with open_clients(settings.aws_region) as clients:
+            async with open_clients(settings.aws_region, session=session) as clients:
                 generator = await _load(settings, loader, gpu, board, metrics, signals.early, clock)
                 if generator is None:
                     return EXIT_OK if signals.early.is_set() else EXIT_FATAL

@@ -123,10 +123,16 @@ def test_no_credentials_exit_two_naming_the_first_resource(
     monkeypatch.setenv("HEALTH_PORT", "0")
     assert main(["run", "--burst"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == (
-        f"illustrator: SQS_QUEUE_URL={stack.queue_url}: "
-        "no AWS credentials found (environment, profile or instance role)"
-    )
+    # Every check fails alike; the one named is the first to be refused.
+    named = {
+        f"SQS_QUEUE_URL={stack.queue_url}",
+        f"SQS_DLQ_URL={stack.dlq_url}",
+        f"SNS_TOPIC_ARN={stack.topic_arn}",
+        f"S3_BUCKET_NAME={stack.bucket}",
+    }
+    setting, _, reason = last.removeprefix("illustrator: ").partition(": ")
+    assert setting in named
+    assert reason == "no AWS credentials found (environment, profile or instance role)"
 
 
 async def test_an_outage_at_start_is_waited_out_as_paused_then_exits_one(
