@@ -27,7 +27,7 @@ WORKDIR /src
 # Dependencies first, in their own layer, so a code change does not reinstall
 # torch. The pin torch==2.13.0 takes the registry's CUDA build on Linux x86_64.
 COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['gpu']))" > requirements.txt \
     && pip install --no-cache-dir -c constraints.txt -r requirements.txt
 COPY README.md ./
 COPY consumer/ consumer/

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-iam test-outages lint bench soak schema clean
+.PHONY: setup demo test test-unit test-iam test-outages test-slim lint bench soak schema clean
 
 setup: $(STAMP)
 
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml constraints.txt tests/iam/policy_sim/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "setup 2/4: pip"
 	@$(BIN)/python -m pip install --progress-bar on --upgrade pip
-	@echo "setup 3/4: the project and its development tools, pinned by constraints.txt (the longest phase)"
-	@$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	@echo "setup 3/4: the project with its pipeline (gpu extra) and development tools, pinned by constraints.txt (the longest phase)"
+	@$(BIN)/python -m pip install --progress-bar on -c constraints.txt -e '.[gpu,dev]'
 	@# builtin:tiny reads CLIP's real BPE vocabulary from open_clip_torch, a file
 	@# source only here: without --no-deps it would pull torchvision.
 	@$(BIN)/python -m pip install --no-deps -c constraints.txt open-clip-torch
@@ -63,6 +63,11 @@ soak: setup
 # real time, with the production retry defaults, side by side (about 2 minutes).
 test-outages: setup
 	OUTAGE_SOAK=1 $(BIN)/pytest -q -k 90s tests/reliability/test_outages.py
+
+# An operator's install (pip install ., no pipeline) in a throwaway venv, each
+# operator command run from it against moto (about 2 minutes).
+test-slim: setup
+	SLIM_INSTALL=1 $(BIN)/pytest -q tests/install
 
 schema: setup
 	$(BIN)/illustrator schema --write docs

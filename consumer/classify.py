@@ -12,7 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from consumer.errors import ErrorCode, IllustratorError, Severity
@@ -168,3 +168,42 @@ def is_outage(error: BaseException) -> bool:
         status = metadata.get("HTTPStatusCode", 0)
         return int(status or 0) >= 500 or aws_error_code(error) in THROTTLING_CODES
     return False
+
+
+def is_definitive(error: BaseException) -> bool:
+    """Whether an AWS call's failure says the configuration cannot work.
+
+    A refusal that asking again will not change: no such queue, topic or
+    bucket, access denied, a malformed URL or ARN, missing or invalid
+    credentials (any 4xx but throttling, and botocore's own refusals). An
+    outage (see :func:`is_outage`) is not definitive, nor is anything that is
+    not an AWS answer at all.
+    """
+    if is_outage(error):
+        return False
+    return isinstance(error, ClientError | BotoCoreError)
+
+
+def aws_error_text(error: BaseException) -> str:
+    """AWS's own account of a failed call, for an operator (not for events).
+
+    ``GetQueueAttributes: AWS.SimpleQueueService.NonExistentQueue: The
+    specified queue does not exist.`` The message can name the caller's role
+    and account, which is what an operator fixing a deployment needs, and why
+    completion events carry only the code (see :func:`classify`).
+    """
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(details.get("Code") or status or "Unknown")
+        # HEAD answers have no body: S3's HeadBucket says only 403 or 404.
+        message = " ".join(str(details.get("Message") or _HTTP_REASONS.get(code, "")).split())
+        operation = getattr(error, "operation_name", "the call")
+        return _short(f"{operation}: {code}: {message}".rstrip(": "))
+    if isinstance(error, NoCredentialsError):
+        return "no AWS credentials found (environment, profile or instance role)"
+    return _short(f"{type(error).__name__}: {error}")
+
+
+_HTTP_REASONS = {"301": "Moved Permanently (another region)", "400": "Bad Request"}
+_HTTP_REASONS |= {"403": "Forbidden", "404": "Not Found"}

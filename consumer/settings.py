@@ -22,8 +22,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from consumer.errors import ConfigError
 from pipeline.api.batch import DEFAULT_MAX_BATCH_PIXELS
 from pipeline.api.config import (
+    BUILTIN_BLANK,
     BUILTIN_MODELS,
     BUILTIN_PREFIX,
+    PIPELINE_EXTRA,
     Device,
     Dtype,
     PipelineConfig,
@@ -32,6 +34,7 @@ from pipeline.api.config import (
     check_scheduler,
     hub_cache_dir,
     in_hub_cache,
+    missing_model_libraries,
 )
 
 DEFAULT_REGION = "us-east-1"
@@ -112,7 +115,9 @@ class Settings(GenerationDefaults):
 
     # AWS. Empty: the rest of the AWS chain decides (see aws_chain_region).
     aws_region: str = ""
-    s3_bucket_name: str = "auto-bio-illustrations"
+    # No default: a name that is not the deployment's own would read users'
+    # pictures from, and write them to, whoever owns that bucket.
+    s3_bucket_name: str = ""
     sqs_queue_url: str = ""
     sqs_priority_queue_url: str = ""
     sqs_dlq_url: str = ""
@@ -138,6 +143,8 @@ class Settings(GenerationDefaults):
     outage_hold_s: float = Field(3600.0, ge=0.0, le=43_200.0)
     held_max_count: int = Field(4, ge=1, le=1000)
     held_max_bytes: int = Field(1024 * 1024 * 1024, gt=0)
+    # How long the start-up checks of the queues, topic and bucket wait out an outage.
+    startup_timeout_s: float = Field(900.0, gt=0.0, le=43_200.0)
     # A generation still running this long is stopped and retried later.
     generation_timeout_s: float = Field(600.0, gt=0.0, le=43_200.0)
     # Cancellation markers: <prefix><user_id>/<job_id>, looked for while a job
@@ -310,6 +317,27 @@ def _looks_like_hub_id(value: str) -> bool:
     return 1 <= len(parts) <= 2 and all(parts) and not value.startswith((".", "~"))
 
 
+def check_pipeline_installed(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when the model needs libraries not installed here.
+
+    Every model but ``builtin:blank``, and the safety checker, need the
+    pipeline's libraries (torch, diffusers, ...), which the project's
+    ``gpu`` extra installs; the commands an operator runs do not.
+    """
+    if settings.model_path == BUILTIN_BLANK and not settings.safety_checker_path:
+        return
+    missing = missing_model_libraries()
+    if missing:
+        setting = "MODEL_PATH" if settings.model_path != BUILTIN_BLANK else "SAFETY_CHECKER_PATH"
+        value = getattr(settings, setting.lower())
+        raise ConfigError(
+            f"{setting}={value}: the pipeline's libraries are not installed here "
+            f"({', '.join(missing)}); install the project with its {PIPELINE_EXTRA} extra: "
+            f"pip install 'autobio-illustrator[{PIPELINE_EXTRA}]' (in a checkout: "
+            f"pip install '.[{PIPELINE_EXTRA}]')"
+        )
+
+
 def check_model_source(settings: Settings) -> None:
     """Raise :class:`ConfigError` when ``MODEL_PATH`` cannot name a model here.
 
@@ -319,6 +347,7 @@ def check_model_source(settings: Settings) -> None:
     ``MODEL_S3_PATH`` is set, because that source is fetched at start and wins.
     """
     value = settings.model_path
+    check_pipeline_installed(settings)
     if settings.model_s3_path:
         return
     valid = ", ".join(BUILTIN_MODELS)

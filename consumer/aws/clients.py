@@ -63,14 +63,23 @@ class AwsClients:
 
 
 @asynccontextmanager
-async def open_clients(region: str, *, secrets: bool = False) -> AsyncIterator[AwsClients]:
+async def open_clients(
+    region: str,
+    *,
+    secrets: bool = False,
+    max_attempts: int = 5,
+    session: aioboto3.Session | None = None,
+) -> AsyncIterator[AwsClients]:
     """Pooled clients with adaptive retries, closed on exit (`secrets`: with
     a Secrets Manager client).
 
-    Endpoints and credentials come from the standard AWS chain.
+    Endpoints and credentials come from the standard AWS chain. `max_attempts`
+    as in :func:`client_config` (1: the caller does its own retrying). Clients
+    of one `session` share its loaded service models, which makes the second
+    set much quicker to open.
     """
-    session = make_session(region)
-    config = client_config()
+    session = session or make_session(region)
+    config = client_config(max_attempts=max_attempts)
     async with (
         session.client("sqs", config=config) as sqs,
         session.client("s3", config=config) as s3,

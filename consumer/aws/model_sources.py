@@ -106,13 +106,27 @@ async def _prepare(settings: Settings, cache: ArtifactCache) -> PipelineConfig:
     return PipelineConfig(
         **pipeline_settings(settings),
         model_path=model_path,
-        model_name=settings.model_s3_path or settings.model_path,
+        model_name=reported_model(settings),
         weights_file=weights_file,
         ip_adapter_path=ip_adapter_path,
         image_encoder_path=image_encoder_path,
         lora_path=lora_path,
         vae_path=vae_path,
     )
+
+
+def reported_model(settings: Settings) -> str:
+    """The model's name in events and output metadata: what drew the picture.
+
+    ``MODEL_S3_PATH`` when set (it wins over ``MODEL_PATH``), else
+    ``MODEL_PATH``; with a LoRA fused in, its source and scale follow
+    (``s3://b/models/sdxl/ + LoRA s3://b/models/loras/v3.safetensors (scale 0.8)``),
+    so a LoRA rollout shows in every event.
+    """
+    base = settings.model_s3_path or settings.model_path
+    if settings.enable_lora and settings.lora_path:
+        return f"{base} + LoRA {settings.lora_path} (scale {settings.lora_scale:g})"
+    return base
 
 
 def pipeline_settings(settings: Settings) -> dict[str, Any]:

@@ -14,11 +14,12 @@ if TYPE_CHECKING:
     from pipeline.api.safety import PictureChecker
 
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
-REQUIRED = ("sqs_queue_url", "sns_topic_arn")
+REQUIRED = ("sqs_queue_url", "sns_topic_arn", "s3_bucket_name")
 EPILOG = """\
 required settings (environment or .env):
   SQS_QUEUE_URL   the request queue
   SNS_TOPIC_ARN   the topic completion events are published on
+  S3_BUCKET_NAME  the bucket of inputs and outputs (no default)
   AWS_REGION and the standard AWS chain (credentials, AWS_ENDPOINT_URL) apply;
   MODEL_PATH (a local folder, a hub id in the local hub cache, builtin:tiny
   or builtin:blank), HEALTH_HOST/HEALTH_PORT, LOG_LEVEL, LOG_FORMAT and the

@@ -12,6 +12,7 @@ import asyncio
 import json
 import mimetypes
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
 
-    from consumer.cli.event_waiter import EventWaiter
+    from consumer.cli.dlq_watch import DeadLetterWatch
+    from consumer.cli.event_waiter import EventWaiter, Waited
     from consumer.settings import Settings
 
 HELP = "send one request (signed when AUTH_ENABLED), optionally wait for its event and picture"
@@ -37,6 +39,17 @@ EXIT_TERMINATED = 143
 DEFAULT_TIMEOUT_S = 600.0
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 IMAGE_TYPES[".webp"] = "image/webp"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What `submit` sent: its settings, the SQS message id, whether it was
+    signed, and the DLQ it watched (``None``: none found or readable)."""
+
+    settings: Settings
+    message_id: str
+    signed: bool
+    dlq_url: str | None
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -109,32 +122,36 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> tuple[bytes, Reque
 
 
 async def _report(
-    event: dict[str, Any] | None,
+    waited: Waited,
     args: argparse.Namespace,
     request: Request,
-    settings: Settings,
+    sent: Sent,
     s3: S3Client,
 ) -> int:
     import json
     import sys
 
+    from consumer.cli import wait_report
     from consumer.cli.event_waiter import download
     from consumer.contract.keys import output_key, s3_uri
 
+    settings = sent.settings
+    if waited.dead_letter is not None and sent.dlq_url is not None:
+        return wait_report.dead_lettered(waited.dead_letter, request.job_id, sent.dlq_url)
+    event = waited.event
     if event is None:
         key = output_key(settings, request.user_id, request.kind, request.job_id)
-        print(
-            f"illustrator submit: no event for job {request.job_id} within {args.timeout_s:.0f}s; "
-            f"its output would be {s3_uri(settings.s3_bucket_name, key)}",
-            file=sys.stderr,
-        )
-        return EXIT_TIMEOUT
+        output = s3_uri(settings.s3_bucket_name, key)
+        return wait_report.nothing(request.job_id, args.timeout_s, output, sent.dlq_url)
     print(json.dumps(event, indent=2, ensure_ascii=False))
+    anonymous = wait_report.outcome_line(waited, request.job_id, sent.message_id, sent.signed)
+    if anonymous is not None:
+        return anonymous
     if event.get("status") != "succeeded":
         error = event.get("error") or {}
         print(
-            f"illustrator submit: job {request.job_id} failed: "
-            f"{error.get('code', '?')}: {error.get('message', '')}",
+            f"illustrator submit: job {request.job_id} {event.get('status', 'failed')}: "
+            f"{error.get('code', '?')}: {error.get('message', '')}".rstrip(": "),
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -144,13 +161,15 @@ async def _report(
     return 0
 
 
-async def _wait(waiter: EventWaiter, job_id: str, timeout_s: float) -> dict[str, Any] | None:
+async def _wait(
+    waiter: EventWaiter, job_id: str, timeout_s: float, watch: DeadLetterWatch | None
+) -> Waited:
     import sys
 
     from consumer.cli.terminal import spinner
 
     async with spinner(sys.stderr, f"waiting for job {job_id}"):
-        return await waiter.wait(timeout_s)
+        return await waiter.wait(timeout_s, watch)
 
 
 def _stop_on_sigterm() -> None:
@@ -171,6 +190,7 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import AsyncExitStack
 
     from consumer.aws.clients import client_config, make_session
+    from consumer.cli.dlq_watch import watch_dead_letters
     from consumer.cli.event_waiter import waiting_for
     from consumer.contract.keys import s3_uri
 
@@ -181,27 +201,33 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
     async with AsyncExitStack() as stack:
         sqs = await stack.enter_async_context(session.client("sqs", config=client_config()))
         s3 = await stack.enter_async_context(session.client("s3", config=client_config()))
-        waiter = None
+        queue_url = settings.sqs_priority_queue_url if args.priority else settings.sqs_queue_url
+        waiter, watch = None, None
         if args.wait:
             sns = await stack.enter_async_context(session.client("sns", config=client_config()))
             # Subscribed before the request is sent, so its event cannot slip by.
             waiter = await stack.enter_async_context(
                 waiting_for(sqs, sns, settings.sns_topic_arn, request.job_id)
             )
+            dlq = "" if args.priority else settings.sqs_dlq_url
+            watch = await watch_dead_letters(sqs, queue_url, dlq, request.job_id)
         if args.image is not None and request.image_key is not None:
             await upload_image(s3, settings.s3_bucket_name, request.image_key, args.image)
             print(
                 f"uploaded {args.image} to {s3_uri(settings.s3_bucket_name, request.image_key)}",
                 file=sys.stderr,
             )
-        queue_url = settings.sqs_priority_queue_url if args.priority else settings.sqs_queue_url
         message_id = await send_request(sqs, queue_url, body, token, request.user_id)
         print(f"sent job {request.job_id} (message {message_id})", file=sys.stderr)
         if waiter is None:
             print(request.job_id)
             return 0
-        event = await _wait(waiter, request.job_id, args.timeout_s)
-        return await _report(event, args, request, settings, s3)
+        waiter.message_ids.add(message_id)
+        if watch is not None:
+            watch.message_ids.add(message_id)
+        waited = await _wait(waiter, request.job_id, args.timeout_s, watch)
+        sent = Sent(settings, message_id, token is not None, watch.url if watch else None)
+        return await _report(waited, args, request, sent, s3)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -29,6 +29,14 @@ STARTED_DESCRIPTION = (
 )
 
 
+MESSAGE_ID_DESCRIPTION = (
+    "The SQS MessageId of the message the worker received: the id SendMessage returned, "
+    "unless the request is a retry copy, a dead-letter copy or a copy redriven from the "
+    "DLQ, each a new message with a new id. job_id is the key that stays; this one "
+    "matches events that have no job_id."
+)
+
+
 class OutputRef(BaseModel):
     """Where a generated picture was written, and the seed it was drawn with."""
 
@@ -113,7 +121,11 @@ class CompletionEvent(BaseModel):
     parameters: Parameters | None = Field(
         None, description="The effective parameters; null when the request was invalid."
     )
-    model: str = Field(description="The model that drew (or would have drawn) the pictures.")
+    model: str = Field(
+        description="The weights that drew (or would have drawn) the pictures: MODEL_S3_PATH "
+        "when set, else MODEL_PATH, then ' + LoRA <LORA_PATH> (scale <LORA_SCALE>)' when a "
+        "LoRA is fused in. A request's style is in parameters, not here."
+    )
     attempts: int = Field(ge=1, description="The delivery attempt this event ends (1 first).")
     timings_ms: dict[str, int] = Field(
         default_factory=dict,
@@ -123,7 +135,7 @@ class CompletionEvent(BaseModel):
     )
     worker_id: str = Field(description="The worker that ran the job (WORKER_ID, else host).")
     finished_at: str = Field(description="UTC time the job ended, e.g. 2026-11-24T10:00:00.123Z.")
-    sqs_message_id: str = Field(description="The SQS MessageId of the request.")
+    sqs_message_id: str = Field(description=MESSAGE_ID_DESCRIPTION)
 
     def to_json(self) -> str:
         """Serialise for SNS: ``data`` only on success, ``error`` only on failure,
@@ -158,7 +170,7 @@ class StartedEvent(BaseModel):
     job_id: str = Field(description="The request's job_id.")
     kind: str = Field(description="The request's kind, memory or subject.")
     user_id: str = Field(description="The request's user_id.")
-    sqs_message_id: str = Field(description="The SQS MessageId of the request.")
+    sqs_message_id: str = Field(description=MESSAGE_ID_DESCRIPTION)
     attempts: int = Field(ge=1, description="The delivery attempt that started (1 first).")
     worker_id: str = Field(description="The worker that runs the job (WORKER_ID, else host).")
     started_at: str = Field(description="UTC time generation began, e.g. 2026-11-24T10:00:00.123Z.")

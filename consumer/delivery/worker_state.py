@@ -112,10 +112,12 @@ class StatusBoard:
             return WorkerState.UNHEALTHY
         if self.draining_reason is not None:
             return WorkerState.DRAINING
-        if self.model is None:
-            return WorkerState.STARTING
+        # Paused also before the model loads: the start-up checks wait out an
+        # outage, and an instance booting through one is not to be replaced.
         if self.paused_by():
             return WorkerState.PAUSED
+        if self.model is None:
+            return WorkerState.STARTING
         if self.trouble is not None:
             return WorkerState.UNHEALTHY
         if not self.running:

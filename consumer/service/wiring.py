@@ -1,10 +1,12 @@
 """`illustrator run` as a coroutine: sidecar, model, clients, worker, signals.
 
 The order matters to operations: the sidecar answers first (``starting``),
-so an orchestrator sees the process alive while the model loads; then the
-generator is built and loaded on the GPU thread; then the worker runs until
-drained. Companions (such as the EC2 lifecycle watcher) run beside the worker
-and get a moment after it stops to finish their own business.
+so an orchestrator sees the process alive while the model loads; then every
+queue, the topic and the bucket are asked once (a configuration that cannot
+work exits 2 before any model is loaded); then the generator is built and
+loaded on the GPU thread; then the worker runs until drained. Companions
+(such as the EC2 lifecycle watcher) run beside the worker and get a moment
+after it stops to finish their own business.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TypeVar
 
 import structlog
+from aioboto3 import Session
 
-from consumer.aws.clients import open_clients
+from consumer.aws.clients import make_session, open_clients
 from consumer.classify import classify
 from consumer.clock import Clock, SystemClock
 from consumer.delivery.gpu_thread import GpuThread
@@ -26,11 +30,14 @@ from consumer.delivery.worker_state import StatusBoard
 from consumer.errors import ConfigError
 from consumer.metrics import Metrics
 from consumer.service.lifecycle import Companion
+from consumer.service.preflight import StartupTimeout, check_resources
 from consumer.service.sidecar import Sidecar
 from consumer.settings import Settings
 from pipeline.api.interface import Generator
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 GeneratorLoader = Callable[[Settings, GpuThread], Awaitable[Generator]]
 """Builds and loads the generator; blocking work goes to the given GPU thread."""
@@ -67,15 +74,33 @@ class _Signals:
                 loop.remove_signal_handler(sig)
 
 
-async def _until(awaitable: Awaitable[Generator], stop: asyncio.Event) -> Generator | None:
-    load = asyncio.ensure_future(awaitable)
+async def _until(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
+    work = asyncio.ensure_future(awaitable)
     stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
     stopped.cancel()
-    if load.done():
-        return load.result()
-    load.cancel()
+    if work.done():
+        return work.result()
+    work.cancel()
     return None
+
+
+async def _check(
+    settings: Settings, session: Session, board: StatusBoard, stop: asyncio.Event, clock: Clock
+) -> bool:
+    """The start-up checks (:mod:`consumer.service.preflight`); ``False`` when
+    stopped by a signal or when a service stayed out past the deadline.
+    Bad configuration raises :class:`ConfigError` (exit status 2)."""
+    try:
+        # One attempt per call: the checks back off themselves, and an
+        # outage shows as paused at once instead of after the client's retries.
+        async with open_clients(settings.aws_region, max_attempts=1, session=session) as clients:
+            await _until(check_resources(settings, clients, clock, board), stop)
+    except StartupTimeout as error:
+        board.fail(error.message)
+        log.critical("startup_timeout", error=error.message)
+        return False
+    return not stop.is_set()
 
 
 async def _load(
@@ -144,11 +169,16 @@ async def serve(
     gpu = GpuThread()
     try:
         with signals.installed() if handle_signals else contextlib.nullcontext():
-            generator = await _load(settings, loader, gpu, board, metrics, signals.early, clock)
-            if generator is None:
+            session = make_session(settings.aws_region)
+            if not await _check(settings, session, board, signals.early, clock):
                 return EXIT_OK if signals.early.is_set() else EXIT_FATAL
             secrets = bool(settings.auth_enabled and settings.auth_token_secret_id)
-            async with open_clients(settings.aws_region, secrets=secrets) as clients:
+            async with open_clients(
+                settings.aws_region, secrets=secrets, session=session
+            ) as clients:
+                generator = await _load(settings, loader, gpu, board, metrics, signals.early, clock)
+                if generator is None:
+                    return EXIT_OK if signals.early.is_set() else EXIT_FATAL
                 worker = Worker(
                     generator=generator,
                     clients=clients,

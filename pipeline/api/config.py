@@ -7,6 +7,7 @@ pipeline never talks to AWS.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,3 +189,15 @@ def cached_snapshot(repo_id: str, marker: str) -> Path | None:
 def in_hub_cache(repo_id: str) -> bool:
     """Whether the hub cache holds a diffusers model `repo_id` (its ``model_index.json``)."""
     return cached_snapshot(repo_id, "model_index.json") is not None
+
+
+# What every generator but builtin:blank, and the safety checker, are built
+# with (import names). The project's `gpu` extra installs them; an operator's
+# install without it has the commands and the consumer, not the pipeline.
+MODEL_LIBRARIES = ("torch", "diffusers", "transformers", "huggingface_hub", "safetensors", "cv2")
+PIPELINE_EXTRA = "gpu"
+
+
+def missing_model_libraries() -> list[str]:
+    """The libraries of :data:`MODEL_LIBRARIES` this environment lacks (none imported)."""
+    return [name for name in MODEL_LIBRARIES if importlib.util.find_spec(name) is None]

@@ -90,7 +90,7 @@ def dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
     Path(".env").write_text(
         f"AUTH_ENABLED=true\nAUTH_TOKEN={TOKEN}\nAUTH_TOKEN_PREVIOUS={PREVIOUS}\n"
         "SQS_QUEUE_URL=http://127.0.0.1:1/queue/q\nSNS_TOPIC_ARN=arn:aws:sns:us-east-1:1:t\n"
-        "MODEL_PATH=builtin:blank\n"
+        "S3_BUCKET_NAME=illustrations\nMODEL_PATH=builtin:blank\n"
     )
 
 

@@ -212,3 +212,35 @@ def test_the_user_data_takes_the_weights_from_the_stacks_bucket() -> None:
     assert "\nENABLE_IP_ADAPTER=false\n" in chosen
     assert "\nENABLE_LORA=true\n" in chosen
     assert f"\nLORA_PATH=s3://{bucket}/models/loras/style.safetensors\n" in chosen
+
+
+def test_worker_settings_pass_through_to_the_workers_env_file(host: Host) -> None:
+    # The runbook's few-step recipe: settings the template has no parameter for,
+    # one replacing a line the template writes itself; a value with spaces and commas.
+    passed = (
+        "SCHEDULER=LCMScheduler;TIMESTEP_SPACING=trailing;DEFAULT_NUM_INFERENCE_STEPS=4;"
+        "MAX_ATTEMPTS=5;DEFAULT_NEGATIVE_PROMPT=blurry, low quality $HOME `x`"
+    )
+    result = _run_user_data(host, _user_data(WorkerSettings=passed))
+    assert result.returncode == 0, result.stderr
+    env_file = host.root / "instance" / "etc" / "illustrator" / "illustrator.env"
+    lines = env_file.read_text().splitlines()
+    assert [line for line in lines if line.startswith("MAX_ATTEMPTS=")] == ["MAX_ATTEMPTS=5"]
+    assert "DEFAULT_NEGATIVE_PROMPT=blurry, low quality $HOME `x`" in lines
+    assert not (env_file.parent / "worker-settings").exists()
+    # The file is what the container reads: the service takes every line as given.
+    from consumer.settings import Settings
+
+    settings = Settings(_env_file=str(env_file))  # type: ignore[call-arg]
+    assert (settings.scheduler, settings.timestep_spacing) == ("LCMScheduler", "trailing")
+    assert (settings.default_num_inference_steps, settings.max_attempts) == (4, 5)
+    assert settings.default_negative_prompt == "blurry, low quality $HOME `x`"
+
+
+def test_without_worker_settings_the_env_file_is_the_templates_own(host: Host) -> None:
+    result = _run_user_data(host, _user_data())
+    assert result.returncode == 0, result.stderr
+    env_file = host.root / "instance" / "etc" / "illustrator" / "illustrator.env"
+    names = [line.split("=", 1)[0] for line in env_file.read_text().splitlines() if line]
+    assert len(names) == len(set(names))
+    assert "SCHEDULER" not in names

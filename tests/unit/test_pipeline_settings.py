@@ -65,3 +65,18 @@ def test_allowed_values_come_from_the_pipeline() -> None:
         settings(timestep_spacing="even")
     with pytest.raises(ValueError, match="device"):
         settings(device="tpu")
+
+
+def test_events_name_the_weights_that_drew_the_picture_lora_included() -> None:
+    from consumer.aws.model_sources import reported_model
+
+    base = {"model_path": "stabilityai/stable-diffusion-xl-base-1.0"}
+    assert reported_model(Settings(**base)) == "stabilityai/stable-diffusion-xl-base-1.0"
+    s3 = {**base, "model_s3_path": "s3://b/models/sdxl-v7/"}
+    assert reported_model(Settings(**s3)) == "s3://b/models/sdxl-v7/"
+    lora = {**s3, "enable_lora": True, "lora_path": "s3://b/models/loras/v3.safetensors"}
+    assert reported_model(Settings(**lora, lora_scale=0.8)) == (
+        "s3://b/models/sdxl-v7/ + LoRA s3://b/models/loras/v3.safetensors (scale 0.8)"
+    )
+    # A LoRA named but not enabled draws nothing.
+    assert reported_model(Settings(**{**lora, "enable_lora": False})) == "s3://b/models/sdxl-v7/"

@@ -26,7 +26,8 @@ def test_contract_defaults() -> None:
     assert settings.default_guidance_scale == pytest.approx(5.0)
     assert settings.default_negative_prompt == "error, glitch, mistake"
     assert settings.aws_region == "us-east-1"
-    assert settings.s3_bucket_name == "auto-bio-illustrations"
+    # No default bucket: a made-up name would be somebody else's bucket.
+    assert settings.s3_bucket_name == ""
     assert (settings.s3_avatar_prefix, settings.s3_subject_prefix) == ("avatars/", "subjects/")
     assert settings.s3_generated_prefix == "generated/"
     assert settings.auth_enabled is False
@@ -256,6 +257,7 @@ def test_a_bad_token_file_exits_two_before_the_model_loads(tmp_path: Path) -> No
         "AUTH_TOKEN_FILE": str(tokens),
         "SQS_QUEUE_URL": "https://q/req",
         "SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t",
+        "S3_BUCKET_NAME": "b",
         "MODEL_PATH": "builtin:blank",
     }
     result = subprocess.run(
@@ -269,3 +271,28 @@ def test_a_bad_token_file_exits_two_before_the_model_loads(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "AUTH_TOKEN_FILE=" in result.stderr
     assert "0600" in result.stderr
+    ("overrides", "named"),
+    [
+        ({"model_path": "builtin:tiny"}, "MODEL_PATH=builtin:tiny"),
+        ({"model_path": "stabilityai/sdxl"}, "MODEL_PATH=stabilityai/sdxl"),
+        ({"model_path": "builtin:blank", "safety_checker_path": "/c"}, "SAFETY_CHECKER_PATH=/c"),
+    ],
+)
+def test_a_model_on_an_install_without_the_pipeline_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str], named: str
+) -> None:
+    import importlib.util
+
+    from consumer.settings import Settings, check_model_source
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "diffusers" else real(name)
+    )
+    with pytest.raises(ConfigError) as raised:
+        check_model_source(Settings(**overrides))
+    assert raised.value.message.startswith(f"{named}: the pipeline's libraries are not installed")
+    assert "(diffusers)" in raised.value.message
+    assert "pip install 'autobio-illustrator[gpu]'" in raised.value.message
+    # builtin:blank needs none of them.
+    check_model_source(Settings(model_path="builtin:blank"))

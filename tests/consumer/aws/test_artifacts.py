@@ -229,7 +229,8 @@ async def test_local_sources_pass_through(tmp_path: Path) -> None:
         model_cache_dir=str(tmp_path),
     )
     config = await prepare_pipeline_config(settings)
-    assert config.model_path == config.model_name == "/models/sdxl"
+    assert config.model_path == "/models/sdxl"
+    assert config.model_name == "/models/sdxl + LoRA /models/lora.safetensors (scale 0.7)"
     assert config.ip_adapter_path == "/models/ip"
     assert config.lora_path == "/models/lora.safetensors"
     assert (config.lora_scale, config.torch_compile, config.weights_file) == (0.7, True, None)
@@ -287,7 +288,8 @@ async def test_tiny_model_folder_from_s3_loads_and_is_cached(
         warmup=False,
     )
     config = await prepare_pipeline_config(settings)
-    assert config.model_name == model_uri
+    # Events name the weights that drew the picture, the LoRA included.
+    assert config.model_name == f"{model_uri} + LoRA {lora_uri} (scale 1)"
     assert Path(config.model_path).is_relative_to(tmp_path / "cache")
     assert config.lora_path is not None
     assert Path(config.lora_path).is_relative_to(tmp_path / "cache")

@@ -26,6 +26,7 @@ def _run(**env: str) -> tuple[int, list[str], float]:
         **os.environ,
         "SQS_QUEUE_URL": "http://127.0.0.1:1/000000000000/requests",
         "SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:000000000000:events",
+        "S3_BUCKET_NAME": "illustrations",
         "HEALTH_HOST": "127.0.0.1",
         "HEALTH_PORT": "0",
         "LOG_FORMAT": "json",
@@ -127,3 +128,34 @@ def test_a_running_consumer_writes_only_json_lines_without_prompts(stack: Stack)
     assert ("job_failed", "missing-1") in events
     assert PROMPT not in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["submit", "memory", "--user-id", "u1", "--prompt", "a day at the sea"],
+        ["cancel", "job-1", "--user", "u1"],
+    ],
+)
+def test_no_command_falls_back_on_a_bucket_of_its_own(command: list[str]) -> None:
+    # Without S3_BUCKET_NAME there is no bucket to use: a made-up default
+    # would be somebody else's.
+    environment = {k: v for k, v in os.environ.items() if k != "S3_BUCKET_NAME"}
+    environment.update(
+        SQS_QUEUE_URL="http://127.0.0.1:1/000000000000/requests",
+        SNS_TOPIC_ARN="arn:aws:sns:us-east-1:000000000000:events",
+        AWS_ENDPOINT_URL="http://127.0.0.1:1",
+        MODEL_PATH="builtin:blank",
+        PYTHONPATH=str(ROOT),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", *command],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["illustrator: S3_BUCKET_NAME is required but not set"]
