@@ -12,7 +12,6 @@ conditions moto ignores.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import aioboto3
 import pytest
 
 from consumer.aws.artifact_cache import ArtifactCache
+from tests.chaos.proxy import Fault, Rule, Service, proxy_in_thread
 from tests.iam.grants import Names, worker_calls
 from tests.iam.stack import OLD_TOKEN, REGION, TOKEN, IamStack
 from tests.iam.worker_runs import (
@@ -199,13 +199,17 @@ def test_an_outage_releases_the_request_as_a_fresh_copy(
     producer.upload("outage1")
     sent = producer.send("job-outage", "outage1")
     _received_once_before(iam_stack, "RequestQueueUrl")
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        dead_s3 = f"http://127.0.0.1:{closed.getsockname()[1]}"
     decisions = Decisions(iam_stack)
-    worker = Worker(iam_stack, tmp_path / "outage.log", burst=False, AWS_ENDPOINT_URL_S3=dead_s3)
-    worker.wait_for(lambda: worker.logged("job_released"), within=60)
-    assert worker.drain() == 0
+    # S3 answers the start-up checks and the outage probes, but every read of
+    # an object has its connection reset: the input cannot be fetched, an
+    # outage, and the request is released each time it is taken.
+    cut = Rule(Fault.RESET, service=Service.S3, operation="GetObject")
+    with proxy_in_thread(iam_stack.endpoint, [cut]) as s3:
+        worker = Worker(
+            iam_stack, tmp_path / "outage.log", burst=False, AWS_ENDPOINT_URL_S3=s3.url
+        )
+        worker.wait_for(lambda: worker.logged("job_released"), within=60)
+        assert worker.drain() == 0
     # Given back at no cost (a copy carries the same count); a duplicate
     # copy is harmless, the job id makes it one job.
     copies = _copies(iam_stack, worker)

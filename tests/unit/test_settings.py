@@ -271,6 +271,9 @@ def test_a_bad_token_file_exits_two_before_the_model_loads(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "AUTH_TOKEN_FILE=" in result.stderr
     assert "0600" in result.stderr
+
+
+@pytest.mark.parametrize(
     ("overrides", "named"),
     [
         ({"model_path": "builtin:tiny"}, "MODEL_PATH=builtin:tiny"),

@@ -63,7 +63,7 @@ async def _refused(configured: Settings) -> str:
         ("sqs_queue_url", "-gone", "SQS_QUEUE_URL", "The specified queue does not exist"),
         ("sqs_dlq_url", "-gone", "SQS_DLQ_URL", "The specified queue does not exist"),
         ("sns_topic_arn", "-gone", "SNS_TOPIC_ARN", "GetTopicAttributes: NotFound"),
-        ("s3_bucket_name", "-gone", "S3_BUCKET_NAME", "HeadBucket: 404"),
+        ("s3_bucket_name", "-gone", "S3_BUCKET_NAME", "GetBucketLocation: NoSuchBucket"),
     ],
 )
 async def test_a_resource_that_does_not_exist_is_named_before_the_model_loads(
