@@ -205,9 +205,7 @@ def test_an_outage_releases_the_request_as_a_fresh_copy(
     # outage, and the request is released each time it is taken.
     cut = Rule(Fault.RESET, service=Service.S3, operation="GetObject")
     with proxy_in_thread(iam_stack.endpoint, [cut]) as s3:
-        worker = Worker(
-            iam_stack, tmp_path / "outage.log", burst=False, AWS_ENDPOINT_URL_S3=s3.url
-        )
+        worker = Worker(iam_stack, tmp_path / "outage.log", burst=False, AWS_ENDPOINT_URL_S3=s3.url)
         worker.wait_for(lambda: worker.logged("job_released"), within=60)
         assert worker.drain() == 0
     # Given back at no cost (a copy carries the same count); a duplicate
