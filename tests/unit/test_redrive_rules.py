@@ -7,7 +7,13 @@ import pytest
 from consumer.cli.redrive_rules import CODES, CodeRule, left_summary
 from consumer.errors import ErrorCode
 
-STANDARD_LEFT = {"invalid_request", "invalid_input", "too_large", "crashed_worker", "content_filtered"}
+STANDARD_LEFT = {
+    "invalid_request",
+    "invalid_input",
+    "too_large",
+    "crashed_worker",
+    "content_filtered",
+}
 
 
 def test_the_standard_rule_leaves_exactly_the_codes_that_cannot_succeed_unchanged() -> None:

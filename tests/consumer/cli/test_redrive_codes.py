@@ -31,7 +31,13 @@ CODES = (
     "internal_error",
     None,
 )
-UNCHANGEABLE = {"invalid_request", "invalid_input", "too_large", "crashed_worker", "content_filtered"}
+UNCHANGEABLE = {
+    "invalid_request",
+    "invalid_input",
+    "too_large",
+    "crashed_worker",
+    "content_filtered",
+}
 
 
 def _fill(stack: Stack) -> None:
@@ -52,9 +58,9 @@ def _codes(stack: Stack, url: str) -> Counter[str]:
     """The codes (from the job ids) of every message on `url`, taken off it."""
     sqs = stack.client("sqs")
     found: Counter[str] = Counter()
-    while batch := sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-    ).get("Messages", []):
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+        "Messages", []
+    ):
         for message in batch:
             found[json.loads(message["Body"])["job_id"].rsplit("-", 1)[0]] += 1
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
