@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from PIL import Image
@@ -36,6 +36,9 @@ from consumer.metrics import Metrics
 from consumer.settings import Settings
 from pipeline.api.interface import Generator
 from pipeline.api.spec import GenerationSpec
+
+if TYPE_CHECKING:
+    from consumer.delivery.outputs import Batch, Outputs
 
 log = structlog.get_logger(__name__)
 
@@ -236,12 +239,16 @@ class JobEnvironment:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A parsed job with its input fetched: ready for the GPU."""
+    """A parsed job with its input fetched: ready for the GPU.
+
+    `outputs` are where its pictures go, `found` what of them was written
+    before it was drawn.
+    """
 
     request: Request
     spec: GenerationSpec
-    keys: list[str]
-    digest: str
+    outputs: Outputs
+    found: Batch
     image: Image.Image
 
 
