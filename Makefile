@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-outages lint bench soak schema clean
+.PHONY: setup demo test test-unit test-outages test-inputs lint bench soak schema clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ soak: setup
 # real time, with the production retry defaults, side by side (about 2 minutes).
 test-outages: setup
 	OUTAGE_SOAK=1 $(BIN)/pytest -q -k 90s tests/reliability/test_outages.py
+
+# The worst input picture of each format and mode at the pixel cap, prepared as
+# a worker does, within its time and memory bounds; prints the table of
+# docs/contract.md section 2 (about 2 minutes, most of it building the pictures).
+test-inputs: setup
+	INPUT_CAP=1 $(BIN)/pytest -q -s tests/corpus/test_worst_inputs.py
 
 schema: setup
 	$(BIN)/illustrator schema --write docs

@@ -35,6 +35,8 @@ from consumer.delivery.retry_policy import RetryLimits
 from consumer.metrics import Metrics
 from consumer.settings import Settings
 from pipeline.api.interface import Generator
+from pipeline.api.preparer import Preparer
+from pipeline.api.reference import InputLimits
 from pipeline.api.spec import GenerationSpec
 
 if TYPE_CHECKING:
@@ -176,6 +178,7 @@ class JobEnvironment:
     max_attempts: int
     dlq_url: str | None
     stop_grace_s: float
+    preparer: Preparer
 
     @property
     def retry_limits(self) -> RetryLimits:
@@ -197,6 +200,7 @@ class JobEnvironment:
         metrics: Metrics,
         clock: Clock,
         stop_grace_s: float,
+        preparer: Preparer,
     ) -> JobEnvironment:
         """The environment for the queue described by `info`: the settings
         win, else the queue's own visibility timeout and DLQ (``SQS_DLQ_URL``
@@ -234,7 +238,16 @@ class JobEnvironment:
             max_attempts=max_attempts,
             dlq_url=dlq_url,
             stop_grace_s=stop_grace_s,
+            preparer=preparer,
         )
+
+
+def input_preparer(settings: Settings, generator: Generator) -> Preparer:
+    """The preparer of a worker's input pictures (started on its first picture)."""
+    limits = InputLimits(
+        settings.max_input_bytes, settings.max_input_pixels, settings.max_input_aspect
+    )
+    return Preparer(limits, generator.reference_side, timeout_s=settings.input_prep_timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

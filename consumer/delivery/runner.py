@@ -1,11 +1,12 @@
 """One job through its stages, each timed, with one outcome at the end.
 
-Stages: check the signature and parse; look for an existing output
-(idempotency); fetch the input and prepare it (bounded memory, off the event
-loop: :mod:`pipeline.api.reference`); generate on the GPU thread
-(stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
-``generation_failed``, or fatal when the GPU does not come back); encode and
-upload the PNG; publish the event; delete the request. Any
+Stages: check the signature and parse; look for existing outputs
+(idempotency); fetch the input and prepare it (in a process of its own,
+bounded in time and memory: :mod:`pipeline.api.preparer`); generate on the
+GPU thread (stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
+``generation_failed``, or fatal when the GPU does not come back); encode the
+PNGs and write them where absent (:mod:`consumer.delivery.outputs`); publish
+the event; delete the request. Any
 failure goes to :func:`consumer.classify.classify` once, and the outcome
 follows from its answer: retry later, dead-letter now, or stop the worker.
 """
@@ -53,7 +54,6 @@ from consumer.delivery.outage import Outages, Service, ServiceOut
 from consumer.delivery.outputs import Batch, BatchUnfinished, Outputs, continue_batch
 from consumer.delivery.retry_policy import Action, decide
 from consumer.metrics import emf_record
-from pipeline.api.reference import InputLimits, prepare_reference
 from pipeline.api.safety import Drawn
 from pipeline.api.spec import GenerationSpec
 
@@ -146,16 +146,17 @@ class JobRunner:
                 key, data = await self.env.storage.fetch_first(
                     candidates, self.settings.max_input_bytes
                 )
-            limits = InputLimits(
-                self.settings.max_input_bytes,
-                self.settings.max_input_pixels,
-                self.settings.max_input_aspect,
-            )
-            # Off the event loop, before the GPU's turn, in bounded memory.
-            image = await asyncio.to_thread(
-                prepare_reference, data, limits, self.env.generator.reference_side
-            )
-        log.debug("input_fetched", key=key, size=image.size)
+            # In a process of its own, within INPUT_PREP_TIMEOUT_S and its
+            # memory bound, off the event loop, before the GPU's turn.
+            preparation = await asyncio.to_thread(self.env.preparer.prepare, data)
+        image = preparation.image
+        log.debug(
+            "input_prepared",
+            key=key,
+            size=image.size,
+            seconds=round(preparation.wall_s, 3),
+            peak_mib=preparation.figures.peak_kib // 1024,
+        )
         return Prepared(request, spec, outputs, found, image)
 
     async def _announce(self, job: Job, request: Request) -> None:
