@@ -243,11 +243,14 @@ class JobEnvironment:
 
 
 def input_preparer(settings: Settings, generator: Generator) -> Preparer:
-    """The preparer of a worker's input pictures (started on its first picture)."""
+    """The preparer of a worker's input pictures, its server already starting
+    (it is warm by the first picture); close it when the worker stops."""
     limits = InputLimits(
         settings.max_input_bytes, settings.max_input_pixels, settings.max_input_aspect
     )
-    return Preparer(limits, generator.reference_side, timeout_s=settings.input_prep_timeout_s)
+    preparer = Preparer(limits, generator.reference_side, timeout_s=settings.input_prep_timeout_s)
+    preparer.start()
+    return preparer
 
 
 @dataclass(frozen=True, slots=True)

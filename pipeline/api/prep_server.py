@@ -15,6 +15,7 @@ socket. No torch is imported here.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import resource
@@ -67,8 +68,10 @@ def _limit(config: PrepConfig) -> int:
     resource.setrlimit(resource.RLIMIT_CPU, (config.cpu_s, config.cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # The peak resident memory from here on is this picture's (Linux 4.0+).
-    Path("/proc/self/clear_refs").write_text("5")
+    # The peak resident memory from here on is this picture's (Linux 4.0+);
+    # only a figure, so a kernel without it changes nothing else.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
     return size_kib
 
 
@@ -94,9 +97,11 @@ def _receive(task: socket.socket, count: int) -> bytes:
 
 def _serve(task: socket.socket, config: PrepConfig) -> None:
     """Prepare one picture in this (forked, limited) process and reply."""
-    size_kib = _limit(config)
-    start_kib = _status_kib("VmRSS")
     try:
+        # Limits that cannot be set are the worker's trouble (an ERROR reply,
+        # transient), never a picture prepared without them.
+        size_kib = _limit(config)
+        start_kib = _status_kib("VmRSS")
         data = _read_task(task, config.max_bytes)
         limits = InputLimits(config.max_bytes, config.max_pixels, config.max_aspect)
         image = prepare_reference(data, limits, config.side)
