@@ -80,14 +80,8 @@ class Batch:
         return self.metadata[0] is not None
 
     def request_seed(self) -> int | None:
-        """The request seed the batch was drawn with, from picture 0.
-
-        Outputs written before the request seed was recorded had no redraws:
-        their first picture's seed is the request's.
-        """
-        first = self.metadata[0] or {}
-        seed = _number(first.get(META_REQUEST_SEED))
-        return _number(first.get(META_SEED)) if seed is None else seed
+        """The request seed the batch was drawn with, from picture 0."""
+        return _number(_request_seed(self.metadata[0] or {}))
 
     def seeds(self) -> list[int | None]:
         """Each picture's own seed (a redrawn picture's redraw seed)."""
@@ -153,7 +147,7 @@ class Outputs:
         seed = metadata[0][META_REQUEST_SEED]
         if now[0] is None and not await self._put(hold, keys[0], pngs[0], metadata[0]):
             winner = await self._taken(hold, keys[0])
-            if winner.get(META_REQUEST_SEED, seed) != seed:
+            if _request_seed(winner) not in (seed, None):
                 return await self._await_winner(hold), False
             now[0] = winner
         else:
@@ -200,6 +194,12 @@ def continue_batch(spec: GenerationSpec, found: Batch) -> GenerationSpec:
     if not found.started or seed is None:
         return spec
     return dataclasses.replace(spec, seed=seed)
+
+
+def _request_seed(metadata: Metadata) -> str | None:
+    # Outputs written before the request seed was recorded had no redraws:
+    # their first picture's seed is the request's.
+    return metadata.get(META_REQUEST_SEED, metadata.get(META_SEED))
 
 
 def _number(text: str | None) -> int | None:

@@ -44,7 +44,8 @@ def _warm(config: PrepConfig) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one thread: the server forks, and threads do not survive a fork
-    limits = InputLimits(config.max_bytes, config.max_pixels, config.max_aspect)
+    # Limits of their own: the samples are ours, whatever a deployment allows.
+    limits = InputLimits(max_bytes=1 << 20, max_pixels=1 << 20, max_aspect=8.0)
     for fmt, options in _WARM_FORMATS:
         buffer = io.BytesIO()
         Image.new("RGB", (64, 48), (200, 120, 80)).save(buffer, format=fmt, **options)

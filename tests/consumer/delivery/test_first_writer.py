@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -70,6 +71,30 @@ class Writer:
         found = found or Batch(list(self.outputs.keys), [None] * self.count)
         metadata = _metadata(self.request, request_seed, self.count)
         return await self.outputs.write(self.hold, found, _pictures(self.count), metadata)
+
+
+@pytest.fixture
+def atomic_puts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto's conditional PutObject atomic, as S3's is.
+
+    moto checks ``If-None-Match`` and then stores the object, and then its
+    metadata, in separate steps without a lock: two writes racing on one key
+    could both pass the check, and a HEAD could see the object before its
+    metadata. S3 does all of it at once. A lock around moto's PutObject and
+    HeadObject handlers stands in for that; it changes only the server's
+    timing, never its answers.
+    """
+    from moto.s3.responses import S3Response
+
+    lock = threading.RLock()
+    for name in ("put_object", "head_object"):
+        original = getattr(S3Response, name)
+
+        def locked(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(S3Response, name, locked)
 
 
 @pytest.fixture
@@ -161,6 +186,7 @@ async def test_a_started_batch_is_completed_with_picture_0s_seed(
     assert _stored_seeds(stack, keys) == [("100", "100"), ("100", "101"), ("100", "102")]
 
 
+@pytest.mark.usefixtures("atomic_puts")
 async def test_two_writers_with_the_same_seed_both_succeed_with_one_batch(
     stack: Stack, storage: Storage
 ) -> None:
@@ -221,11 +247,11 @@ async def test_pictures_under_the_earlier_keys_are_found_when_they_are_the_jobs(
     assert (found.started, found.whole) == (True, False)
 
 
+@pytest.mark.usefixtures("atomic_puts")
 async def test_two_workers_racing_on_a_request_without_a_seed_never_mix_its_pictures(
     stack: Stack,
 ) -> None:
     """Both draw the batch at the same moment with their own seeds, then race to write."""
-    import threading
 
     stack.put_input(f"avatars/{USER}.png")
     observer = Observer(stack)
