@@ -145,13 +145,14 @@ class Outputs:
         pngs = await asyncio.gather(*(asyncio.to_thread(encode_png, p) for p in pictures))
         keys, now = list(found.keys), list(found.metadata)
         seed = metadata[0][META_REQUEST_SEED]
-        if now[0] is None and not await self._put(hold, keys[0], pngs[0], metadata[0]):
-            winner = await self._taken(hold, keys[0])
-            if _request_seed(winner) not in (seed, None):
-                return await self._await_winner(hold), False
-            now[0] = winner
-        else:
-            now[0] = now[0] or metadata[0]
+        if now[0] is None:  # picture 0 first, alone: it decides the batch
+            if await self._put(hold, keys[0], pngs[0], metadata[0]):
+                now[0] = metadata[0]
+            else:
+                winner = await self._taken(hold, keys[0])
+                if _request_seed(winner) not in (seed, None):
+                    return await self._await_winner(hold), False
+                now[0] = winner
         rest = [i for i in range(1, len(keys)) if now[i] is None]
         written = await asyncio.gather(
             *(self._put(hold, keys[i], pngs[i], metadata[i]) for i in rest)

@@ -140,12 +140,13 @@ class Preparer:
         try:
             with self._lock:
                 pid = self._fork(theirs)
+                server = self._server
             theirs.close()
             started = time.monotonic()
             try:
                 reply, timed_out = _exchange(task, data, started + self.timeout_s, self._limit)
             finally:
-                status = self._end(pid)
+                status = self._end(pid, server)
             wall = time.monotonic() - started
         finally:
             task.close()
@@ -247,23 +248,30 @@ class Preparer:
                 break
         raise PipelineBrokenError("the picture preparation server keeps ending")
 
-    def _end(self, pid: int) -> int | None:
-        """Kill the process of `pid` if it still runs, and its wait status."""
+    def _end(self, pid: int, server: subprocess.Popen[bytes] | None) -> int | None:
+        """Kill the process of `pid`, forked by `server`, if it still runs; its wait status."""
         with self._lock:
-            if self._control is None or self._server is None or self._server.poll() is not None:
-                return None  # its server is gone, and with it the right to signal it
+            control = self._control
+            if control is None or self._server is not server or _ended(server):
+                # Its server is gone, and with it the right to signal `pid`:
+                # the process was reaped by someone else, its id free again.
+                return None
             with contextlib.suppress(ProcessLookupError):
                 # Safe: the server reaps only when asked, so `pid` is still ours.
                 os.kill(pid, signal.SIGKILL)
             try:
-                self._control.send(wire.REAP + wire.PID.pack(pid))
-                answer = self._control.recv(wire.CONTROL_PACKET)
+                control.send(wire.REAP + wire.PID.pack(pid))
+                answer = control.recv(wire.CONTROL_PACKET)
             except OSError:
                 return None
         if answer[:1] != wire.REAPED or len(answer) != 1 + wire.PID.size:
             return None
         status = int(wire.PID.unpack(answer[1:])[0])
         return None if status < 0 else status
+
+
+def _ended(server: subprocess.Popen[bytes] | None) -> bool:
+    return server is None or server.poll() is not None
 
 
 def _exchange(task: socket.socket, data: bytes, deadline: float, limit: int) -> tuple[bytes, bool]:
@@ -313,10 +321,10 @@ def _result(reply: bytes, status: int | None, wall: float, config: PrepConfig) -
         raise InvalidImageError(_text(body))
     if kind == wire.ERROR:
         raise PipelineError(f"preparing the input picture failed: {_text(body)}")
-    raise InvalidImageError(_ended(status, config))
+    raise InvalidImageError(_why_ended(status, config))
 
 
-def _ended(status: int | None, config: PrepConfig) -> str:
+def _why_ended(status: int | None, config: PrepConfig) -> str:
     """Why a preparing process ended without a reply."""
     if status is not None and os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
