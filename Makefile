@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-iam test-outages test-slim lint bench soak schema clean
+.PHONY: setup demo test test-unit test-iam test-outages test-slim test-inputs lint bench soak schema clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,12 @@ test-outages: setup
 # operator command run from it against moto (about 2 minutes).
 test-slim: setup
 	SLIM_INSTALL=1 $(BIN)/pytest -q tests/install
+
+# The worst input picture of each format and mode at the pixel cap, prepared as
+# a worker does, within its time and memory bounds; prints the table of
+# docs/contract.md section 2 (about 2 minutes, most of it building the pictures).
+test-inputs: setup
+	INPUT_CAP=1 $(BIN)/pytest -q -s tests/corpus/test_worst_inputs.py
 
 schema: setup
 	$(BIN)/illustrator schema --write docs

@@ -36,6 +36,7 @@ from pipeline.api.config import (
     in_hub_cache,
     missing_model_libraries,
 )
+from pipeline.api.prep_wire import DEFAULT_PREP_TIMEOUT_S
 
 DEFAULT_REGION = "us-east-1"
 DEFAULT_NEGATIVE_PROMPT = "error, glitch, mistake"
@@ -71,6 +72,8 @@ class GenerationDefaults(BaseSettings):
     max_input_pixels: int = Field(40_000_000, gt=0)
     # The longer side of an input at most this many times the shorter.
     max_input_aspect: float = Field(8.0, ge=1.0, le=1000.0, allow_inf_nan=False)
+    # Preparing one input picture (in a process of its own) takes at most this long.
+    input_prep_timeout_s: float = Field(DEFAULT_PREP_TIMEOUT_S, gt=0, le=600, allow_inf_nan=False)
     # num_images x width x height of one request; above it the request is refused.
     max_batch_pixels: int = Field(DEFAULT_MAX_BATCH_PIXELS, gt=0)
 

@@ -1,4 +1,4 @@
-"""The bucket (S3): does an output exist, fetch an input, upload an output."""
+"""The bucket (S3): does an output exist, fetch an input, write an output if absent."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ CHUNK_BYTES = 256 * 1024
 # users' inputs cannot be listed). The role may read every key this class
 # asks for, so here a 403 means "not there".
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden"})
+
+# A conditional write (If-None-Match: *) refused because the key is taken,
+# and one that raced another conditional write on the key (retry it).
+_TAKEN = frozenset({"PreconditionFailed", "412"})
+_RACING = frozenset({"ConditionalRequestConflict", "409"})
+CONFLICT_ATTEMPTS = 3
 
 
 def _missing(error: ClientError) -> bool:
@@ -97,12 +103,32 @@ class Storage:
             return key, bytes(data)
         raise InputNotFound(f"no input image found; tried {', '.join(keys)}")
 
-    async def put_png(self, key: str, data: bytes, metadata: dict[str, str]) -> None:
-        """Write a PNG with ``ContentType: image/png`` and user metadata."""
-        await self.s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentType=PNG,
-            Metadata=ascii_metadata(metadata),
-        )
+    async def put_png(self, key: str, data: bytes, metadata: dict[str, str]) -> bool:
+        """Write a PNG with ``ContentType: image/png`` and user metadata, only
+        if no object is at `key` (an S3 conditional write, ``If-None-Match: *``).
+
+        Returns ``True`` when this call wrote it, ``False`` when an object was
+        there already (S3's 412): nothing is ever overwritten. S3's 409, a
+        conditional write racing another on the same key, is tried again, as
+        AWS advises; the retry then finds the other's object.
+        """
+        attempt = 1
+        while True:
+            try:
+                await self.s3.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType=PNG,
+                    Metadata=ascii_metadata(metadata),
+                    IfNoneMatch="*",
+                )
+            except ClientError as error:
+                code = aws_error_code(error)
+                if code in _TAKEN:
+                    return False
+                if code not in _RACING or attempt >= CONFLICT_ATTEMPTS:
+                    raise
+                attempt += 1
+                continue
+            return True

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
     from consumer.cli.redrive import DeadLetter, RedriveReport
+    from consumer.cli.redrive_rules import CodeRule
     from consumer.settings import Settings
 
 HELP = "list, redrive or purge the dead-letter queue"
@@ -61,12 +62,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--method",
         choices=["auto", "move-task", "copy"],
         default="auto",
-        help="move-task: SQS StartMessageMoveTask (keeps every attribute); copy: send then "
-        "delete, dropping the error attributes; auto (default): move-task where the "
-        "endpoint has it and no --max is given, else copy",
+        help="move-task: SQS StartMessageMoveTask (keeps every attribute, moves every "
+        "message, so only with --all); copy: send then delete, dropping the error "
+        "attributes; auto (default): move-task where the endpoint has it, --all is given "
+        "and --max is not, else copy",
     )
+    _code_options(redrive)
     purge = action("purge", "delete every message in the DLQ and say how many")
     purge.add_argument("--yes", action="store_true", help="really delete them")
+
+
+def _code_options(redrive: argparse.ArgumentParser) -> None:
+    from consumer.cli.redrive_rules import CODES, UNCHANGEABLE
+
+    left = ", ".join(sorted(code.value for code in UNCHANGEABLE))
+    rules = redrive.add_mutually_exclusive_group()
+    rules.add_argument(
+        "--code",
+        action="append",
+        choices=CODES,
+        metavar="CODE",
+        help="move only requests dead-lettered with this error code (repeatable; "
+        "'none': those without one)",
+    )
+    rules.add_argument(
+        "--except-code",
+        action="append",
+        choices=CODES,
+        metavar="CODE",
+        help="move every request but those with this error code (repeatable)",
+    )
+    rules.add_argument(
+        "--all",
+        action="store_true",
+        help=f"move every request; by default the codes that cannot succeed unchanged "
+        f"({left}) are left in the DLQ",
+    )
 
 
 def _one_line(text: str | None, width: int) -> str:
@@ -140,7 +171,7 @@ async def _move_task(
 
     from consumer.aws.clients import client_config, make_session
     from consumer.aws.queue_meta import queue_arn
-    from consumer.cli.redrive import MoveTaskRedrive
+    from consumer.cli.move_task import MoveTaskRedrive
 
     dlq_arn = await queue_arn(sqs, dlq_url)
     target_arn = await queue_arn(sqs, queue_url)
@@ -157,15 +188,41 @@ async def _move_task(
     return await MoveTaskRedrive(sqs, dlq_arn, target_arn, _progress).follow(handle)
 
 
+def _rule(args: argparse.Namespace) -> CodeRule:
+    from consumer.cli.redrive_rules import CodeRule
+
+    return CodeRule.from_options(
+        everything=args.all, codes=args.code, except_codes=args.except_code
+    )
+
+
+def _print_left(report: RedriveReport, rule: CodeRule) -> None:
+    from consumer.cli.redrive_rules import left_summary
+
+    if not report.left:
+        return
+    count = sum(report.left.values())
+    why = (
+        "they cannot succeed unchanged; --all or --code CODE moves them"
+        if rule.default
+        else "not chosen by --code/--except-code"
+    )
+    print(f"left {count} message(s) in the DLQ: {left_summary(report.left)} ({why})")
+
+
 async def _redrive(sqs: SQSClient, url: str, target: str, args: argparse.Namespace) -> int:
     from consumer.cli.redrive import CopyRedrive
 
+    rule = _rule(args)
     report = None
-    if args.method == "move-task" or (args.method == "auto" and args.max is None):
+    if args.method == "move-task" or (
+        args.method == "auto" and args.max is None and rule.moves_all
+    ):
         report = await _move_task(sqs, url, target, args.method == "move-task")
     if report is None:
-        report = await CopyRedrive(sqs, url, target, _progress).run(args.max)
+        report = await CopyRedrive(sqs, url, target, _progress, rule).run(args.max)
     print(f"redrive ({report.method}): moved {report.moved} message(s) to {target}")
+    _print_left(report, rule)
     if report.failed_again:
         print(
             f"{report.failed_again} moved by this run failed again and were left on the DLQ "
@@ -241,6 +298,13 @@ def main(args: argparse.Namespace) -> int:
 
     if args.action == "purge" and not args.yes:
         print("illustrator dlq purge: this deletes every DLQ message; add --yes", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "redrive" and args.method == "move-task" and not _rule(args).moves_all:
+        print(
+            "illustrator dlq redrive: a move task moves every message; add --all, "
+            "or use --method copy to choose by code",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if (args.action == "list" and args.limit < 1) or (
         args.action == "redrive" and args.max is not None and args.max < 1

@@ -30,7 +30,6 @@ messages to move when it starts.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.aws.queue_meta import ERROR_ATTRIBUTES, attributes_size, copyable_attributes
 from consumer.aws.request_queue import GROUP_ATTRIBUTE
+from consumer.cli.redrive_rules import NO_CODE, CodeRule
 from consumer.contract.request import identifying_fields
 
 if TYPE_CHECKING:
@@ -54,8 +54,6 @@ POLL_WAIT_S = 1
 SQS_BATCH = 10
 # SendMessageBatch refuses batches whose messages total more than 256 KiB.
 MAX_BATCH_BYTES = 256 * 1024
-MOVE_TASK_POLL_S = 2.0
-MOVE_TASK_DONE = frozenset({"COMPLETED", "CANCELLED", "FAILED"})
 RUN_ATTRIBUTE = "redrive_run"
 # SQS allows 10 attributes; a consumer adds two (error code and message) when
 # it dead-letters, so the mark goes only where 7 or fewer remain.
@@ -162,12 +160,14 @@ async def peek(
 
 @dataclass(slots=True)
 class RedriveReport:
-    """What a redrive did. `failed` maps message ids to the reason they stayed."""
+    """What a redrive did. `failed` maps message ids to the reason they stayed,
+    `left` the codes its rule left in the DLQ to how many."""
 
     method: str
     moved: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     not_deleted: int = 0
+    left: dict[str, int] = field(default_factory=dict)
     # Copy runs only: the DLQ's size when the run began, and the messages
     # this run had already moved that were dead-lettered again meanwhile.
     budget: int | None = None
@@ -240,8 +240,10 @@ class CopyRedrive:
 
     Every message received and not deleted is made visible again at the end,
     however the run ends, so an interrupted redrive leaves the rest on view.
-    The run ends once it has moved its budget, or when a receive brings
-    nothing it has not seen (see the module's notes).
+    Only the messages `rule` moves are sent (all when ``None``); the others
+    are counted by code and left. The run ends once it has dealt with its
+    budget, or when a receive brings nothing it has not seen (see the
+    module's notes).
     """
 
     def __init__(
@@ -250,11 +252,13 @@ class CopyRedrive:
         dlq_url: str,
         queue_url: str,
         progress: Callable[[RedriveReport], None] = lambda _: None,
+        rule: CodeRule | None = None,
     ) -> None:
         self._sqs = sqs
         self._dlq_url = dlq_url
         self._queue_url = queue_url
         self._progress = progress
+        self._rule = rule or CodeRule.everything()
         # Message id -> latest receipt handle, for everything not yet deleted.
         self._held: dict[str, str] = {}
         # Sent but not deleted, or refused by the request queue: not retried
@@ -266,14 +270,17 @@ class CopyRedrive:
 
     async def run(self, max_messages: int | None = None) -> RedriveReport:
         """Move up to `max_messages` (at most what the DLQ held at the start,
-        when ``None``) and return the report."""
+        when ``None``) and return the report.
+
+        The messages moved and left together stay within the DLQ's size at
+        the start; `max_messages` bounds those moved.
+        """
         budget = await dlq_size(self._sqs, self._dlq_url)
-        if max_messages is not None:
-            budget = min(budget, max_messages)
+        limit = budget if max_messages is None else min(budget, max_messages)
         self.report.budget = budget
         try:
-            while self.report.moved < budget:
-                wanted = budget - self.report.moved
+            while self.report.moved < limit and self._dealt_with < budget:
+                wanted = min(limit - self.report.moved, budget - self._dealt_with)
                 batch = await _receive(self._sqs, self._dlq_url, wanted, REDRIVE_HIDE_S)
                 self._held.update((m["MessageId"], m["ReceiptHandle"]) for m in batch)
                 new = [m for m in batch if m["MessageId"] not in self._seen]
@@ -284,12 +291,29 @@ class CopyRedrive:
                 ours = {m["MessageId"] for m in new if run_mark(m) == self.run_id}
                 self.report.failed_again += len(ours)
                 fresh = [m for m in new if m["MessageId"] not in self._skip | ours]
-                if fresh:
-                    await self._move(fresh)
+                chosen = self._choose(fresh)[: limit - self.report.moved]
+                if chosen:
+                    await self._move(chosen)
                     self._progress(self.report)
         finally:
             await release(self._sqs, self._dlq_url, list(self._held.values()))
         return self.report
+
+    @property
+    def _dealt_with(self) -> int:
+        return self.report.moved + sum(self.report.left.values())
+
+    def _choose(self, messages: Sequence[MessageTypeDef]) -> list[MessageTypeDef]:
+        """The messages the rule moves; the others are counted and left."""
+        chosen = []
+        for message in messages:
+            code = _string_attribute(message, "error_code")
+            if self._rule.moves(code):
+                chosen.append(message)
+            else:
+                name = code or NO_CODE
+                self.report.left[name] = self.report.left.get(name, 0) + 1
+        return chosen
 
     async def _move(self, messages: Sequence[MessageTypeDef]) -> None:
         by_id = {str(i): m for i, m in enumerate(messages)}
@@ -322,62 +346,6 @@ class CopyRedrive:
                 self._held.pop(message["MessageId"], None)
         self.report.not_deleted += len(failed)
         self.report.moved += len(sent)
-
-
-class MoveTaskRedrive:
-    """SQS's own redrive (StartMessageMoveTask), followed until it ends."""
-
-    def __init__(
-        self,
-        sqs: SQSClient,
-        dlq_arn: str,
-        queue_arn: str,
-        progress: Callable[[RedriveReport], None] = lambda _: None,
-        poll_s: float = MOVE_TASK_POLL_S,
-    ) -> None:
-        self._sqs = sqs
-        self._dlq_arn = dlq_arn
-        self._queue_arn = queue_arn
-        self._progress = progress
-        self._poll_s = poll_s
-        self.report = RedriveReport(method="move-task")
-
-    async def start(self) -> str:
-        """Start the task; its handle. Raises botocore errors where unsupported."""
-        response = await self._sqs.start_message_move_task(
-            SourceArn=self._dlq_arn, DestinationArn=self._queue_arn
-        )
-        return response["TaskHandle"]
-
-    async def follow(self, handle: str) -> RedriveReport:
-        """Report progress until the task ends; Ctrl-C cancels the task.
-
-        Cancelling keeps what was already moved on the request queue and the
-        rest on the DLQ; SQS itself never drops a message in a move task.
-        """
-        try:
-            while True:
-                status = await self._status(handle)
-                self.report.moved = int(status.get("ApproximateNumberOfMessagesMoved", 0))
-                self._progress(self.report)
-                if status.get("Status") in MOVE_TASK_DONE:
-                    if status.get("Status") == "FAILED":
-                        reason = str(status.get("FailureReason", "unknown reason"))
-                        self.report.failed["move-task"] = reason
-                    return self.report
-                await asyncio.sleep(self._poll_s)
-        except asyncio.CancelledError:
-            await self._sqs.cancel_message_move_task(TaskHandle=handle)
-            raise
-
-    async def _status(self, handle: str) -> dict[str, Any]:
-        response = await self._sqs.list_message_move_tasks(SourceArn=self._dlq_arn, MaxResults=10)
-        results = [dict(r) for r in response.get("Results", [])]
-        for result in results:
-            if result.get("TaskHandle") == handle:
-                return result
-        # A finished task no longer shows its handle; the newest entry is ours.
-        return results[0] if results else {"Status": "RUNNING"}
 
 
 async def purge(sqs: SQSClient, url: str) -> int:

@@ -25,8 +25,14 @@ def output_key(
     defaults: GenerationDefaults, user_id: str, kind: JobKind, job_id: str, index: int = 0
 ) -> str:
     """Where picture `index` of a job goes; it depends on the request alone
-    (idempotency): ``<kind>_<job_id>.png`` for the first, ``_<index>`` after."""
-    suffix = f"_{index}" if index else ""
+    (idempotency): ``<kind>_<job_id>.png`` for the first, ``<kind>_<job_id>.<index>.png``
+    after it.
+
+    A job id has no ``.`` (``[A-Za-z0-9_-]``), so no two pairs of job id and
+    index share a key: picture 1 of job ``a`` is ``memory_a.1.png``, picture 0
+    of job ``a_1`` is ``memory_a_1.png``.
+    """
+    suffix = f".{index}" if index else ""
     return f"{defaults.s3_generated_prefix}{user_id}/{kind.value}_{job_id}{suffix}.png"
 
 
@@ -35,6 +41,19 @@ def output_keys(
 ) -> list[str]:
     """The keys of a job's `count` pictures, in order."""
     return [output_key(defaults, user_id, kind, job_id, i) for i in range(count)]
+
+
+def earlier_output_key(
+    defaults: GenerationDefaults, user_id: str, kind: JobKind, job_id: str, index: int
+) -> str:
+    """Where earlier releases wrote picture `index` ≥ 1: ``<kind>_<job_id>_<index>.png``.
+
+    Ambiguous (picture 0 of job ``a_1`` has the same key), so an object found
+    there is the job's only when its ``job-id`` metadata names the job.
+    """
+    if index < 1:
+        raise ValueError("picture 0 kept its key")
+    return f"{defaults.s3_generated_prefix}{user_id}/{kind.value}_{job_id}_{index}.png"
 
 
 def cancel_key(prefix: str, user_id: str, job_id: str) -> str:

@@ -130,7 +130,7 @@ class Request(BaseModel):
     num_images: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | None = Field(
         None,
         description="How many pictures to draw in one batch, 1-4. Default 1. Picture 0 is "
-        "<kind>_<job_id>.png, picture i >= 1 is <kind>_<job_id>_<i>.png.",
+        "<kind>_<job_id>.png, picture i >= 1 is <kind>_<job_id>.<i>.png.",
     )
 
     @model_validator(mode="after")

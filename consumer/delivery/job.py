@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from PIL import Image
@@ -35,7 +35,12 @@ from consumer.delivery.retry_policy import RetryLimits
 from consumer.metrics import Metrics
 from consumer.settings import Settings
 from pipeline.api.interface import Generator
+from pipeline.api.preparer import Preparer
+from pipeline.api.reference import InputLimits
 from pipeline.api.spec import GenerationSpec
+
+if TYPE_CHECKING:
+    from consumer.delivery.outputs import Batch, Outputs
 
 log = structlog.get_logger(__name__)
 
@@ -173,6 +178,7 @@ class JobEnvironment:
     max_attempts: int
     dlq_url: str | None
     stop_grace_s: float
+    preparer: Preparer
 
     @property
     def retry_limits(self) -> RetryLimits:
@@ -194,6 +200,7 @@ class JobEnvironment:
         metrics: Metrics,
         clock: Clock,
         stop_grace_s: float,
+        preparer: Preparer,
     ) -> JobEnvironment:
         """The environment for the queue described by `info`: the settings
         win, else the queue's own visibility timeout and DLQ (``SQS_DLQ_URL``
@@ -231,17 +238,33 @@ class JobEnvironment:
             max_attempts=max_attempts,
             dlq_url=dlq_url,
             stop_grace_s=stop_grace_s,
+            preparer=preparer,
         )
+
+
+def input_preparer(settings: Settings, generator: Generator) -> Preparer:
+    """The preparer of a worker's input pictures, its server already starting
+    (it is warm by the first picture); close it when the worker stops."""
+    limits = InputLimits(
+        settings.max_input_bytes, settings.max_input_pixels, settings.max_input_aspect
+    )
+    preparer = Preparer(limits, generator.reference_side, timeout_s=settings.input_prep_timeout_s)
+    preparer.start()
+    return preparer
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A parsed job with its input fetched: ready for the GPU."""
+    """A parsed job with its input fetched: ready for the GPU.
+
+    `outputs` are where its pictures go, `found` what of them was written
+    before it was drawn.
+    """
 
     request: Request
     spec: GenerationSpec
-    keys: list[str]
-    digest: str
+    outputs: Outputs
+    found: Batch
     image: Image.Image
 
 

@@ -1,11 +1,12 @@
 """One job through its stages, each timed, with one outcome at the end.
 
-Stages: check the signature and parse; look for an existing output
-(idempotency); fetch the input and prepare it (bounded memory, off the event
-loop: :mod:`pipeline.api.reference`); generate on the GPU thread
-(stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
-``generation_failed``, or fatal when the GPU does not come back); encode and
-upload the PNG; publish the event; delete the request. Any
+Stages: check the signature and parse; look for existing outputs
+(idempotency); fetch the input and prepare it (in a process of its own,
+bounded in time and memory: :mod:`pipeline.api.preparer`); generate on the
+GPU thread (stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
+``generation_failed``, or fatal when the GPU does not come back); encode the
+PNGs and write them where absent (:mod:`consumer.delivery.outputs`); publish
+the event; delete the request. Any
 failure goes to :func:`consumer.classify.classify` once, and the outcome
 follows from its answer: retry later, dead-letter now, or stop the worker.
 """
@@ -24,13 +25,12 @@ from consumer.contract.event import (
     CompletionEvent,
     EventError,
 )
-from consumer.contract.keys import input_candidates, output_keys
+from consumer.contract.keys import input_candidates
 from consumer.contract.request import (
     Request,
     effective_spec,
     identifying_fields,
     parse_request,
-    request_digest,
 )
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE
 from consumer.delivery import attempts
@@ -48,15 +48,13 @@ from consumer.delivery.job import (
     Job,
     JobEnvironment,
     Prepared,
-    encode_png,
 )
 from consumer.delivery.job_state import JobState, Outcome
 from consumer.delivery.outage import Outages, Service, ServiceOut
+from consumer.delivery.outputs import Batch, BatchUnfinished, Outputs, continue_batch
 from consumer.delivery.retry_policy import Action, decide
 from consumer.delivery.signing_keys import SigningKeys, settings_tokens
-from consumer.errors import InvalidRequest
 from consumer.metrics import emf_record
-from pipeline.api.reference import InputLimits, prepare_reference
 from pipeline.api.safety import Drawn
 from pipeline.api.spec import GenerationSpec
 
@@ -125,46 +123,40 @@ class JobRunner:
             signature = job.message.string_attribute(SIGNATURE_ATTRIBUTE)
             await self.keys.verify(job.message.body_bytes, signature)
         request, spec = self._parse(job)
-        keys = output_keys(
-            self.settings, request.user_id, request.kind, request.job_id, spec.num_images
-        )
-        digest = request_digest(request)
+        outputs = Outputs(self.env.storage, self.settings, request, spec.num_images)
         # The outputs and the cancellation marker are looked for together;
         # an outage of S3 releases the request.
         with self.outages.guard(Service.S3):
-            existing, cancelled = await asyncio.gather(
-                asyncio.gather(*(self.env.storage.head(key) for key in keys)),
-                self.cancels.cancelled(request.user_id, request.job_id),
+            found, cancelled = await asyncio.gather(
+                outputs.find(), self.cancels.cancelled(request.user_id, request.job_id)
             )
-        for metadata in existing:
-            # Outputs written before digests were recorded count as matching.
-            if metadata is not None and metadata.get(META_DIGEST, digest) != digest:
-                raise InvalidRequest(
-                    f"job id {request.job_id} was already used for a different request"
-                )
-        if all(metadata is not None for metadata in existing):
+        if found.whole:
             # Outputs all written: the success stands, whatever a marker says.
-            await self._reuse(job, spec, keys, [m or {} for m in existing])
+            job.advance(JobState.DELIVERING)
+            await self._reuse(job, spec, found)
             return None
+        # A batch begun by an earlier delivery is completed with its seed.
+        job.spec = spec = continue_batch(spec, found)
         if cancelled:
             raise JobCancelled("cancelled before it was taken")
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
             with self.outages.guard(Service.S3):
-                found, data = await self.env.storage.fetch_first(
+                key, data = await self.env.storage.fetch_first(
                     candidates, self.settings.max_input_bytes
                 )
-            limits = InputLimits(
-                self.settings.max_input_bytes,
-                self.settings.max_input_pixels,
-                self.settings.max_input_aspect,
-            )
-            # Off the event loop, before the GPU's turn, in bounded memory.
-            image = await asyncio.to_thread(
-                prepare_reference, data, limits, self.env.generator.reference_side
-            )
-        log.debug("input_fetched", key=found, size=image.size)
-        return Prepared(request, spec, keys, digest, image)
+            # In a process of its own, within INPUT_PREP_TIMEOUT_S and its
+            # memory bound, off the event loop, before the GPU's turn.
+            preparation = await asyncio.to_thread(self.env.preparer.prepare, data)
+        image = preparation.image
+        log.debug(
+            "input_prepared",
+            key=key,
+            size=image.size,
+            seconds=round(preparation.wall_s, 3),
+            peak_mib=preparation.figures.peak_kib // 1024,
+        )
+        return Prepared(request, spec, outputs, found, image)
 
     async def _announce(self, job: Job, request: Request) -> None:
         """Publish the started event; best effort, since it only informs."""
@@ -200,14 +192,15 @@ class JobRunner:
         job.advance(JobState.DELIVERING)
         with job.stage("upload"):
             # Every picture is written before the event: a job succeeds with
-            # all of its outputs or not at all.
-            await asyncio.gather(
-                *(
-                    self._upload(job, prepared, key, picture, seed)
-                    for key, picture, seed in zip(prepared.keys, pictures, seeds, strict=True)
-                )
+            # all of its outputs or not at all; none is ever overwritten.
+            metadata = [self._metadata(prepared, seed) for seed in seeds]
+            batch, drawn_here = await prepared.outputs.write(
+                self._hold(job), prepared.found, pictures, metadata
             )
-        data = output_refs(self.env.storage.bucket, prepared.keys, seeds)
+        if not drawn_here:  # another delivery of the request wrote its own first
+            await self._reuse(job, prepared.spec, batch)
+            return
+        data = output_refs(self.env.storage.bucket, batch.keys, batch.seeds())
         event = completion_event(self.env, job, "succeeded", data=data)
         await self._publish(job, event, JobState.SUCCEEDED)
         await self._delete(job)
@@ -218,37 +211,23 @@ class JobRunner:
             timings_ms=event.timings_ms,
         )
 
-    async def _upload(
-        self, job: Job, prepared: Prepared, key: str, picture: Image.Image, seed: int
-    ) -> None:
-        metadata = {
+    def _metadata(self, prepared: Prepared, seed: int) -> dict[str, str]:
+        return {
             META_JOB_ID: prepared.request.job_id,
             META_SEED: str(seed),
             META_REQUEST_SEED: str(prepared.spec.seed),
             META_MODEL: self.env.generator.model_name,
-            META_DIGEST: prepared.digest,
+            META_DIGEST: prepared.outputs.digest,
         }
-        png = await asyncio.to_thread(encode_png, picture)
-        # Held through an S3 outage: the picture is never drawn twice for one.
-        await self._hold(job).call(Service.S3, lambda: self.env.storage.put_png(key, png, metadata))
 
-    async def _reuse(
-        self, job: Job, spec: GenerationSpec, keys: list[str], metadata: list[dict[str, str]]
-    ) -> None:
-        job.advance(JobState.DELIVERING)
+    async def _reuse(self, job: Job, spec: GenerationSpec, batch: Batch) -> None:
         # Report the seeds and model the existing pictures were made with.
-        seeds = [_number(m.get(META_SEED)) for m in metadata]
-        # Outputs written before the request seed was recorded had no redraws:
-        # their first picture's seed is the request's.
-        request_seed = _number(metadata[0].get(META_REQUEST_SEED))
-        if request_seed is None:
-            request_seed = seeds[0]
+        request_seed = batch.request_seed()
         if request_seed is not None:
             job.spec = dataclasses.replace(spec, seed=request_seed)
-        data = output_refs(self.env.storage.bucket, keys, seeds)
-        event = completion_event(
-            self.env, job, "succeeded", data=data, reused=True, model=metadata[0].get(META_MODEL)
-        )
+        data = output_refs(self.env.storage.bucket, batch.keys, batch.seeds())
+        model = (batch.metadata[0] or {}).get(META_MODEL)
+        event = completion_event(self.env, job, "succeeded", data=data, reused=True, model=model)
         await self._publish(job, event, JobState.REUSED)
         await self._delete(job)
         log.info("job_reused", s3_uris=[ref.s3_uri for ref in data])
@@ -298,8 +277,12 @@ class JobRunner:
 
     async def _failed(self, job: Job, error: Exception) -> Outcome:
         verdict = classify(error)
-        if isinstance(error, ServiceOut | HoldEnded) and job.state is not JobState.REPORTED:
-            # The service's trouble, not the request's: it costs no attempt.
+        if (
+            isinstance(error, ServiceOut | HoldEnded | BatchUnfinished)
+            and job.state is not JobState.REPORTED
+        ):
+            # The service's trouble, or another delivery's, not the request's:
+            # it costs no attempt.
             log.info("job_released", reason=verdict.message, attempt=attempts.attempt(job.message))
             await attempts.release(self.env.heartbeat, self.env.queue, job.message)
             job.advance(JobState.RELEASED)
@@ -386,7 +369,3 @@ class JobRunner:
             await self.env.heartbeat.hand_back(job.message, delay)
         except Exception as error:
             log.warning("backoff_not_set", error=classify(error).message)
-
-
-def _number(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() else None

@@ -35,7 +35,7 @@ from consumer.clock import Clock, SystemClock
 from consumer.delivery import attempts
 from consumer.delivery.backoff import JitteredBackoff
 from consumer.delivery.gpu_thread import GpuThread
-from consumer.delivery.job import Job, JobEnvironment
+from consumer.delivery.job import Job, JobEnvironment, input_preparer
 from consumer.delivery.job_state import JobState
 from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.outage import Service, worker_outages
@@ -99,6 +99,7 @@ class Worker:
         self.publisher = Publisher(clients.sns, settings.sns_topic_arn)
         self.outages = worker_outages(clients, settings, self.clock, self.metrics)
         self.keys = signing_keys(settings, clients, self.clock, self.outages)
+        self.preparer = input_preparer(settings, generator)
         self.board.paused_by = lambda: self.outages.out
         self.env: JobEnvironment | None = None
         self.exit_code = EXIT_OK
@@ -157,6 +158,7 @@ class Worker:
             raise
         finally:
             self.outages.close()
+            self.preparer.close()
             self.board.loop_stopped()
             if self._own_gpu:
                 self.gpu.close()
@@ -329,6 +331,7 @@ class Worker:
                 metrics=self.metrics,
                 clock=self.clock,
                 stop_grace_s=self.options.stop_grace(),
+                preparer=self.preparer,
             )
 
     async def _poll(

@@ -90,7 +90,7 @@ def prepare_reference(data: bytes, limits: InputLimits, side: int | None) -> Ima
         # The failed allocation is given back; the worker itself is fine.
         raise InvalidImageError(
             f"input {found} image of {image.width}x{image.height} needs more memory "
-            "than the worker has to prepare it"
+            "to prepare than a preparation may use"
         ) from error
     except Image.DecompressionBombError as error:
         raise InvalidImageError(f"input image has too many pixels: {error}") from error

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 
-from consumer.contract.keys import input_candidates, output_key, s3_uri
+from consumer.contract.keys import earlier_output_key, input_candidates, output_key, s3_uri
 from consumer.contract.request import parse_request
 from consumer.contract.signing import sign, verify
 from consumer.errors import ErrorCode, Unauthorized
@@ -48,6 +49,25 @@ def test_output_key_depends_only_on_the_request() -> None:
     assert output_key(DEFAULTS, "user123", JobKind.SUBJECT, "m-001") != key
     custom = GenerationDefaults(s3_generated_prefix="out/")
     assert output_key(custom, "u", JobKind.SUBJECT, "j") == "out/u/subject_j.png"
+
+
+def test_output_keys_are_unambiguous_for_every_job_id_and_picture() -> None:
+    # Every job id of up to four characters from an alphabet that has the
+    # separators of the earlier scheme, with pictures 0 to 4: no two share a key.
+    ids = ["".join(chars) for n in range(1, 5) for chars in itertools.product("a1_-", repeat=n)]
+    pairs = [(job_id, index) for job_id in ids for index in range(5)]
+    keys = {output_key(DEFAULTS, "u", JobKind.MEMORY, job_id, i) for job_id, i in pairs}
+    assert len(keys) == len(pairs)
+    assert output_key(DEFAULTS, "u", JobKind.MEMORY, "a", 1) == "generated/u/memory_a.1.png"
+    assert output_key(DEFAULTS, "u", JobKind.MEMORY, "a_1", 0) == "generated/u/memory_a_1.png"
+
+
+def test_the_earlier_keys_were_ambiguous_and_are_kept_for_finding_old_pictures() -> None:
+    earlier = earlier_output_key(DEFAULTS, "u", JobKind.MEMORY, "a", 1)
+    assert earlier == "generated/u/memory_a_1.png"
+    assert earlier == output_key(DEFAULTS, "u", JobKind.MEMORY, "a_1", 0)
+    with pytest.raises(ValueError, match="picture 0"):
+        earlier_output_key(DEFAULTS, "u", JobKind.MEMORY, "a", 0)
 
 
 def test_s3_uri() -> None:

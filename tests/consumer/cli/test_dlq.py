@@ -11,7 +11,8 @@ import pytest
 
 from consumer.cli import main as cli
 from consumer.cli.dlq import RECEIVE_NOTE
-from consumer.cli.redrive import CopyRedrive, MoveTaskRedrive, RedriveReport, size_chunks
+from consumer.cli.move_task import MoveTaskRedrive
+from consumer.cli.redrive import CopyRedrive, RedriveReport, size_chunks
 from tests.support.aws import Stack
 
 Message = dict[str, Any]
@@ -21,7 +22,7 @@ def _body(job: str, kind: str = "memory", user: str = "user1") -> str:
     return json.dumps({"job_id": job, "kind": kind, "user_id": user, "prompt": "a dog"})
 
 
-def _dead_letter(stack: Stack, body: str, code: str = "invalid_input", **extra: str) -> None:
+def _dead_letter(stack: Stack, body: str, code: str = "input_not_found", **extra: str) -> None:
     attributes = {
         "error_code": {"DataType": "String", "StringValue": code},
         "error_message": {"DataType": "String", "StringValue": f"{code} happened"},
@@ -100,7 +101,7 @@ def test_list_pages_past_one_batch_and_honours_limit(
     listed = [json.loads(line) for line in captured.out.splitlines()]
     assert captured.err == f"note: {RECEIVE_NOTE}\n"
     assert sorted(item["job_id"] for item in listed) == [f"job-{i:02d}" for i in range(13)]
-    assert all(item["error_code"] == "invalid_input" for item in listed)
+    assert all(item["error_code"] == "input_not_found" for item in listed)
     assert all(0 <= item["age_s"] < 60 for item in listed)
 
     assert cli.main(["dlq", "list", "--json", "--limit", "4"]) == 0
@@ -130,10 +131,11 @@ def test_redrive_keeps_bodies_and_attributes_but_drops_error_attributes(
     for body in bodies:
         _dead_letter(stack, body, extra="kept")
 
-    assert cli.main(["dlq", "redrive"]) == 0
+    assert cli.main(["dlq", "redrive", "--all"]) == 0
 
     captured = capsys.readouterr()
-    # moto has no StartMessageMoveTask: the command falls back to copying.
+    # With --all a move task is tried first; moto has no StartMessageMoveTask,
+    # so the command falls back to copying.
     assert "moving by copy" in captured.err
     assert "redrive (copy): moved 13 message(s)" in captured.out
     moved = _drain(stack, stack.queue_url)

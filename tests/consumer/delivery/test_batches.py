@@ -23,8 +23,8 @@ async def test_n_pictures_in_one_batch_at_their_keys_with_their_seeds(stack: Sta
     assert event["status"] == "succeeded"
     keys = [
         "generated/user1/memory_m-3.png",
-        "generated/user1/memory_m-3_1.png",
-        "generated/user1/memory_m-3_2.png",
+        "generated/user1/memory_m-3.1.png",
+        "generated/user1/memory_m-3.2.png",
     ]
     # The seeds wrap around at 2^32.
     assert event["data"] == [
@@ -49,7 +49,7 @@ async def test_a_batch_is_reused_only_when_every_picture_exists(stack: Stack) ->
         stack.send(request)
         (first,) = await observer.wait(1)
         stack.client("s3").delete_object(
-            Bucket=stack.bucket, Key="generated/user1/memory_m-2_1.png"
+            Bucket=stack.bucket, Key="generated/user1/memory_m-2.1.png"
         )
         stack.send(request)
         second = (await observer.wait(2))[1]
