@@ -81,16 +81,18 @@ def fetcher(settings: Settings, cache: ArtifactCache | None = None) -> Fetch:
     return fetch
 
 
-async def read_catalog(source: str, fetch: Fetch) -> StyleCatalog:
-    """The catalog at `source`; :class:`ConfigError` naming it when it cannot be read or parsed."""
+async def read_catalog(source: str, fetch: Fetch, label: str | None = None) -> StyleCatalog:
+    """The catalog at `source`; :class:`ConfigError` naming it (as `label`,
+    default ``STYLES_PATH=<source>``) when it cannot be read or parsed."""
+    label = label or f"{SETTING}={source}"
     try:
         path = await fetch(source)
         data = await asyncio.to_thread(_read_bounded, path)
         return parse_catalog(data, source)
     except (CatalogError, OSError) as error:
-        raise ConfigError(f"{SETTING}={source}: {_reason(error)}") from None
+        raise ConfigError(f"{label}: {_reason(error)}") from None
     except ConfigError as error:
-        raise ConfigError(f"{SETTING}={source}: {error.message}") from None
+        raise ConfigError(f"{label}: {error.message}") from None
 
 
 def _reason(error: Exception) -> str:
@@ -188,6 +190,7 @@ class StyleShelf:
             source=self.source,
             styles=len(book.catalog.styles),
             default=book.catalog.default,
+            names=book.names[:30],
             slot=self.slot.describe() if self.slot else None,
         )
         return book
@@ -205,7 +208,7 @@ class StyleShelf:
         """Read the catalog again; swap it in if all of it is valid. Whether it was."""
         async with self._lock:
             try:
-                book = await load_book(self.source, self._fetch, self.slot or _NO_SLOT)
+                book = await load_book(self.source, self._fetch, self.slot or NO_SLOT)
             except Exception as error:
                 message = error.message if isinstance(error, ConfigError) else repr(error)
                 log.error("styles_reload_refused", source=self.source, error=message)
@@ -222,4 +225,4 @@ class StyleShelf:
 
 
 # A worker whose catalog had no LoRA at start has no slot: any LoRA is refused.
-_NO_SLOT = StyleSlot(rank=0, kinds=frozenset())
+NO_SLOT = StyleSlot(rank=0, kinds=frozenset())

@@ -21,7 +21,7 @@ DISTRIBUTION = "autobio-illustrator"
 
 # The subcommands, each a module of this package; the package's other
 # modules are the commands' helpers.
-COMMANDS = ("cancel", "demo", "dlq", "health", "run", "sandbox", "schema", "submit")
+COMMANDS = ("cancel", "demo", "dlq", "health", "run", "sandbox", "schema", "styles", "submit")
 
 
 def _command_modules() -> dict[str, ModuleType]:

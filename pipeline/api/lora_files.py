@@ -210,7 +210,7 @@ def layer_kind(module: str) -> str:
     if "." in module:
         return module.rsplit(".", 1)[-1]
     # kohya: the part after the last block index (``..._resnets_0_time_emb_proj``).
-    return re.split(r"_\d+_", module)[-1]
+    return re.sub(r"^.*_\d+_", "", module)
 
 
 @dataclass(frozen=True, slots=True)
