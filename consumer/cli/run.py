@@ -71,7 +71,7 @@ async def load_generator(
     # Downloads run on the event loop, so the sidecar answers meanwhile; the
     # catalog and the checker first, so that a bad one is refused before the
     # model is fetched.
-    if styles is not None:
+    if styles is not None and styles.book is None:
         await styles.load()
     checker_path = await resolve_safety_checker(settings)
     config = await prepare_pipeline_config(settings)
@@ -161,6 +161,10 @@ def main(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
     options = WorkerOptions(burst=args.burst)
     loader, styles = with_styles(settings)
+    if styles is not None and not settings.styles_path.startswith("s3://"):
+        # A local catalog is refused before anything starts (an s3:// one
+        # once fetched, with the model's other artefacts).
+        asyncio.run(styles.load())
     code = asyncio.run(
         serve(settings, loader, options=options, companions=companions(settings), styles=styles)
     )

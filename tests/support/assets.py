@@ -16,8 +16,8 @@ from pipeline.api.factory import create_generator
 from pipeline.api.interface import Generator
 from pipeline.api.spec import GenerationSpec
 from pipeline.builtin.tiny import build_tiny
+from pipeline.builtin.tiny_lora import save_tiny_lora
 from pipeline.engine.generator import SDXLGenerator
-from pipeline.engine.untyped import diffusers
 
 
 def load_generator(config: PipelineConfig) -> SDXLGenerator:
@@ -64,57 +64,9 @@ def close(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
     return a.shape == b.shape and int(np.abs(a - b).max()) <= INSTANCE_TOLERANCE
 
 
-ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
-
-
-def make_tiny_lora(
-    path: Path,
-    seed: int = 7,
-    *,
-    rank: int = 4,
-    alpha: float | None = None,
-    targets: tuple[str, ...] = ATTENTION,
-    text_encoder: bool = False,
-) -> Path:
-    """A LoRA for the tiny UNet's layers `targets` (peft's names), in diffusers' file format.
-
-    Both LoRA matrices are random (peft would start one at zero), so it
-    changes the model. `alpha` (default: the rank) is kept only in the
-    file's adapter metadata, as diffusers' training scripts save it. With
-    `text_encoder` it also holds layers for the first text encoder.
-    """
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    tiny = build_tiny().pipe
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        config = LoraConfig(
-            r=rank,
-            lora_alpha=rank if alpha is None else alpha,
-            target_modules=list(targets),
-            init_lora_weights=False,
-        )
-        tiny.unet.add_adapter(config)
-        text = None
-        if text_encoder:
-            tiny.text_encoder.add_adapter(
-                LoraConfig(r=rank, target_modules=["q_proj"], init_lora_weights=False)
-            )
-            text = get_peft_model_state_dict(tiny.text_encoder)
-    layers = diffusers.utils.convert_state_dict_to_diffusers(get_peft_model_state_dict(tiny.unet))
-    metadata = None
-    if alpha is not None:
-        metadata = {"r": rank, "lora_alpha": alpha, "target_modules": sorted(targets)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    diffusers.StableDiffusionXLPipeline.save_lora_weights(
-        str(path.parent),
-        unet_lora_layers=layers,
-        text_encoder_lora_layers=text,
-        weight_name=path.name,
-        unet_lora_adapter_metadata=metadata,
-    )
-    return path
+def make_tiny_lora(path: Path, seed: int = 7, **options: Any) -> Path:
+    """A LoRA for the tiny UNet (see :func:`pipeline.builtin.tiny_lora.save_tiny_lora`)."""
+    return save_tiny_lora(path, seed, **options)
 
 
 def make_finetuned_unet(path: Path, seed: int = 11) -> Path:
