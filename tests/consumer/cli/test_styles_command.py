@@ -38,7 +38,8 @@ def test_a_valid_catalog_is_a_table_of_its_styles_and_the_slot_it_makes(
     catalog = _catalog(folder, "good.yaml", styles)
     assert cli.main(["styles", "check", str(catalog)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["STYLE", "LORA", "RANK", "SIZE", "DTYPE", "LAYERS", "DIGEST", "STATUS"]
+    header = ["STYLE", "LORA", "RANK", "SIZE", "DTYPE", "LAYERS", "DIGEST", "STATUS"]
+    assert out[0].split() == header
     rows = {line.split()[0]: line.split() for line in out[1:4]}
     digest = file_digest(folder / "ink.safetensors")
     size = (folder / "ink.safetensors").stat().st_size / 1024
@@ -53,7 +54,8 @@ def test_a_valid_catalog_is_a_table_of_its_styles_and_the_slot_it_makes(
         digest,
         "ok",
     ]
-    assert rows["wash"][1:2] == ["4"] and rows["wash"][5:6] == ["ff.net.2,to_q"]
+    assert rows["wash"][1:2] == ["4"]
+    assert rows["wash"][5:6] == ["ff.net.2,to_q"]
     assert rows["plain"] == ["plain", "-", "-", "-", "-", "-", "ok"]
     assert out[4:] == [
         "slot: rank 16, layers ff.net.2, to_k, to_out.0, to_q, to_v",
