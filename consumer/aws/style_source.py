@@ -28,7 +28,7 @@ import structlog
 
 from consumer.aws.artifact_cache import ArtifactCache
 from consumer.aws.s3_download import is_s3_uri
-from consumer.contract.styles import (
+from consumer.contract.catalog import (
     MAX_CATALOG_BYTES,
     CatalogError,
     StyleBook,

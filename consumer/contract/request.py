@@ -16,7 +16,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from consumer.contract.styles import (
+from consumer.contract.catalog import (
     StyleBook,
     StyleName,
     resolve_style,

@@ -18,8 +18,9 @@ BUILTIN_TINY = "builtin:tiny"
 BUILTIN_BLANK = "builtin:blank"
 BUILTIN_MODELS = (BUILTIN_BLANK, BUILTIN_TINY)
 BUILTIN_PREFIX = "builtin:"
-# Host memory for style LoRAs: a rank-128 SDXL LoRA on the attention layers
-# is about 180 MiB in half precision (docs/operations.md, "Styles").
+# Host memory for style LoRAs: a rank-64 SDXL LoRA on the attention layers
+# is about 177 MiB in half precision, rank 128 354 MiB (docs/operations.md,
+# "Styles").
 DEFAULT_STYLE_CACHE_BYTES = 2 * 1024**3
 
 # The IP-Adapter weights a real model uses unless told otherwise.

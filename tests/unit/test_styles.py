@@ -7,9 +7,7 @@ from types import MappingProxyType
 
 import pytest
 
-from consumer.contract.event import Parameters
-from consumer.contract.request import effective_spec, parse_request
-from consumer.contract.styles import (
+from consumer.contract.catalog import (
     MAX_NAMES_LISTED,
     CatalogError,
     StyleBook,
@@ -18,6 +16,8 @@ from consumer.contract.styles import (
     lora_source,
     parse_catalog,
 )
+from consumer.contract.event import Parameters
+from consumer.contract.request import effective_spec, parse_request
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
 from pipeline.api.lora_files import LoraFacts
