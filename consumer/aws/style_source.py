@@ -68,15 +68,18 @@ class StyleCheck:
 
 
 def fetcher(settings: Settings, cache: ArtifactCache | None = None) -> Fetch:
-    """Local paths as they are; ``s3://`` objects through the artefact cache."""
-    chosen: list[ArtifactCache] = [cache] if cache is not None else []
+    """Local paths as they are; ``s3://`` objects through the artefact cache.
+
+    Without `cache`, each fetch opens the cache afresh: a catalog read at
+    start and again on a reload is read on two event loops, and the cache
+    keeps loop-bound state.
+    """
 
     async def fetch(source: str) -> Path:
         if not is_s3_uri(source):
             return Path(source)
-        if not chosen:
-            chosen.append(ArtifactCache(settings.model_cache_dir, region=settings.aws_region))
-        return await chosen[0].fetch_file(source)
+        opened = cache or ArtifactCache(settings.model_cache_dir, region=settings.aws_region)
+        return await opened.fetch_file(source)
 
     return fetch
 
