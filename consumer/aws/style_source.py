@@ -210,6 +210,11 @@ class StyleShelf:
     async def reload(self) -> bool:
         """Read the catalog again; swap it in if all of it is valid. Whether it was."""
         async with self._lock:
+            if self.book is None:
+                # Before the first read (the worker is still starting): that
+                # read is the one that makes the slot.
+                log.info("styles_reload_skipped", reason="the catalog is not read yet")
+                return False
             try:
                 book = await load_book(self.source, self._fetch, self.slot or NO_SLOT)
             except Exception as error:

@@ -162,3 +162,13 @@ async def test_without_a_lora_at_start_a_reload_may_add_none(tmp_path: Path) -> 
     with capture_logs() as logs:
         assert await shelf.reload() is False
     assert "this worker has no LoRA slot" in logs[-1]["error"]
+
+
+async def test_a_reload_before_the_first_read_leaves_it_to_the_first(tmp_path: Path) -> None:
+    diffusers_lora(tmp_path / "ink.safetensors")
+    (tmp_path / "styles.yaml").write_text("styles: {ink: {lora: ink.safetensors}}\n")
+    shelf = StyleShelf(settings(styles_path=str(tmp_path / "styles.yaml")))
+    assert await shelf.reload() is False
+    assert shelf.book is None
+    await shelf.load()
+    assert shelf.slot is not None
