@@ -124,9 +124,12 @@ def test_style_a_then_b_then_a_again_draws_as_a_did(
     styled: SDXLGenerator, loras: dict[str, Lora]
 ) -> None:
     ink, wash, grain = loras["ink"], loras["wash"], loras["grain"]
+    one(styled, PLAIN, AVATAR)
     first = pixels(one(styled, ink.job(0.9), AVATAR))
     one(styled, wash.job(1.5), AVATAR)
     one(styled, grain.job(0.3), AVATAR)
+    # The same strength as the next job's, in another LoRA: nothing of it stays.
+    one(styled, wash.job(0.9), AVATAR)
     again = pixels(one(styled, ink.job(0.9), AVATAR))
     assert (first == again).all()
 
