@@ -27,7 +27,8 @@ EXIT_INVALID = 2
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's subcommands and options."""
     sub = parser.add_subparsers(dest="styles_command", required=True, metavar="SUBCOMMAND")
-    check = sub.add_parser("check", help="check CATALOG; exit 0 if every style is valid, else 2")
+    summary = "check CATALOG as a worker would; exit 0 if every style is valid, else 2"
+    check = sub.add_parser("check", help=summary, description=summary)
     check.add_argument("catalog", metavar="CATALOG", help="a catalog file: local path or s3:// URI")
     check.add_argument(
         "--running",
