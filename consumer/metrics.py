@@ -46,6 +46,8 @@ class Metrics:
             (``passed`` or ``flagged``), redraws included: the flagged rate
             is flagged over both.
         safety_redraws: pictures drawn again because they were flagged.
+        style_reloads: style catalog reloads (``SIGHUP``), by ``outcome``:
+            ``applied``, or ``refused`` (the old catalog stays).
     """
 
     def __init__(self) -> None:
@@ -98,6 +100,12 @@ class Metrics:
         )
         self.safety_redraws = Counter(
             f"{PREFIX}_safety_redraws", "Pictures drawn again after being flagged.", registry=r
+        )
+        self.style_reloads = Counter(
+            f"{PREFIX}_style_catalog_reloads",
+            "Style catalog reloads, by outcome (applied, refused).",
+            ["outcome"],
+            registry=r,
         )
 
     def job_finished(self, kind: str | None, status: str, error_code: str = "") -> None:

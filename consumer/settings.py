@@ -115,6 +115,10 @@ class Settings(GenerationDefaults):
     safety_checker_path: str = ""
     safety_max_redraws: int = Field(2, ge=0, le=10)
     blank_latency_ms: int = Field(_PIPELINE.blank_latency_ms, ge=0, le=3_600_000)
+    # The style catalog (YAML or JSON; local or s3://), empty: no styles; and
+    # the host memory its LoRA weights may take.
+    styles_path: str = Field("", max_length=1024)
+    style_cache_bytes: int = Field(_PIPELINE.style_cache_bytes, ge=0)
 
     # AWS. Empty: the rest of the AWS chain decides (see aws_chain_region).
     aws_region: str = ""

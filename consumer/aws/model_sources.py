@@ -151,4 +151,6 @@ def pipeline_settings(settings: Settings) -> dict[str, Any]:
 _RESOLVED = frozenset(
     {"model_path", "model_name", "weights_file", "ip_adapter_path", "image_encoder_path"}
     | {"lora_path", "vae_path", "torch_compile_backend"}
+    # The styles' LoRA slot and files: from the catalog (consumer.aws.style_source).
+    | {"style_slot", "style_loras"}
 )

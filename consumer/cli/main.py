@@ -21,7 +21,18 @@ DISTRIBUTION = "autobio-illustrator"
 
 # The subcommands, each a module of this package; the package's other
 # modules are the commands' helpers.
-COMMANDS = ("cancel", "demo", "dlq", "health", "prefetch", "run", "sandbox", "schema", "submit")
+COMMANDS = (
+    "cancel",
+    "demo",
+    "dlq",
+    "health",
+    "prefetch",
+    "run",
+    "sandbox",
+    "schema",
+    "styles",
+    "submit",
+)
 
 
 def _command_modules() -> dict[str, ModuleType]:

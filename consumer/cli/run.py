@@ -7,9 +7,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from consumer.aws.style_source import StyleShelf
     from consumer.delivery.gpu_thread import GpuThread
     from consumer.service.lifecycle import Companion
+    from consumer.service.wiring import GeneratorLoader
     from consumer.settings import Settings
+    from pipeline.api.config import PipelineConfig
     from pipeline.api.interface import Generator
     from pipeline.api.safety import PictureChecker
 
@@ -29,8 +32,14 @@ exit status:
   0  drained (SIGTERM/SIGINT, or --burst with nothing left to do)
   1  fatal error (the model cannot be loaded, the worker broke)
   2  bad configuration (one line on stderr naming the setting), such as a
-     SAFETY_CHECKER_PATH that is missing or not a safety checker folder, or an
-     AUTH_TOKEN_FILE that is missing, unreadable or open to others
+     SAFETY_CHECKER_PATH that is missing or not a safety checker folder, an
+     AUTH_TOKEN_FILE that is missing, unreadable or open to others, or a
+     STYLES_PATH catalog that cannot be read or has a style that cannot work
+
+signals:
+  SIGTERM, SIGINT  drain, then exit 0 (a second one stops at once)
+  SIGHUP           read the STYLES_PATH catalog again; it replaces the old
+                   one only if every style of it is valid
 """
 
 
@@ -45,29 +54,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
+async def load_generator(
+    settings: Settings, gpu: GpuThread, styles: StyleShelf | None = None
+) -> Generator:
     """Resolve the model's sources, then build and load the generator on `gpu`.
 
-    torch and diffusers are imported here, on first use, never at start-up.
+    With `styles`, the catalog is read first and the UNet gets the LoRA slot
+    its styles need. torch and diffusers are imported here, on first use,
+    never at start-up.
     """
+    import dataclasses
+
     from consumer.aws.model_sources import prepare_pipeline_config
     from consumer.aws.safety_source import resolve_safety_checker
     from consumer.logs import adopt_library_loggers
     from pipeline.api.config import BUILTIN_BLANK
-    from pipeline.api.factory import create_generator
 
     # Downloads run on the event loop, so the sidecar answers meanwhile; the
-    # checker first, so that a bad one is refused before the model is fetched.
+    # catalog and the checker first, so that a bad one is refused before the
+    # model is fetched.
+    if styles is not None and styles.book is None:
+        await styles.load()
     checker_path = await resolve_safety_checker(settings)
     config = await prepare_pipeline_config(settings)
+    if styles is not None:
+        config = dataclasses.replace(config, **styles.pipeline_fields())
 
     def build() -> Generator:
         # Every model but the blank one loads through transformers and diffusers.
         adopt_library_loggers(load=config.model_path != BUILTIN_BLANK or bool(checker_path))
         try:
             checker = _load_checker(checker_path, settings) if checker_path else None
-            generator = create_generator(config)
-            generator.load()
+            generator = _create_and_load(config, settings)
         finally:
             # transformers and diffusers install their handlers on first use,
             # during the load: bring their lines back into the one stream.
@@ -79,6 +97,31 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
         return CheckedGenerator(generator, checker, settings.safety_max_redraws)
 
     return await gpu.run(build)
+
+
+def _create_and_load(config: PipelineConfig, settings: Settings) -> Generator:
+    """The generator, loaded; a style's LoRA the model refuses is a configuration error."""
+    from consumer.errors import ConfigError
+    from pipeline.api.errors import StyleError
+    from pipeline.api.factory import create_generator
+
+    generator = create_generator(config)
+    try:
+        generator.load()
+    except StyleError as error:
+        raise ConfigError(f"STYLES_PATH={settings.styles_path}: {error}") from None
+    return generator
+
+
+def with_styles(settings: Settings) -> tuple[GeneratorLoader, StyleShelf | None]:
+    """The generator loader and the style catalog of ``STYLES_PATH`` (``None``
+    when unset), for :func:`consumer.service.wiring.serve`."""
+    import functools
+
+    from consumer.aws.style_source import StyleShelf
+
+    styles = StyleShelf(settings) if settings.styles_path else None
+    return functools.partial(load_generator, styles=styles), styles
 
 
 def _load_checker(path: str, settings: Settings) -> PictureChecker:
@@ -125,8 +168,13 @@ def main(args: argparse.Namespace) -> int:
         secrets += read_token_file(settings.auth_token_file).accepted()
     configure_logging(settings.log_level, settings.log_format, secrets=secrets)
     options = WorkerOptions(burst=args.burst)
+    loader, styles = with_styles(settings)
+    if styles is not None and not settings.styles_path.startswith("s3://"):
+        # A local catalog is refused before anything starts (an s3:// one
+        # once fetched, with the model's other artefacts).
+        asyncio.run(styles.load())
     code = asyncio.run(
-        serve(settings, load_generator, options=options, companions=companions(settings))
+        serve(settings, loader, options=options, companions=companions(settings), styles=styles)
     )
     if code == EXIT_FATAL:
         _exit_now(code)

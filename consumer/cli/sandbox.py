@@ -4,7 +4,9 @@ An embedded AWS endpoint (moto) on loopback with the request queue, its DLQ,
 the topic (with an observer queue subscribed), the bucket, a sample avatar
 and photo for the user id ``demo``, and the consumer (``--model``, else
 ``MODEL_PATH`` from the process environment, else ``builtin:tiny``), running
-until SIGINT or SIGTERM (exit 0).
+until SIGINT or SIGTERM (exit 0). With ``--styles`` (else ``STYLES_PATH``)
+the consumer serves that style catalog, and requests may name its styles
+(``illustrator submit --style NAME``); SIGHUP reads it again.
 
 It prints, and with ``--env-file`` writes, the ``export NAME=value`` lines
 with which `illustrator submit` and `illustrator dlq` (or any AWS SDK) in
@@ -41,6 +43,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="MODEL_PATH for the consumer (default: MODEL_PATH from the environment, "
         "else builtin:tiny; a .env file's MODEL_PATH is not used)",
+    )
+    parser.add_argument(
+        "--styles",
+        metavar="CATALOG",
+        help="the style catalog the consumer serves (STYLES_PATH): requests then take "
+        "--style NAME; see `illustrator styles check`",
     )
 
 
@@ -82,6 +90,16 @@ def _upload_samples(sandbox: Sandbox, resources: SandboxResources, settings: Set
         s3.put_object(Bucket=resources.bucket, Key=key, Body=data, ContentType="image/png")
 
 
+def _style_lines(settings: Settings) -> list[str]:
+    if not settings.styles_path:
+        return []
+    return [
+        f"# styles from {settings.styles_path} (the consumer lists them as it starts);",
+        f"#   illustrator submit memory --user-id {USER_ID} --prompt 'a day at the sea' "
+        "--style NAME --style-strength 0.8 --steps 4 --wait",
+    ]
+
+
 def _banner(resources: SandboxResources, settings: Settings, lines: list[str]) -> str:
     from consumer.cli.demo import model_note
 
@@ -96,6 +114,7 @@ def _banner(resources: SandboxResources, settings: Settings, lines: list[str]) -
             f"#   illustrator submit memory --user-id {USER_ID} --prompt 'a day at the sea' "
             "--steps 4 --wait",
             "#   illustrator dlq list",
+            *_style_lines(settings),
             "# Ctrl-C (or SIGTERM) stops the sandbox; its queues and pictures are gone then.",
             *lines,
         ]
@@ -107,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
 
     from consumer.cli.local_aws import Sandbox, local_model, local_settings
-    from consumer.cli.run import load_generator
+    from consumer.cli.run import with_styles
     from consumer.delivery.options import WorkerOptions
     from consumer.logs import configure_logging
     from consumer.service.wiring import serve
@@ -119,6 +138,8 @@ def main(args: argparse.Namespace) -> int:
         settings = local_settings(
             resources, model=local_model(args.model), worker_id="local-worker"
         )
+        if args.styles:
+            settings = settings.model_copy(update={"styles_path": args.styles})
         configure_logging(settings.log_level, "console", secrets=settings.secret_values())
         _upload_samples(sandbox, resources, settings)
         lines = export_lines(resources)
@@ -130,6 +151,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"# also written to {args.env_file}", file=sys.stderr, flush=True)
         # A short long-poll keeps a stop quick; the sandbox is not billed per call.
         options = WorkerOptions(poll_wait_s=2)
-        return asyncio.run(serve(settings, load_generator, options=options))
+        loader, styles = with_styles(settings)
+        return asyncio.run(serve(settings, loader, options=options, styles=styles))
     finally:
         sandbox.stop()

@@ -73,6 +73,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--style-prompt", metavar="TEXT", help="the style (default: the kind's style)"
     )
     parser.add_argument(
+        "--style",
+        metavar="NAME",
+        help="a style of the workers' catalog (default: its default style, if any)",
+    )
+    parser.add_argument(
+        "--style-strength", type=float, metavar="X", help="0.0-1.5, times the style's LoRA scale"
+    )
+    parser.add_argument(
         "--seed", type=int, metavar="N", help="0 to 2^32-1 (default: random, reported)"
     )
     parser.add_argument("--width", type=int, metavar="N", help="multiple of 64, 64-2048")

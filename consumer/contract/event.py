@@ -80,6 +80,17 @@ class Parameters(BaseModel):
     seed: int = Field(description="The seed of the first picture, drawn when not requested.")
     width: int = Field(description="Picture width in pixels.")
     height: int = Field(description="Picture height in pixels.")
+    style: str | None = Field(
+        None, description="The catalog style drawn in (named, or the default); null for none."
+    )
+    style_strength: float | None = Field(
+        None, description="The style's strength (1 unless the request set it); null without one."
+    )
+    style_digest: str | None = Field(
+        None,
+        description="A short digest of the style's LoRA file (16 hex characters of its "
+        "SHA-256), so a picture can be redrawn in exactly the same look; null without one.",
+    )
 
     @classmethod
     def from_spec(cls, spec: GenerationSpec) -> Parameters:

@@ -16,6 +16,13 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from consumer.contract.catalog import (
+    StyleBook,
+    StyleName,
+    resolve_style,
+    style_fields,
+    styled_defaults,
+)
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
 from pipeline.api.batch import batch_pixels
@@ -26,6 +33,7 @@ MAX_TEXT = 2000
 MAX_SEED = 2**32 - 1
 MAX_IMAGES = 4
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+MAX_STYLE_STRENGTH = 1.5
 KEY_PATTERN = r"^[A-Za-z0-9._/-]+$"
 _KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
 T = TypeVar("T")
@@ -131,6 +139,19 @@ class Request(BaseModel):
         None,
         description="How many pictures to draw in one batch, 1-4. Default 1. Picture 0 is "
         "<kind>_<job_id>.png, picture i >= 1 is <kind>_<job_id>.<i>.png.",
+    )
+
+    style: StyleName | None = Field(
+        None,
+        description="A style of the service's catalog (STYLES_PATH): its prompts, its LoRA and "
+        "its defaults, under this request's own fields. Default: the catalog's default style, "
+        "if any. An unknown name is invalid_request.",
+    )
+    style_strength: (
+        Annotated[float, Field(ge=0.0, le=MAX_STYLE_STRENGTH, allow_inf_nan=False)] | None
+    ) = Field(
+        None,
+        description="0.0-1.5, multiplies the style's LoRA scale. Default 1. Needs a style.",
     )
 
     @model_validator(mode="after")
@@ -271,12 +292,19 @@ def effective_spec(
     defaults: GenerationDefaults,
     native_size: tuple[int, int],
     draw_seed: Callable[[], int] = _random_seed,
+    *,
+    styles: StyleBook | None = None,
 ) -> GenerationSpec:
-    """Fill every unset field: settings defaults, native size, a random seed.
+    """Fill every unset field: the style's defaults, the settings' defaults,
+    native size, a random seed.
 
-    Raises :class:`InvalidRequest` when the batch (``num_images`` pictures of
-    the effective size) passes ``MAX_BATCH_PIXELS``.
+    The style is the request's, else the catalog's default (`styles`).
+    Raises :class:`InvalidRequest` for an unknown style and when the batch
+    (``num_images`` pictures of the effective size) passes ``MAX_BATCH_PIXELS``.
     """
+    style = resolve_style(request.style, request.style_strength, styles)
+    if style is not None:
+        defaults, native_size = styled_defaults(style, defaults, native_size)
     style_default = (
         defaults.default_memory_style_prompt
         if request.kind is JobKind.MEMORY
@@ -306,6 +334,7 @@ def effective_spec(
         width=_pick(request.width, native_size[0]),
         height=_pick(request.height, native_size[1]),
         num_images=_pick(request.num_images, 1),
+        **style_fields(style, request.style_strength),
     )
     if (pixels := batch_pixels(spec)) > defaults.max_batch_pixels:
         raise InvalidRequest(

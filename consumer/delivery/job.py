@@ -19,6 +19,7 @@ from PIL import Image
 from consumer.aws.publisher import Publisher
 from consumer.aws.request_queue import QueueInfo, ReceivedMessage, RequestQueue
 from consumer.aws.storage import Storage
+from consumer.aws.style_source import StyleShelf
 from consumer.clock import Clock
 from consumer.contract.request import Request
 from consumer.delivery.gpu_thread import GpuThread
@@ -179,6 +180,7 @@ class JobEnvironment:
     dlq_url: str | None
     stop_grace_s: float
     preparer: Preparer
+    styles: StyleShelf | None = None
 
     @property
     def retry_limits(self) -> RetryLimits:
@@ -201,6 +203,7 @@ class JobEnvironment:
         clock: Clock,
         stop_grace_s: float,
         preparer: Preparer,
+        styles: StyleShelf | None = None,
     ) -> JobEnvironment:
         """The environment for the queue described by `info`: the settings
         win, else the queue's own visibility timeout and DLQ (``SQS_DLQ_URL``
@@ -239,6 +242,7 @@ class JobEnvironment:
             dlq_url=dlq_url,
             stop_grace_s=stop_grace_s,
             preparer=preparer,
+            styles=styles,
         )
 
 

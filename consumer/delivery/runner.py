@@ -114,7 +114,8 @@ class JobRunner:
         fields = identifying_fields(body)
         structlog.contextvars.bind_contextvars(job_id=fields.job_id, user_id=fields.user_id)
         request = parse_request(body, self.settings)
-        spec = effective_spec(request, self.settings, self.env.generator.native_size)
+        styles = self.env.styles.book if self.env.styles is not None else None
+        spec = effective_spec(request, self.settings, self.env.generator.native_size, styles=styles)
         job.request, job.spec = request, spec
         return request, spec
 

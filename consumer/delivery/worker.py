@@ -30,6 +30,7 @@ from consumer.aws.clients import AwsClients
 from consumer.aws.publisher import Publisher
 from consumer.aws.request_queue import ReceivedMessage, RequestQueue
 from consumer.aws.storage import Storage
+from consumer.aws.style_source import StyleShelf
 from consumer.classify import classify, is_outage
 from consumer.clock import Clock, SystemClock
 from consumer.delivery import attempts
@@ -57,7 +58,7 @@ class Worker:
     """Consumes the request queue until drained, failed, or (burst) idle.
 
     Args:
-        generator: a loaded generator.
+        generator, styles: a loaded generator; the style catalog requests may name (or none).
         clients: open SQS, S3 and SNS clients.
         settings: the service settings (queue, topic, bucket, delivery).
         clock: time source; the system clock by default.
@@ -78,8 +79,9 @@ class Worker:
         metrics: Metrics | None = None,
         board: StatusBoard | None = None,
         gpu: GpuThread | None = None,
+        styles: StyleShelf | None = None,
     ) -> None:
-        self.generator = generator
+        self.generator, self.styles = generator, styles
         self.settings = settings
         self.clock = clock or SystemClock()
         self.options = options or WorkerOptions()
@@ -332,6 +334,7 @@ class Worker:
                 clock=self.clock,
                 stop_grace_s=self.options.stop_grace(),
                 preparer=self.preparer,
+                styles=self.styles,
             )
 
     async def _poll(

@@ -21,6 +21,7 @@ import structlog
 from aioboto3 import Session
 
 from consumer.aws.clients import make_session, open_clients
+from consumer.aws.style_source import StyleShelf
 from consumer.classify import classify
 from consumer.clock import Clock, SystemClock
 from consumer.delivery.gpu_thread import GpuThread
@@ -72,6 +73,30 @@ class _Signals:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def _reload_on_hangup(styles: StyleShelf | None) -> Iterator[None]:
+    """SIGHUP re-reads the style catalog (swapped in only if all of it is valid)."""
+    if styles is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def hangup() -> None:
+        log.info("styles_reload_requested", signal="SIGHUP")
+        task = loop.create_task(styles.reload(), name="styles-reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        for task in reloads:
+            task.cancel()
 
 
 async def _until(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
@@ -153,11 +178,14 @@ async def serve(
     companions: Sequence[Companion] = (),
     clock: Clock | None = None,
     handle_signals: bool = True,
+    styles: StyleShelf | None = None,
 ) -> int:
     """Run the whole consumer; return the process exit status.
 
     0 after a drain (signal, companion) or an idle burst; 1 when the model
-    cannot be loaded or the worker hits a fatal error.
+    cannot be loaded or the worker hits a fatal error. `styles` is the style
+    catalog the requests may name (the loader reads it at start); with
+    `handle_signals`, SIGHUP reads it again.
     """
     clock = clock or SystemClock()
     metrics = Metrics()
@@ -167,8 +195,13 @@ async def serve(
     log.info("sidecar_listening", url=sidecar.url)
     signals = _Signals()
     gpu = GpuThread()
+    if styles is not None:
+        styles.metrics = metrics
     try:
-        with signals.installed() if handle_signals else contextlib.nullcontext():
+        with (
+            signals.installed() if handle_signals else contextlib.nullcontext(),
+            _reload_on_hangup(styles if handle_signals else None),
+        ):
             session = make_session(settings.aws_region)
             if not await _check(settings, session, board, signals.early, clock):
                 return EXIT_OK if signals.early.is_set() else EXIT_FATAL
@@ -188,6 +221,7 @@ async def serve(
                     metrics=metrics,
                     board=board,
                     gpu=gpu,
+                    styles=styles,
                 )
                 signals.worker = worker
                 return await _accompany(worker, companions)

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from pipeline.api.lora_files import StyleSlot
+
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_BLANK = "builtin:blank"
 BUILTIN_MODELS = (BUILTIN_BLANK, BUILTIN_TINY)
 BUILTIN_PREFIX = "builtin:"
+# Host memory for style LoRAs: a rank-64 SDXL LoRA on the attention layers
+# is about 177 MiB in half precision, rank 128 354 MiB (docs/operations.md,
+# "Styles").
+DEFAULT_STYLE_CACHE_BYTES = 2 * 1024**3
 
 # The IP-Adapter weights a real model uses unless told otherwise.
 IP_ADAPTER_PATH = "h94/IP-Adapter"
@@ -90,6 +96,13 @@ class PipelineConfig:
             inductor, on a GPU only. Another (``"eager"``, ``"aot_eager"``)
             compiles on a CPU too: tests and benchmarks count compilations
             with it without generating code. Not a setting of the service.
+        style_slot: the UNet's LoRA slot for catalog styles (its rank and
+            layers), hotswapped per job; ``None``: no slot (no style has a LoRA).
+        style_loras: the catalog's LoRA files at start, ``(style, local path,
+            digest)``: each is checked against the model when it loads and read
+            into the host cache, as far as `style_cache_bytes` allows.
+        style_cache_bytes: how many bytes of style LoRA weights the host
+            memory keeps, least recently used first out.
     """
 
     model_path: str
@@ -115,6 +128,9 @@ class PipelineConfig:
     vae_tiling_pixels: int | None = None
     subject_ip_adapter_weight_name: str | None = None
     torch_compile_backend: str | None = None
+    style_slot: StyleSlot | None = None
+    style_loras: tuple[tuple[str, str, str], ...] = ()
+    style_cache_bytes: int = DEFAULT_STYLE_CACHE_BYTES
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler, karras=self.scheduler_karras)

@@ -59,3 +59,11 @@ class ContentFilteredError(PipelineError):
         self.flagged = flagged
         self.redraws = redraws
         self.check_seconds = 0.0
+
+
+class StyleError(PipelineError):
+    """A style's LoRA cannot go into the UNet's LoRA slot (the message names the style).
+
+    Found at load, the worker refuses to start; found in a job (a file
+    changed under a reloaded catalog), the job fails and may be retried.
+    """

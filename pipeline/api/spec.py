@@ -24,6 +24,12 @@ class GenerationSpec:
     `prompt` is empty for a subject job without one; `seed` is always set.
     `num_images` pictures are drawn in one batch, picture i with seed
     ``(seed + i) % 2**32`` (see :mod:`pipeline.api.batch`).
+
+    A job in a catalog style names it (`style`, with the request's
+    `style_strength`); a style with a LoRA also gives the local file
+    (`style_lora`), its digest (`style_digest`) and the scale the UNet's
+    LoRA slot runs at (`style_lora_scale`: the style's scale times the
+    strength). Without one the slot, if any, runs at scale 0.
     """
 
     kind: JobKind
@@ -37,6 +43,11 @@ class GenerationSpec:
     width: int
     height: int
     num_images: int = 1
+    style: str | None = None
+    style_strength: float | None = None
+    style_digest: str | None = None
+    style_lora: str | None = None
+    style_lora_scale: float = 0.0
 
 
 def uses_negative_prompt(guidance_scale: float) -> bool:

@@ -34,6 +34,7 @@ from pipeline.engine.runtime.stopping import run_stoppable
 from pipeline.engine.text.long_prompt import encode_prompts
 from pipeline.engine.text.prompts import compose_prompt
 from pipeline.engine.untyped import SDXLPipeline
+from pipeline.engine.weights.lora_slot import LoraSlot, open_slot
 from pipeline.engine.weights.source import ModelSource
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,7 @@ class SDXLGenerator:
         self._broken: str | None = None
         self._ip_scale: IPAdapterScale | None = None
         self._compiled = False
+        self.style_slot: LoraSlot | None = None
         self.load_seconds: float | None = None
 
     @property
@@ -114,6 +116,8 @@ class SDXLGenerator:
                 "ip_adapter_disabled",
                 message="ENABLE_IP_ADAPTER=false: plain text-to-image, input images are ignored",
             )
+        # The styles' LoRA slot: made before placement and compilation.
+        self.style_slot = open_slot(pipe, config)
         configure_scheduler(pipe, config)
         # place() compiles on a GPU, and on a CPU only with a named backend.
         self._compiled = config.torch_compile and (
@@ -127,6 +131,8 @@ class SDXLGenerator:
             compile_mode=config.torch_compile_mode,
             compile_backend=config.torch_compile_backend,
         )
+        if self.style_slot is not None:
+            self.style_slot.settle(config.style_loras)
         if config.enable_ip_adapter:
             # After placement, so the saved weights are on the device too.
             self._ip_scale = IPAdapterScale(pipe.unet)
@@ -261,6 +267,8 @@ class SDXLGenerator:
         guidance = uses_negative_prompt(spec.guidance_scale)
         negative = spec.negative_prompt if guidance else None
         set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
+        if self.style_slot is not None:
+            self.style_slot.apply(spec)
         if self._ip_scale is not None:
             adapters = self._ip_scale.adapters
             self._ip_scale.set(spec.ip_adapter_scale, adapter_for(spec.kind, adapters))

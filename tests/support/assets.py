@@ -16,8 +16,8 @@ from pipeline.api.factory import create_generator
 from pipeline.api.interface import Generator
 from pipeline.api.spec import GenerationSpec
 from pipeline.builtin.tiny import build_tiny
+from pipeline.builtin.tiny_lora import save_tiny_lora
 from pipeline.engine.generator import SDXLGenerator
-from pipeline.engine.untyped import diffusers
 
 
 def load_generator(config: PipelineConfig) -> SDXLGenerator:
@@ -64,31 +64,9 @@ def close(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> bool:
     return a.shape == b.shape and int(np.abs(a - b).max()) <= INSTANCE_TOLERANCE
 
 
-def make_tiny_lora(path: Path, seed: int = 7) -> Path:
-    """A LoRA for the tiny UNet's attention projections, in diffusers' file format.
-
-    Both LoRA matrices are random (peft would start one at zero), so fusing it
-    changes the model.
-    """
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet = build_tiny().pipe.unet
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        config = LoraConfig(
-            r=4,
-            lora_alpha=4,
-            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-            init_lora_weights=False,
-        )
-        unet.add_adapter(config)
-    layers = diffusers.utils.convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    diffusers.StableDiffusionXLPipeline.save_lora_weights(
-        str(path.parent), unet_lora_layers=layers, weight_name=path.name
-    )
-    return path
+def make_tiny_lora(path: Path, seed: int = 7, **options: Any) -> Path:
+    """A LoRA for the tiny UNet (see :func:`pipeline.builtin.tiny_lora.save_tiny_lora`)."""
+    return save_tiny_lora(path, seed, **options)
 
 
 def make_finetuned_unet(path: Path, seed: int = 11) -> Path:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from PIL import Image
 
 from consumer.aws.clients import AwsClients, open_clients
+from consumer.aws.style_source import StyleShelf
 from consumer.cli.local_aws import REGION
 from consumer.delivery.options import WorkerOptions
 from consumer.delivery.worker import Worker
@@ -183,6 +184,7 @@ async def running(
     config: Settings | None = None,
     options: WorkerOptions = FAST,
     clients: AwsClients | None = None,
+    styles: StyleShelf | None = None,
 ) -> AsyncIterator[Running]:
     """A worker on the stack in the environment, drained at the end."""
     async with open_clients(REGION) as opened:
@@ -191,6 +193,7 @@ async def running(
             clients=clients or opened,
             settings=config or settings(),
             options=options,
+            styles=styles,
         )
         handle = Running(worker, asyncio.create_task(worker.run()))
         try:

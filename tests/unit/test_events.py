@@ -87,5 +87,8 @@ def test_the_event_parameters_are_the_spec_fields_of_the_same_names() -> None:
     from pipeline.api.spec import GenerationSpec
 
     spec_fields = {field.name for field in dataclasses.fields(GenerationSpec)}
-    # The spec's kind is the event's own field; num_images is the length of data.
-    assert set(Parameters.model_fields) == spec_fields - {"kind", "num_images"}
+    # The spec's kind is the event's own field; num_images is the length of data;
+    # the style's local LoRA file and the scale its slot runs at are the engine's
+    # (the event names the style, its strength and the file's digest).
+    engine_only = {"style_lora", "style_lora_scale"}
+    assert set(Parameters.model_fields) == spec_fields - {"kind", "num_images"} - engine_only

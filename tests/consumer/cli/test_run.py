@@ -159,3 +159,50 @@ def test_no_command_falls_back_on_a_bucket_of_its_own(command: list[str]) -> Non
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["illustrator: S3_BUCKET_NAME is required but not set"]
+
+
+def _catalog(folder: Path, wash: str) -> Path:
+    from tests.support.lora_headers import diffusers_lora, kohya_lora
+
+    diffusers_lora(folder / "ink.safetensors")
+    diffusers_lora(folder / "text.safetensors", text_encoder=True)
+    kohya_lora(folder / "conv.safetensors", ("input_blocks_1_0_in_layers_2",))
+    catalog = folder / "styles.yaml"
+    catalog.write_text(f"styles:\n  ink: {{lora: ink.safetensors}}\n  wash: {wash}\n")
+    return catalog
+
+
+@pytest.mark.parametrize(
+    ("wash", "expected"),
+    [
+        ("{lora: [", "not YAML"),
+        ("{lora: text.safetensors}", "style 'wash': it has 2 text-encoder tensors"),
+        ("{lora: conv.safetensors}", "style 'wash': it targets in_layers_2; a style's LoRA"),
+        ("{lora: gone.safetensors}", "style 'wash': LoRA {folder}/gone.safetensors does not exist"),
+        ("{lora_scale: 9}", "styles.wash.lora_scale: Input should be less than or equal to 4"),
+    ],
+)
+def test_a_catalog_with_a_style_that_cannot_work_exits_two_naming_it(
+    tmp_path: Path, wash: str, expected: str
+) -> None:
+    catalog = _catalog(tmp_path, wash)
+    code, lines, seconds = _run(MODEL_PATH="builtin:blank", STYLES_PATH=str(catalog))
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"illustrator: STYLES_PATH={catalog}: {expected.format(folder=tmp_path)}"
+    )
+    assert seconds < FAST_S
+
+
+def test_a_lora_the_model_cannot_take_exits_two_naming_its_style(tmp_path: Path) -> None:
+    from tests.support.lora_headers import diffusers_lora
+
+    # Layers named as the tiny UNet's, sized as another model's.
+    diffusers_lora(tmp_path / "alien.safetensors", blocks=1, width=640)
+    catalog = tmp_path / "styles.yaml"
+    catalog.write_text("styles:\n  alien: {lora: alien.safetensors}\n")
+    code, lines, _ = _run(MODEL_PATH="builtin:tiny", WARMUP="false", STYLES_PATH=str(catalog))
+    assert code == 2
+    assert lines[-1].startswith(f"illustrator: STYLES_PATH={catalog}: style 'alien': ")
+    assert "do not fit the model's layer" in lines[-1]

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.api.lora_files import file_digest
+from tests.support.assets import make_tiny_lora
+
 ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 30
 JOB_TIMEOUT_S = 45
@@ -64,8 +67,11 @@ def _wait_for_exports(sandbox: subprocess.Popen[str]) -> list[str]:
 def test_submit_and_dlq_in_another_shell_work_against_the_sandbox(tmp_path: Path) -> None:
     env_file = tmp_path / "sandbox.env"
     log = (tmp_path / "sandbox.log").open("w")
+    lora = make_tiny_lora(tmp_path / "ink.safetensors")
+    (tmp_path / "styles.yaml").write_text("styles:\n  ink: {lora: ink.safetensors}\n")
+    command = ["sandbox", "--env-file", str(env_file), "--styles", str(tmp_path / "styles.yaml")]
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "sandbox", "--env-file", str(env_file)],
+        [sys.executable, "-m", "consumer", *command],
         cwd=tmp_path,
         env=_clean_environment(),
         stdout=subprocess.PIPE,
@@ -99,6 +105,18 @@ def test_submit_and_dlq_in_another_shell_work_against_the_sandbox(tmp_path: Path
         assert event["parameters"]["seed"] == 7
         with Image.open(out) as picture:
             assert picture.format == "PNG"
+        assert event["parameters"]["style"] is None
+        styled = subprocess.run(
+            [sys.executable, "-m", "consumer", "submit", *job, "--style", "ink", "--wait"],
+            cwd=tmp_path,
+            env=shell,
+            capture_output=True,
+            text=True,
+            timeout=JOB_TIMEOUT_S + 15,
+        )
+        assert styled.returncode == 0, styled.stderr
+        parameters = json.loads(styled.stdout)["parameters"]
+        assert (parameters["style"], parameters["style_digest"]) == ("ink", file_digest(lora))
 
         dlq = subprocess.run(
             [sys.executable, "-m", "consumer", "dlq", "list", "--json"],

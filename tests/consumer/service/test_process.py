@@ -302,3 +302,51 @@ async def test_wedged_gpu_past_the_deadline_exits_one(stack: Stack, tmp_path: Pa
         fatal = [e for e in _log_events(reader) if e["event"] == "worker_fatal"]
         assert "wedged" in fatal[0]["reason"]
         await _stopped_cleanly(stack, observer, reader)
+
+
+def _metric(port: int, line: str) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        return line in response.read().decode()
+
+
+async def test_sighup_reads_the_style_catalog_again_and_keeps_it_unless_all_valid(
+    stack: Stack, tmp_path: Path
+) -> None:
+    from tests.support.lora_headers import diffusers_lora
+
+    stack.put_input("avatars/user1.png")
+    diffusers_lora(tmp_path / "ink.safetensors")
+    diffusers_lora(tmp_path / "text.safetensors", text_encoder=True)
+    catalog = tmp_path / "styles.yaml"
+    styles = "styles:\n  ink: {lora: ink.safetensors}\n"
+    catalog.write_text(styles)
+    port = _free_port()
+    observer = Observer(stack)
+    env = {"STYLES_PATH": str(catalog), "HEALTH_PORT": str(port)}
+    with consumer(tmp_path, **env) as (process, reader):
+        await eventually(lambda: _health(port) == 200, within=30, what="healthy")
+        stack.send(memory("oil-before", style="oil"))
+        catalog.write_text(styles + "  oil: {style_prompt: oils}\n")
+        await observer.wait(1)
+        process.send_signal(signal.SIGHUP)
+        await eventually(lambda: _logged(reader, "styles_reloaded"), what="the reload")
+        stack.send(memory("oil-after", style="oil"))
+        await observer.wait(2)
+        # Every style must be valid, or none is taken: oil stays.
+        catalog.write_text("styles:\n  ink: {lora: text.safetensors}\n")
+        process.send_signal(signal.SIGHUP)
+        await eventually(lambda: _logged(reader, "styles_reload_refused"), what="the refusal")
+        stack.send(memory("oil-kept", style="oil"))
+        events = {e["job_id"]: e for e in await observer.wait(3)}
+        for outcome in ("applied", "refused"):
+            expected = f'illustrator_style_catalog_reloads_total{{outcome="{outcome}"}} 1.0'
+            assert _metric(port, expected), outcome
+        process.send_signal(signal.SIGTERM)
+        assert await _exit(process) == 0
+        [refused] = [e for e in _log_events(reader) if e["event"] == "styles_reload_refused"]
+    assert "style 'ink': it has 2 text-encoder tensors" in refused["error"]
+    assert events["oil-before"]["error"]["message"] == "unknown style 'oil'; styles: ink"
+    for job_id in ("oil-after", "oil-kept"):
+        assert events[job_id]["status"] == "succeeded"
+        assert events[job_id]["parameters"]["style"] == "oil"
+        assert events[job_id]["parameters"]["style_prompt"] == "oils"
