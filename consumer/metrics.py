@@ -46,6 +46,8 @@ class Metrics:
             (``passed`` or ``flagged``), redraws included: the flagged rate
             is flagged over both.
         safety_redraws: pictures drawn again because they were flagged.
+        graphs_built: graphs compiled or recorded during jobs (torch.compile);
+            0 when the warm-up foresaw every request, as it should.
     """
 
     def __init__(self) -> None:
@@ -98,6 +100,11 @@ class Metrics:
         )
         self.safety_redraws = Counter(
             f"{PREFIX}_safety_redraws", "Pictures drawn again after being flagged.", registry=r
+        )
+        self.graphs_built = Counter(
+            f"{PREFIX}_graphs_built",
+            "Graphs compiled or recorded by torch.compile during jobs (0 after a good warm-up).",
+            registry=r,
         )
 
     def job_finished(self, kind: str | None, status: str, error_code: str = "") -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from consumer.delivery.gpu_thread import GpuThread
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from pipeline.api.interface import Generator
     from pipeline.api.safety import PictureChecker
 
+T = TypeVar("T")
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
 REQUIRED = ("sqs_queue_url", "sns_topic_arn")
 EPILOG = """\
@@ -28,7 +30,9 @@ exit status:
   0  drained (SIGTERM/SIGINT, or --burst with nothing left to do)
   1  fatal error (the model cannot be loaded, the worker broke)
   2  bad configuration (one line on stderr naming the setting), such as a
-     SAFETY_CHECKER_PATH that is missing or not a safety checker folder
+     SAFETY_CHECKER_PATH that is missing or not a safety checker folder, a
+     real model with no GPU visible and DEVICE unset, or a largest allowed
+     request (MAX_BATCH_PIXELS) that does not fit the GPU's memory
 """
 
 
@@ -63,9 +67,12 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
         # Every model but the blank one loads through transformers and diffusers.
         adopt_library_loggers(load=config.model_path != BUILTIN_BLANK or bool(checker_path))
         try:
+            # The generator first: it refuses a machine that cannot serve the
+            # model (no GPU) before anything is loaded; the checker before the
+            # load, which proves that the largest request fits beside it.
+            generator = _refusing(lambda: create_generator(config))
             checker = _load_checker(checker_path, settings) if checker_path else None
-            generator = create_generator(config)
-            generator.load()
+            _refusing(generator.load)
         finally:
             # transformers and diffusers install their handlers on first use,
             # during the load: bring their lines back into the one stream.
@@ -77,6 +84,17 @@ async def load_generator(settings: Settings, gpu: GpuThread) -> Generator:
         return CheckedGenerator(generator, checker, settings.safety_max_redraws)
 
     return await gpu.run(build)
+
+
+def _refusing(step: Callable[[], T]) -> T:
+    """`step`'s result; a machine that cannot serve these settings is bad configuration."""
+    from consumer.errors import ConfigError
+    from pipeline.api.errors import StartRefusedError
+
+    try:
+        return step()
+    except StartRefusedError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _load_checker(path: str, settings: Settings) -> PictureChecker:
