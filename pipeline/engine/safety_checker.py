@@ -15,8 +15,9 @@ the picture, as diffusers' own fp16 pipelines do.
 Its input is prepared from the decoded 8-bit pictures where they are, on the
 device (:meth:`SafetyChecker.check_pixels`), as the checker's CLIP image
 processor prepares a picture: the shorter side resized to its size with
-Pillow's bicubic filter (two antialiased passes, rounded to 8 bits between
-and after them, as Pillow does), centre-cropped, rescaled and normalised.
+Pillow's bicubic filter (two antialiased passes in Pillow's order, rounded to
+8 bits between and after them, as Pillow does), centre-cropped, rescaled and
+normalised.
 :meth:`SafetyChecker.check` takes Pillow pictures through the processor
 itself.
 """
@@ -196,12 +197,15 @@ def _resized(shape: Sequence[int], size: Any) -> tuple[int, int]:
 
 
 def _bicubic_like_pillow(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    # Pillow resamples horizontally, then vertically, each pass with its
-    # antialiased bicubic filter (a = -0.5, which torch's antialias shares)
-    # and rounded to 8 bits.
-    height, width = batch.shape[-2:]
+    # Pillow resamples in two passes, each with its antialiased bicubic
+    # filter (a = -0.5, which torch's antialias shares) and rounded to 8
+    # bits; horizontally first, unless the height shrinks by more than twice
+    # what the width does (Pillow 13's choice, the cheaper order then).
+    height, width = int(batch.shape[-2]), int(batch.shape[-1])
+    if size[0] < height and height - size[0] > 2 * (width - size[1]):
+        return _resample(_resample(batch, (size[0], width)), size)
     if size[1] != width:
-        batch = _resample(batch, (int(height), size[1]))
+        batch = _resample(batch, (height, size[1]))
     if size[0] != height:
         batch = _resample(batch, size)
     return batch
