@@ -43,7 +43,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 GPU_VARIANTS = ("bf16", "bf16+compile", "bf16+reduce-overhead")
 CPU_VARIANTS = ("fp32",)
-GPU_SCHEDULERS = "DPMSolverMultistepScheduler+karras"
 # The largest requests: one picture and four at the native size, one at the largest side.
 GPU_PEAKS = "1x1024,4x1024,1x2048"
 SERVICE_STEPS = 50
@@ -188,7 +187,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add("--size", type=int)
     add("--steps", type=int)
-    add("--runs", type=int, default=3)
+    add("--runs", type=int, help="timed runs per figure (default: 2 on a GPU, 3 on a CPU)")
     add("--device", help="cuda or cpu (default: cuda for full size, cpu for --tiny)")
     add("--batches", help="pictures per call timed, e.g. 1,4 (default: 1,4 on a GPU, 1 on a CPU)")
     add("--schedulers", help="also timed, e.g. DDIMScheduler,DPMSolverMultistepScheduler+karras")
@@ -227,8 +226,8 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     default = CPU_VARIANTS if not gpu else GPU_VARIANTS
     args.variants = tuple(args.variants.split(",")) if args.variants else default
     args.batches = tuple(int(b) for b in (args.batches or ("1,4" if gpu else "1")).split(","))
-    schedulers = args.schedulers if args.schedulers is not None else (GPU_SCHEDULERS if gpu else "")
-    args.schedulers = tuple(name for name in schedulers.split(",") if name)
+    args.runs = args.runs or (2 if gpu else 3)
+    args.schedulers = tuple(name for name in (args.schedulers or "").split(",") if name)
     peaks = args.peaks if args.peaks is not None else (GPU_PEAKS if gpu else "")
     args.peaks = tuple(
         (int(pictures), int(side))

@@ -52,9 +52,7 @@ class Compiling(BlankGenerator):
         return super().generate(spec, image, stop)
 
 
-async def _generate(
-    generator: BlankGenerator, metrics: Metrics | None = None
-) -> tuple[Drawn, Job]:
+async def _generate(generator: BlankGenerator, metrics: Metrics | None = None) -> tuple[Drawn, Job]:
     gpu = GpuThread()
     settings = SimpleNamespace(generation_timeout_s=30.0)
     env: Any = SimpleNamespace(

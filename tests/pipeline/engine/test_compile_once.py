@@ -168,7 +168,7 @@ def test_whole_jobs_of_every_scheduler_and_kind_compile_nothing_new(
 
 
 def test_the_graph_count_is_torchs_own_tally(compiled: tuple[SDXLGenerator, int]) -> None:
-    generator, warmed = compiled
+    generator, _ = compiled
     # Counted from torch's compile callbacks, the count survives a
     # torch._dynamo.reset() (which clears the callbacks) and agrees with it.
     assert generator.graphs_built - graphs() == GRAPHS_AT_START[0]

@@ -17,7 +17,7 @@ import torch
 from pipeline.api.config import BUILTIN_TINY, PipelineConfig
 from pipeline.api.errors import StartRefusedError
 from pipeline.engine import generator as generator_module
-from pipeline.engine.runtime.fitting import GiB, HEADROOM
+from pipeline.engine.runtime.fitting import HEADROOM, GiB
 from pipeline.engine.untyped import diffusers
 from tests.support.assets import load_generator
 
@@ -145,7 +145,8 @@ def test_running_out_of_memory_in_the_proof_refuses_to_start(
 ) -> None:
     with_probe(monkeypatch, FakeMemory(peak=20 * GiB))
     recorder.fail_at = (2, 32, 32)
-    with pytest.raises(StartRefusedError, match=r"\(1 x 256x256\) does not fit this GPU: it ran out"):
+    refusal = r"\(1 x 256x256\) does not fit this GPU: it ran out"
+    with pytest.raises(StartRefusedError, match=refusal):
         load_generator(CONFIG)
 
 
