@@ -48,6 +48,8 @@ class Metrics:
         safety_redraws: pictures drawn again because they were flagged.
         style_reloads: style catalog reloads (``SIGHUP``), by ``outcome``:
             ``applied``, or ``refused`` (the old catalog stays).
+        graphs_built: graphs compiled or recorded during jobs (torch.compile);
+            0 when the warm-up foresaw every request, as it should.
     """
 
     def __init__(self) -> None:
@@ -105,6 +107,11 @@ class Metrics:
             f"{PREFIX}_style_catalog_reloads",
             "Style catalog reloads, by outcome (applied, refused).",
             ["outcome"],
+            registry=r,
+        )
+        self.graphs_built = Counter(
+            f"{PREFIX}_graphs_built",
+            "Graphs compiled or recorded by torch.compile during jobs (0 after a good warm-up).",
             registry=r,
         )
 

@@ -32,6 +32,7 @@ from pipeline.api.config import (
     TimestepSpacing,
     TorchCompileMode,
     check_scheduler,
+    compile_sizes,
     hub_cache_dir,
     in_hub_cache,
     missing_model_libraries,
@@ -101,6 +102,10 @@ class Settings(GenerationDefaults):
     lora_scale: float = Field(_PIPELINE.lora_scale, ge=0.0, le=4.0, allow_inf_nan=False)
     torch_compile: bool = _PIPELINE.torch_compile
     torch_compile_mode: TorchCompileMode | Literal[""] = ""
+    # "WIDTHxHEIGHT,..." compiled for (empty: the native size); other sizes run uncompiled.
+    torch_compile_sizes: str = ""
+    torch_compile_vae: bool = _PIPELINE.torch_compile_vae
+    torch_compile_regional: bool = _PIPELINE.torch_compile_regional
     device: Device | Literal[""] = ""
     dtype: Dtype | Literal[""] = ""
     vae_path: str = ""
@@ -108,7 +113,8 @@ class Settings(GenerationDefaults):
     scheduler: str = ""
     scheduler_karras: bool = _PIPELINE.scheduler_karras
     timestep_spacing: TimestepSpacing = _PIPELINE.timestep_spacing
-    vae_tiling_pixels: int = Field(0, ge=0)
+    # Pictures above this many pixels decode in tiles; 0: never.
+    vae_tiling_pixels: int = Field(_PIPELINE.vae_tiling_pixels or 0, ge=0)
     warmup: bool = _PIPELINE.warmup
     # Output safety: a StableDiffusionSafetyChecker folder, cached hub id or
     # s3:// prefix (empty: off), and how often a flagged picture is redrawn.
@@ -179,6 +185,12 @@ class Settings(GenerationDefaults):
     @classmethod
     def _known_scheduler(cls, name: str) -> str:
         return check_scheduler(name or None) or ""
+
+    @field_validator("torch_compile_sizes")
+    @classmethod
+    def _compile_sizes(cls, value: str) -> str:
+        compile_sizes(value)
+        return value
 
     @model_validator(mode="after")
     def _check_dependencies(self) -> Settings:

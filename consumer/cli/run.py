@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from consumer.aws.style_source import StyleShelf
@@ -12,10 +13,10 @@ if TYPE_CHECKING:
     from consumer.service.lifecycle import Companion
     from consumer.service.wiring import GeneratorLoader
     from consumer.settings import Settings
-    from pipeline.api.config import PipelineConfig
     from pipeline.api.interface import Generator
     from pipeline.api.safety import PictureChecker
 
+T = TypeVar("T")
 HELP = "consume the request queue: generate, upload, publish (with the health sidecar)"
 REQUIRED = ("sqs_queue_url", "sns_topic_arn", "s3_bucket_name")
 EPILOG = """\
@@ -33,8 +34,10 @@ exit status:
   1  fatal error (the model cannot be loaded, the worker broke)
   2  bad configuration (one line on stderr naming the setting), such as a
      SAFETY_CHECKER_PATH that is missing or not a safety checker folder, an
-     AUTH_TOKEN_FILE that is missing, unreadable or open to others, or a
-     STYLES_PATH catalog that cannot be read or has a style that cannot work
+     AUTH_TOKEN_FILE that is missing, unreadable or open to others, a
+     STYLES_PATH catalog that cannot be read or has a style that cannot work,
+     a real model with no GPU visible and DEVICE unset, or a largest allowed
+     request (MAX_BATCH_PIXELS) that does not fit the GPU's memory
 
 signals:
   SIGTERM, SIGINT  drain, then exit 0 (a second one stops at once)
@@ -69,6 +72,7 @@ async def load_generator(
     from consumer.aws.safety_source import resolve_safety_checker
     from consumer.logs import adopt_library_loggers
     from pipeline.api.config import BUILTIN_BLANK
+    from pipeline.api.factory import create_generator
 
     # Downloads run on the event loop, so the sidecar answers meanwhile; the
     # catalog and the checker first, so that a bad one is refused before the
@@ -84,8 +88,12 @@ async def load_generator(
         # Every model but the blank one loads through transformers and diffusers.
         adopt_library_loggers(load=config.model_path != BUILTIN_BLANK or bool(checker_path))
         try:
+            # The generator first: it refuses a machine that cannot serve the
+            # model (no GPU) before anything is loaded; the checker before the
+            # load, which proves that the largest request fits beside it.
+            generator = _refusing(lambda: create_generator(config))
             checker = _load_checker(checker_path, settings) if checker_path else None
-            generator = _create_and_load(config, settings)
+            _refusing(generator.load, settings.styles_path)
         finally:
             # transformers and diffusers install their handlers on first use,
             # during the load: bring their lines back into the one stream.
@@ -99,18 +107,18 @@ async def load_generator(
     return await gpu.run(build)
 
 
-def _create_and_load(config: PipelineConfig, settings: Settings) -> Generator:
-    """The generator, loaded; a style's LoRA the model refuses is a configuration error."""
+def _refusing(step: Callable[[], T], styles_path: str = "") -> T:
+    """`step`'s result; a machine that cannot serve these settings, or a
+    style's LoRA the model refuses, is bad configuration."""
     from consumer.errors import ConfigError
-    from pipeline.api.errors import StyleError
-    from pipeline.api.factory import create_generator
+    from pipeline.api.errors import StartRefusedError, StyleError
 
-    generator = create_generator(config)
     try:
-        generator.load()
+        return step()
+    except StartRefusedError as error:
+        raise ConfigError(str(error)) from None
     except StyleError as error:
-        raise ConfigError(f"STYLES_PATH={settings.styles_path}: {error}") from None
-    return generator
+        raise ConfigError(f"STYLES_PATH={styles_path}: {error}") from None
 
 
 def with_styles(settings: Settings) -> tuple[GeneratorLoader, StyleShelf | None]:

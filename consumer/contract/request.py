@@ -25,13 +25,12 @@ from consumer.contract.catalog import (
 )
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
-from pipeline.api.batch import batch_pixels
+from pipeline.api.batch import MAX_IMAGES, MAX_SIDE, MIN_SIDE, SIDE_STEP, batch_pixels
 from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_TEXT = 2000
 MAX_SEED = 2**32 - 1
-MAX_IMAGES = 4
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_STYLE_STRENGTH = 1.5
 KEY_PATTERN = r"^[A-Za-z0-9._/-]+$"
@@ -40,7 +39,7 @@ T = TypeVar("T")
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
-Side = Annotated[int, Field(ge=64, le=2048, multiple_of=64)]
+Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_STEP)]
 
 
 # The request's description in the generated documents; plain text, since

@@ -91,6 +91,9 @@ async def generate_on_gpu(
         _settle(job, future)
     drawn = timed.value
     job.timings["generate"] = whole_ms(timed.seconds - drawn.check_seconds)
+    env.metrics.graphs_built.inc(drawn.graphs)
+    # A graph built in a job is a shape the warm-up did not foresee.
+    (log.warning if drawn.graphs else log.info)("generation_finished", graphs=drawn.graphs)
     if drawn.checked:
         _count_safety(env, job, drawn.checked, drawn.flagged, drawn.redraws, drawn.check_seconds)
     _check_pictures(spec, drawn.pictures)

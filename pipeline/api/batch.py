@@ -6,9 +6,15 @@ work (``MAX_BATCH_PIXELS``).
 
 from __future__ import annotations
 
+import math
+
 from pipeline.api.spec import GenerationSpec
 
 SEED_MODULUS = 2**32
+# What a request may ask for: up to MAX_IMAGES pictures, each side a multiple
+# of SIDE_STEP from MIN_SIDE to MAX_SIDE (the contract's limits).
+MAX_IMAGES = 4
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 64, 2048, 64
 # Four 1024x1024 pictures: SDXL's native size at the contract's largest batch.
 DEFAULT_MAX_BATCH_PIXELS = 4 * 1024 * 1024
 
@@ -16,6 +22,26 @@ DEFAULT_MAX_BATCH_PIXELS = 4 * 1024 * 1024
 def image_seeds(spec: GenerationSpec) -> list[int]:
     """The seed of each picture: ``(spec.seed + i) % 2**32`` for i in ``range(num_images)``."""
     return [(spec.seed + i) % SEED_MODULUS for i in range(spec.num_images)]
+
+
+def largest_requests(native: tuple[int, int], max_batch_pixels: int) -> list[tuple[int, int, int]]:
+    """The largest requests the limits allow, as (pictures, width, height).
+
+    The most pictures at the native size, and the largest square picture
+    (the largest decode), each within `max_batch_pixels`; the first is left
+    out when not even one native picture fits. These bound a generation's
+    memory: the denoising by its pixels in all, the decode by one picture's.
+    """
+    width, height = native
+    cases: list[tuple[int, int, int]] = []
+    pictures = min(MAX_IMAGES, max_batch_pixels // (width * height))
+    if pictures:
+        cases.append((pictures, width, height))
+    side = max(MIN_SIDE, min(MAX_SIDE, math.isqrt(max_batch_pixels) // SIDE_STEP * SIDE_STEP))
+    # A square of the native size is the batch case's own picture.
+    if not cases or (side, side) != native:
+        cases.append((1, side, side))
+    return cases
 
 
 def batch_pixels(spec: GenerationSpec) -> int:

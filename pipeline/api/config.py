@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from pipeline.api.batch import DEFAULT_MAX_BATCH_PIXELS, MAX_SIDE, MIN_SIDE, SIDE_STEP
 from pipeline.api.lora_files import StyleSlot
 
 BUILTIN_TINY = "builtin:tiny"
@@ -52,6 +53,10 @@ Device = Literal["cuda", "cpu"]
 DEVICES: tuple[str, ...] = get_args(Device)
 Dtype = Literal["bfloat16", "float16", "float32"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
+# Pictures above SDXL's native 1024x1024 decode in tiles: the decoder's widest
+# layers hold about 2 GiB per 1024x1024 picture, so a 2048x2048 one untiled
+# would need four times that.
+DEFAULT_VAE_TILING_PIXELS = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,7 @@ class PipelineConfig:
             :data:`TORCH_COMPILE_MODES`) when ``torch_compile`` is on; ``None``
             is torch's default.
         vae_tiling_pixels: decode in tiles when ``width * height`` exceeds
-            this; ``None`` never tiles.
+            this; ``0`` or ``None`` never tiles.
         subject_ip_adapter_weight_name: a second IP-Adapter weights file,
             beside ``ip_adapter_weight_name`` (same path and subfolder, and
             trained on the same image encoder, such as
@@ -103,6 +108,18 @@ class PipelineConfig:
             into the host cache, as far as `style_cache_bytes` allows.
         style_cache_bytes: how many bytes of style LoRA weights the host
             memory keeps, least recently used first out.
+        torch_compile_sizes: the picture sizes compiled for, as
+            ``"WIDTHxHEIGHT,..."``; ``None`` for the native size alone. Each
+            is warmed up; other sizes run uncompiled, never compiling in a job.
+        torch_compile_vae: with ``torch_compile``, also compile the VAE
+            decoder (for the same sizes, one picture at a time).
+        torch_compile_regional: with ``torch_compile``, compile only the
+            UNet's repeated transformer blocks, each once for every instance
+            (``compile_repeated_blocks``): a start several times quicker, steps
+            somewhat slower than the whole UNet compiled.
+        max_batch_pixels: ``num_images * width * height`` of the largest
+            request the service accepts (``MAX_BATCH_PIXELS``); on a GPU the
+            load proves that it fits.
     """
 
     model_path: str
@@ -125,19 +142,31 @@ class PipelineConfig:
     scheduler_karras: bool = False
     timestep_spacing: TimestepSpacing = "trailing"
     torch_compile_mode: str | None = None
-    vae_tiling_pixels: int | None = None
+    vae_tiling_pixels: int | None = DEFAULT_VAE_TILING_PIXELS
     subject_ip_adapter_weight_name: str | None = None
     torch_compile_backend: str | None = None
     style_slot: StyleSlot | None = None
     style_loras: tuple[tuple[str, str, str], ...] = ()
     style_cache_bytes: int = DEFAULT_STYLE_CACHE_BYTES
+    torch_compile_sizes: str | None = None
+    torch_compile_vae: bool = False
+    torch_compile_regional: bool = False
+    max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS
 
     def __post_init__(self) -> None:
         check_scheduler(self.scheduler, karras=self.scheduler_karras)
         check_timestep_spacing(self.timestep_spacing)
         check_torch_compile_mode(self.torch_compile_mode)
-        if self.vae_tiling_pixels is not None and self.vae_tiling_pixels <= 0:
-            raise ValueError(f"vae_tiling_pixels must be positive, got {self.vae_tiling_pixels}")
+        if self.vae_tiling_pixels is not None and self.vae_tiling_pixels < 0:
+            raise ValueError(f"vae_tiling_pixels must be 0 or more, got {self.vae_tiling_pixels}")
+        compile_sizes(self.torch_compile_sizes)
+        if self.max_batch_pixels < MIN_SIDE * MIN_SIDE:
+            raise ValueError(f"max_batch_pixels must be at least {MIN_SIDE * MIN_SIDE}")
+
+    @property
+    def tiling_threshold(self) -> int | None:
+        """Pixels above which a picture decodes in tiles; ``None`` never."""
+        return self.vae_tiling_pixels or None
 
 
 def needs_ip_adapter_files(model_path: str) -> bool:
@@ -157,6 +186,31 @@ def check_scheduler(name: str | None, *, karras: bool = False) -> str | None:
     if karras and name is not None and name not in KARRAS_SCHEDULERS:
         raise ValueError(f"{name} has no Karras sigmas; only {', '.join(KARRAS_SCHEDULERS)} do")
     return name
+
+
+def compile_sizes(value: str | None) -> tuple[tuple[int, int], ...]:
+    """The (width, height) pairs of a ``"WIDTHxHEIGHT,..."`` list; ``()`` for none.
+
+    Each side must be one a request may ask for (a multiple of 64 from 64
+    to 2048); anything else is a one-line ValueError.
+    """
+    sizes: list[tuple[int, int]] = []
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        width, _, height = item.strip().lower().partition("x")
+        try:
+            size = (int(width), int(height))
+        except ValueError:
+            raise ValueError(f"compile size {item.strip()!r} is not WIDTHxHEIGHT") from None
+        if not all(MIN_SIDE <= side <= MAX_SIDE and side % SIDE_STEP == 0 for side in size):
+            raise ValueError(
+                f"compile size {item.strip()!r}: each side a multiple of {SIDE_STEP} "
+                f"from {MIN_SIDE} to {MAX_SIDE}"
+            )
+        if size not in sizes:
+            sizes.append(size)
+    return tuple(sizes)
 
 
 def check_timestep_spacing(spacing: str) -> str:

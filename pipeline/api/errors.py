@@ -3,8 +3,10 @@
 The consumer's classifier maps them: :class:`InvalidImageError` is permanent
 (`invalid_input`), :class:`GenerationOOMError` transient
 (`generation_failed`), :class:`PipelineBrokenError` fatal.
-:class:`GenerationStopped` follows a stop the caller asked for (a timeout,
-the end of a drain); the caller knows why and decides.
+:class:`StartRefusedError` is configuration this machine cannot serve (the
+worker refuses to start). :class:`GenerationStopped` follows a stop the
+caller asked for (a timeout, the end of a drain); the caller knows why and
+decides.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ class PipelineBrokenError(PipelineError):
 
 class ModelLoadError(PipelineError):
     """The model or one of its parts could not be found or loaded."""
+
+
+class StartRefusedError(ModelLoadError):
+    """This machine cannot serve with these settings; the message says why and what to change.
+
+    A real model with no GPU visible, or a largest allowed request that does
+    not fit the GPU's memory: bad configuration for this machine, found at
+    start, never a failure of a request.
+    """
 
 
 class GenerationStopped(PipelineError):

@@ -51,10 +51,31 @@ class Generator(Protocol):
         `image` is the reference picture, best already prepared at
         :attr:`reference_side`; one of another size is prepared here.
 
-        Picture i uses seed ``(spec.seed + i) % 2**32`` and equals, up to
-        floating-point batch effects, the one-picture result of that seed.
+        Picture i uses seed ``(spec.seed + i) % 2**32`` and starts from that
+        seed's noise, as the one-picture job of that seed does: on a CPU it is
+        that picture (within 1/255); on a GPU it is the same scene, drawn by
+        kernels chosen for the batch's size (see the contract).
         Setting `stop` (from any thread) ends the generation at its next
         denoising step with :class:`~pipeline.api.errors.GenerationStopped`; the
         generator stays usable.
         """
         ...
+
+
+@runtime_checkable
+class CountsGraphs(Protocol):
+    """A generator that says how many graphs it compiled or recorded (torch.compile)."""
+
+    @property
+    def graphs_built(self) -> int:
+        """Graphs compiled, and CUDA graphs recorded, since the process started.
+
+        Grows during the load; a job that makes it grow built graphs of its
+        own (a shape the warm-up did not foresee).
+        """
+        ...
+
+
+def graphs_built(generator: object) -> int:
+    """``generator.graphs_built`` where it counts them, else 0."""
+    return generator.graphs_built if isinstance(generator, CountsGraphs) else 0

@@ -24,7 +24,7 @@ from PIL import Image
 
 from pipeline.api.batch import SEED_MODULUS, image_seeds
 from pipeline.api.errors import ContentFilteredError
-from pipeline.api.interface import Generator
+from pipeline.api.interface import Generator, graphs_built
 from pipeline.api.spec import GenerationSpec
 
 DEFAULT_MAX_REDRAWS = 2
@@ -70,6 +70,34 @@ class PictureChecker(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class CheckedPictures:
+    """Pictures, the checker's flag for each, and the checker's time."""
+
+    pictures: list[Image.Image]
+    flags: list[bool]
+    seconds: float
+
+
+@runtime_checkable
+class ChecksItsPictures(Protocol):
+    """A generator that hands its pictures to a checker where they were decoded.
+
+    The SDXL generator does: the checker reads the decoded pictures on the
+    GPU, before they are copied to the host, instead of from Pillow pictures.
+    """
+
+    def generate_checked(
+        self,
+        spec: GenerationSpec,
+        image: Image.Image,
+        stop: threading.Event | None,
+        checker: PictureChecker,
+    ) -> CheckedPictures:
+        """``generate``'s pictures, with `checker`'s flags for them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class Drawn:
     """A job's delivered pictures, the seed each was drawn with, and the checker's work.
 
@@ -80,6 +108,8 @@ class Drawn:
         flagged: pictures it flagged, redraws included.
         redraws: pictures drawn again because they were flagged.
         check_seconds: time spent in the checker.
+        graphs: graphs the job compiled or recorded (torch.compile); 0 when
+            the warm-up foresaw its shapes, as it should.
     """
 
     pictures: list[Image.Image]
@@ -88,6 +118,7 @@ class Drawn:
     flagged: int = 0
     redraws: int = 0
     check_seconds: float = 0.0
+    graphs: int = 0
 
 
 def redraw_seed(spec: GenerationSpec, index: int, redraw: int) -> int:
@@ -142,6 +173,11 @@ class CheckedGenerator:
         """The side of the prepared reference picture the wrapped generator takes."""
         return self.generator.reference_side
 
+    @property
+    def graphs_built(self) -> int:
+        """The wrapped generator's graphs (0 where it does not count them)."""
+        return graphs_built(self.generator)
+
     def load(self) -> None:
         """Load the wrapped generator (the checker is loaded already)."""
         self.generator.load()
@@ -168,20 +204,26 @@ class CheckedGenerator:
         :class:`~pipeline.api.errors.ContentFilteredError` when a picture is still
         flagged after ``max_redraws`` redraws.
         """
-        pictures = list(self.generator.generate(spec, image, stop))
+        graphs = graphs_built(self.generator)
         seeds = image_seeds(spec)
         seconds = 0.0
 
-        def check(batch: list[Image.Image]) -> list[bool]:
+        def drawn(job: GenerationSpec) -> tuple[list[Image.Image], list[bool]]:
             nonlocal seconds
-            started = time.perf_counter()
-            flags = self.checker.check(batch)
-            seconds += time.perf_counter() - started
-            if len(flags) != len(batch):
-                raise ValueError(f"checker gave {len(flags)} flags for {len(batch)} pictures")
-            return flags
+            if isinstance(self.generator, ChecksItsPictures):
+                result = self.generator.generate_checked(job, image, stop, self.checker)
+                pictures, flags = list(result.pictures), list(result.flags)
+                seconds += result.seconds
+            else:
+                pictures = list(self.generator.generate(job, image, stop))
+                started = time.perf_counter()
+                flags = self.checker.check(pictures)
+                seconds += time.perf_counter() - started
+            if len(flags) != len(pictures):
+                raise ValueError(f"checker gave {len(flags)} flags for {len(pictures)} pictures")
+            return pictures, flags
 
-        flags = check(pictures)
+        pictures, flags = drawn(spec)
         checked, flagged, redraws = len(pictures), sum(flags), 0
         for redraw in range(1, self.max_redraws + 1):
             pending = [i for i, flag in enumerate(flags) if flag]
@@ -192,15 +234,14 @@ class CheckedGenerator:
                     spec, seed=redraw_seed(spec, first, redraw), num_images=length
                 )
                 # The flagged pictures are replaced (and so dropped) here.
-                for offset, picture in enumerate(self.generator.generate(again, image, stop)):
+                redrawn, again_flags = drawn(again)
+                for offset, (picture, flag) in enumerate(zip(redrawn, again_flags, strict=True)):
                     pictures[first + offset] = picture
                     seeds[first + offset] = redraw_seed(spec, first + offset, redraw)
+                    flags[first + offset] = flag
+                flagged += sum(again_flags)
             redraws += len(pending)
-            again_flags = check([pictures[i] for i in pending])
-            for index, flag in zip(pending, again_flags, strict=True):
-                flags[index] = flag
             checked += len(pending)
-            flagged += sum(again_flags)
         if any(flags):
             still = sum(flags)
             pictures.clear()
@@ -213,7 +254,8 @@ class CheckedGenerator:
             )
             error.check_seconds = seconds
             raise error
-        return Drawn(pictures, seeds, checked, flagged, redraws, seconds)
+        graphs = graphs_built(self.generator) - graphs
+        return Drawn(pictures, seeds, checked, flagged, redraws, seconds, graphs)
 
 
 def draw(
@@ -225,4 +267,6 @@ def draw(
     """A job's pictures and seeds; checked when `generator` is a :class:`CheckedGenerator`."""
     if isinstance(generator, CheckedGenerator):
         return generator.draw(spec, image, stop)
-    return Drawn(list(generator.generate(spec, image, stop)), image_seeds(spec))
+    graphs = graphs_built(generator)
+    pictures = list(generator.generate(spec, image, stop))
+    return Drawn(pictures, image_seeds(spec), graphs=graphs_built(generator) - graphs)

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 import torch
 from PIL import Image
 
-from pipeline.api.batch import image_seeds
-from pipeline.api.config import PipelineConfig
+from pipeline.api.batch import image_seeds, largest_requests
+from pipeline.api.config import BUILTIN_MODELS, PipelineConfig, compile_sizes
 from pipeline.api.errors import GenerationOOMError, PipelineBrokenError, PipelineError
 from pipeline.api.reference import reference_from_image
+from pipeline.api.safety import CheckedPictures, PictureChecker
 from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
 from pipeline.engine.reference.adapters import (
     adapter_for,
@@ -26,11 +28,20 @@ from pipeline.engine.reference.adapters import (
     fuse_lora,
 )
 from pipeline.engine.reference.ip_scale import IPAdapterScale
-from pipeline.engine.runtime.compiling import WARM_UP_BATCHES
+from pipeline.engine.runtime.compiling import (
+    GRAPHS,
+    WARM_UP_BATCHES,
+    Compiled,
+    cache_figures,
+    raise_recompile_limit,
+)
+from pipeline.engine.runtime.decoding import Decoded, Decoder
 from pipeline.engine.runtime.device import choose_device, choose_dtype, free_memory
-from pipeline.engine.runtime.placement import place, set_vae_tiling
+from pipeline.engine.runtime.fitting import memory_probe, prove_fit
+from pipeline.engine.runtime.placement import place
 from pipeline.engine.runtime.schedulers import configure_scheduler
-from pipeline.engine.runtime.stopping import run_stoppable
+from pipeline.engine.runtime.stopping import run_stoppable, step_events
+from pipeline.engine.runtime.sync_free import HostSchedule, starting_noise, step_generators
 from pipeline.engine.text.long_prompt import encode_prompts
 from pipeline.engine.text.prompts import compose_prompt
 from pipeline.engine.untyped import SDXLPipeline
@@ -38,6 +49,7 @@ from pipeline.engine.weights.lora_slot import LoraSlot, open_slot
 from pipeline.engine.weights.source import ModelSource
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 WARMUP_STEPS = 2
 OOM_STREAK_FATAL = 2
@@ -52,6 +64,7 @@ _DEVICE_ERRORS: tuple[type[BaseException], ...] = (
 class SDXLGenerator:
     """Diffusers' ``StableDiffusionXLPipeline`` with an IP-Adapter, kept loaded.
 
+    The pipeline denoises; the decode is :mod:`pipeline.engine.runtime.decoding`'s.
     `generate` is serialised by a lock, so even a careless caller gets one
     generation at a time. Out of memory once raises
     :class:`GenerationOOMError` after freeing the cache; twice in a row, or a
@@ -64,14 +77,19 @@ class SDXLGenerator:
         self._config = config
         self._source = source
         self._pipe: SDXLPipeline | None = None
-        self._device = torch.device("cpu")
+        # Chosen now, so a machine that cannot serve a real model says so
+        # before anything is loaded (the safety checker included).
+        needs_gpu = config.model_path not in BUILTIN_MODELS
+        self._device = choose_device(config.device, needs_gpu=needs_gpu)
         self._dtype = torch.float32
         self._native_size = source.expected_native_size
         self._lock = threading.Lock()
         self._oom_streak = 0
         self._broken: str | None = None
         self._ip_scale: IPAdapterScale | None = None
-        self._compiled = False
+        self._compiled: Compiled | None = None
+        self._schedule: HostSchedule | None = None
+        self._decoder: Decoder | None = None
         self.style_slot: LoraSlot | None = None
         self.load_seconds: float | None = None
 
@@ -93,6 +111,11 @@ class SDXLGenerator:
         return int(self._pipe.image_encoder.config.image_size)
 
     @property
+    def graphs_built(self) -> int:
+        """Graphs compiled or recorded in this process (see ``compiling``)."""
+        return GRAPHS.total
+
+    @property
     def pipeline(self) -> SDXLPipeline:
         """The loaded diffusers pipeline (for benchmarks and tests)."""
         if self._pipe is None:
@@ -103,7 +126,6 @@ class SDXLGenerator:
         """Build or read the model, attach the adapters, place it, warm it up."""
         started = time.perf_counter()
         config = self._config
-        self._device = choose_device(config.device)
         dtype = choose_dtype(self._device, config.dtype)
         self._dtype = dtype
         pipe = self._source.base_pipeline(dtype)
@@ -120,27 +142,31 @@ class SDXLGenerator:
         self.style_slot = open_slot(pipe, config)
         configure_scheduler(pipe, config)
         # place() compiles on a GPU, and on a CPU only with a named backend.
-        self._compiled = config.torch_compile and (
-            self._device.type == "cuda" or config.torch_compile_backend is not None
-        )
-        place(
+        self._compiled = place(
             pipe,
             self._device,
             dtype,
             compile_unet=config.torch_compile,
             compile_mode=config.torch_compile_mode,
             compile_backend=config.torch_compile_backend,
+            compile_vae=config.torch_compile_vae,
+            compile_regional=config.torch_compile_regional,
         )
         if self.style_slot is not None:
             self.style_slot.settle(config.style_loras)
         if config.enable_ip_adapter:
             # After placement, so the saved weights are on the device too.
             self._ip_scale = IPAdapterScale(pipe.unet)
+        self._schedule = HostSchedule(pipe.unet)
+        self._decoder = Decoder(pipe, config.tiling_threshold)
         self._pipe = pipe
         side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         self._native_size = (side, side)
         if config.warmup:
             self._warm_up()
+            if self._compiled is not None:
+                self._compiled.freeze()
+        self._prove_fit()
         self.load_seconds = time.perf_counter() - started
         log.info(
             "pipeline_ready",
@@ -150,48 +176,58 @@ class SDXLGenerator:
             ip_adapter=config.enable_ip_adapter,
             lora=bool(config.lora_path),
             torch_compile=config.torch_compile,
+            graphs=self.graphs_built,
+            compile_cache=cache_figures() if self._compiled else None,
             native_size=list(self._native_size),
             load_seconds=round(self.load_seconds, 3),
         )
 
     def _warm_up(self) -> None:
-        # At the native size, so compiled graphs and cuDNN's algorithm choices
-        # are ready for the jobs that follow. A compiled UNet has one graph per
-        # batch class and per adapter kind, whatever the size and prompt
-        # (pipeline.engine.runtime.compiling): each is compiled here, on this
-        # thread, never in a job.
-        width, height = self._native_size
-        cases = [(JobKind.MEMORY, 5.0, 1)]
-        if self._compiled:
+        # At each compiled size (else the native one), so compiled graphs and
+        # cuDNN's algorithm choices are ready for the jobs that follow. A
+        # compiled UNet has one graph per compiled size, batch class and
+        # adapter kind (pipeline.engine.runtime.compiling): each is compiled
+        # here, on this thread, never in a job.
+        cases = [(JobKind.MEMORY, 5.0, 1, self._native_size)]
+        if self._compiled is not None:
             kinds = [JobKind.MEMORY]
             if self._ip_scale is not None and self._ip_scale.adapters > 1:
                 kinds.append(JobKind.SUBJECT)
+            sizes = compile_sizes(self._config.torch_compile_sizes) or (self._native_size,)
             cases = [
-                (kind, guidance, pictures)
+                (kind, guidance, pictures, size)
+                for size in sizes
                 for kind in kinds
                 for guidance, pictures in WARM_UP_BATCHES
             ]
+            raise_recompile_limit(len(cases))
         started = time.perf_counter()
-        for kind, guidance, pictures in cases:
-            spec = GenerationSpec(
-                kind=kind,
-                prompt="warm-up",
-                style_prompt="",
-                negative_prompt="",
-                num_inference_steps=WARMUP_STEPS,
-                ip_adapter_scale=0.5,
-                guidance_scale=guidance,
-                seed=0,
-                width=width,
-                height=height,
-                num_images=pictures,
-            )
-            self.generate(spec, Image.new("RGB", (_WARMUP_IMAGE_SIZE,) * 2, "gray"))
+        gray = Image.new("RGB", (_WARMUP_IMAGE_SIZE,) * 2, "gray")
+        for kind, guidance, pictures, (width, height) in cases:
+            spec = _warm_up_spec(kind, guidance, pictures, width, height, WARMUP_STEPS)
+            self.generate(spec, gray)
         log.info(
             "pipeline_warmed_up",
             seconds=round(time.perf_counter() - started, 3),
             generations=len(cases),
+            graphs=self.graphs_built,
         )
+
+    def _prove_fit(self) -> None:
+        """On a GPU, one step of each of the largest requests the settings allow."""
+        probe = memory_probe(self._device)
+        if probe is None:
+            return
+        gray = Image.new("RGB", (_WARMUP_IMAGE_SIZE,) * 2, "gray")
+
+        def one_step(pictures: int, width: int, height: int) -> None:
+            spec = _warm_up_spec(JobKind.MEMORY, 5.0, pictures, width, height, 1)
+            self._draw(spec, gray, None).pictures()
+
+        # What the proof leaves cached (the allocator's blocks, CUDA graphs of
+        # the largest batch) is what such a job would reuse: kept.
+        cases = largest_requests(self._native_size, self._config.max_batch_pixels)
+        prove_fit(probe, cases, one_step)
 
     def generate(
         self,
@@ -202,15 +238,46 @@ class SDXLGenerator:
         """Draw ``spec.num_images`` RGB pictures of exactly ``spec.width`` x ``spec.height``.
 
         Picture i uses seed ``(spec.seed + i) % 2**32``. When `stop` is set,
-        the run ends at its next denoising step with
+        the run ends within two denoising steps with
         :class:`~pipeline.api.errors.GenerationStopped`.
         """
+        return self._guarded(lambda: self._draw(spec, image, stop).pictures(), spec)
+
+    def generate_checked(
+        self,
+        spec: GenerationSpec,
+        image: Image.Image,
+        stop: threading.Event | None,
+        checker: PictureChecker,
+    ) -> CheckedPictures:
+        """:meth:`generate`'s pictures and `checker`'s flags, read where they were decoded.
+
+        A checker that reads device tensors (``check_pixels``) gets the
+        decoded 8-bit pictures on the device; any other gets the pictures.
+        """
+
+        def draw_and_check() -> CheckedPictures:
+            decoded = self._draw(spec, image, stop)
+            check_pixels = getattr(checker, "check_pixels", None)
+            started = time.perf_counter()
+            flags = check_pixels(decoded.pixels) if check_pixels else None
+            seconds = time.perf_counter() - started
+            pictures = decoded.pictures()
+            if flags is None:
+                started = time.perf_counter()
+                flags = checker.check(pictures)
+                seconds = time.perf_counter() - started
+            return CheckedPictures(pictures, list(flags), seconds)
+
+        return self._guarded(draw_and_check, spec)
+
+    def _guarded(self, draw: Callable[[], T], spec: GenerationSpec) -> T:
         with self._lock:
             if self._broken:
                 raise PipelineBrokenError(self._broken)
             out_of_memory = ""
             try:
-                pictures = self._draw(spec, image, stop)
+                drawn = draw()
             except torch.OutOfMemoryError as error:
                 # Only the message is kept: the error's traceback holds the
                 # frames of the forward pass and their activations, which are
@@ -219,23 +286,11 @@ class SDXLGenerator:
             except _DEVICE_ERRORS as error:
                 self._broken = f"the GPU failed and cannot be used again: {error}"
                 raise PipelineBrokenError(self._broken) from error
-            finally:
-                self._restore_vae_dtype()
             if out_of_memory:
                 # Raised outside the handler, so it has no __context__ either.
                 raise self._out_of_memory(spec, out_of_memory)
             self._oom_streak = 0
-            return pictures
-
-    def _restore_vae_dtype(self) -> None:
-        # With a float16 VAE whose config says force_upcast, diffusers casts
-        # it to float32 for the decode and back afterwards; a failure in the
-        # decode skips the cast back, and every later job would then fail on
-        # mismatched dtypes. Cheap when nothing changed: one dtype read.
-        vae = self._pipe.vae if self._pipe is not None else None
-        if vae is not None and vae.dtype != self._dtype:
-            log.warning("vae_dtype_restored", dtype=str(self._dtype).removeprefix("torch."))
-            vae.to(dtype=self._dtype)
+            return drawn
 
     def _out_of_memory(self, spec: GenerationSpec, detail: str) -> PipelineError:
         free_memory(self._device)
@@ -250,23 +305,28 @@ class SDXLGenerator:
 
     def _draw(
         self, spec: GenerationSpec, image: Image.Image, stop: threading.Event | None
-    ) -> list[Image.Image]:
+    ) -> Decoded:
         pipe = self.pipeline
+        seeds = image_seeds(spec)
+        scale = int(pipe.vae_scale_factor)
+        shape = (int(pipe.unet.config.in_channels), spec.height // scale, spec.width // scale)
+        # One CPU generator per picture draws its starting noise, the same on
+        # every device type and independent of CUDA state, so picture i starts
+        # as the one-picture job of seed + i; its step noise is drawn on the
+        # device (pipeline.engine.runtime.sync_free).
+        latents, host_generators = starting_noise(seeds, shape, self._dtype)
         arguments: dict[str, Any] = {
             "num_inference_steps": spec.num_inference_steps,
             "guidance_scale": spec.guidance_scale,
             "width": spec.width,
             "height": spec.height,
             "num_images_per_prompt": spec.num_images,
-            # CPU generators give the same starting noise on every device
-            # type, and keep per-job seeding independent of CUDA state; one
-            # per picture, so picture i is the one-picture job of seed + i.
-            "generator": [torch.Generator(device="cpu").manual_seed(s) for s in image_seeds(spec)],
-            "output_type": "pil",
+            "latents": latents,
+            "generator": step_generators(seeds, self._device, host_generators),
+            "output_type": "latent",
         }
         guidance = uses_negative_prompt(spec.guidance_scale)
         negative = spec.negative_prompt if guidance else None
-        set_vae_tiling(pipe, spec.width * spec.height, self._config.vae_tiling_pixels)
         if self.style_slot is not None:
             self.style_slot.apply(spec)
         if self._ip_scale is not None:
@@ -277,14 +337,33 @@ class SDXLGenerator:
                 # Framed square before the encoder's centre crop, so it sees
                 # the whole person; the consumer hands it over prepared.
                 image = reference_from_image(image, side)
-        with torch.inference_mode():
+        if self._schedule is None or self._decoder is None:
+            raise PipelineError("the generator is not loaded; call load() first")
+        with torch.inference_mode(), self._schedule.job(pipe, self._device):
             if self._ip_scale is not None:
                 # Encoded once per job, for the job kind's adapter alone.
                 arguments["ip_adapter_image_embeds"] = encode_reference(pipe, image, guidance)
             # Embeddings, not strings: diffusers would cut the text at 77 tokens.
             arguments |= encode_prompts(pipe, compose_prompt(spec), negative).as_arguments()
-            drawn = run_stoppable(pipe, arguments, stop)
+            latents = run_stoppable(pipe, arguments, stop, step_events(self._device))
         # The count and size are checked where every generator's pictures are
         # received (the consumer's generate stage), not once per generator.
-        pictures = [picture.convert("RGB") for picture in drawn]
-        return pictures
+        return self._decoder.decode(latents)
+
+
+def _warm_up_spec(
+    kind: JobKind, guidance: float, pictures: int, width: int, height: int, steps: int
+) -> GenerationSpec:
+    return GenerationSpec(
+        kind=kind,
+        prompt="warm-up",
+        style_prompt="",
+        negative_prompt="",
+        num_inference_steps=steps,
+        ip_adapter_scale=0.5,
+        guidance_scale=guidance,
+        seed=0,
+        width=width,
+        height=height,
+        num_images=pictures,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pipeline.api.config import PipelineConfig
+from pipeline.api.config import BUILTIN_MODELS, PipelineConfig
 from pipeline.api.factory import create_generator
 from pipeline.api.interface import Generator
 from pipeline.api.spec import GenerationSpec
@@ -21,7 +22,14 @@ from pipeline.engine.generator import SDXLGenerator
 
 
 def load_generator(config: PipelineConfig) -> SDXLGenerator:
-    """A loaded SDXL generator for `config` (the tiny model loads in well under a second)."""
+    """A loaded SDXL generator for `config` (the tiny model loads in well under a second).
+
+    A model read from files is a real model to the generator, which then
+    needs a GPU unless a device is named; where the configuration names none,
+    it runs on this machine's CPU (as ``DEVICE=cpu`` would have it).
+    """
+    if config.device is None and config.model_path not in BUILTIN_MODELS:
+        config = dataclasses.replace(config, device="cpu")
     generator = create_generator(config)
     assert isinstance(generator, SDXLGenerator)
     generator.load()

@@ -72,6 +72,28 @@ def test_a_bad_model_path_is_one_line_and_exit_two(
     assert seconds < FAST_S
 
 
+def test_a_real_model_without_a_gpu_is_one_line_and_exit_two(tmp_path: Path) -> None:
+    import torch
+
+    from pipeline.builtin.tiny import save_tiny
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    model_dir, ip_dir = save_tiny(tmp_path)
+    common = {"MODEL_PATH": str(model_dir), "IP_ADAPTER_PATH": str(ip_dir), "DEVICE": ""}
+    code, lines, _ = _run(**common)
+    assert code == 2
+    # Found once the sidecar listens (its log line comes first), before any
+    # weight is read; no traceback, one line of its own.
+    *logs, refusal = lines
+    assert all(json.loads(line)["level"] == "info" for line in logs), logs
+    assert refusal.startswith("illustrator: DEVICE is not set and no CUDA GPU is visible: ")
+    # The cause here: this machine's torch has no CUDA at all.
+    assert "CPU-only build" in refusal
+    assert "set DEVICE=cpu" in refusal
+    assert not any("loading" in line for line in logs)
+
+
 def test_a_health_port_in_use_is_one_line_and_exit_two(busy_port: int) -> None:
     code, lines, seconds = _run(MODEL_PATH="builtin:blank", HEALTH_PORT=str(busy_port))
     assert code == 2

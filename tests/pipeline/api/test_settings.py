@@ -73,15 +73,18 @@ def test_bad_spacing_and_compile_mode_are_refused() -> None:
 
 def test_pipeline_config_checks_its_fields() -> None:
     config = PipelineConfig(model_path=BUILTIN_TINY)
+    # Pictures above 1024x1024 decode in tiles unless told otherwise.
     assert (config.scheduler, config.timestep_spacing, config.vae_tiling_pixels) == (
         None,
         "trailing",
-        None,
+        1024 * 1024,
     )
     with pytest.raises(ValueError, match="unknown scheduler"):
         PipelineConfig(model_path=BUILTIN_TINY, scheduler="DPM++ 2M")
-    with pytest.raises(ValueError, match="positive"):
-        PipelineConfig(model_path=BUILTIN_TINY, vae_tiling_pixels=0)
+    with pytest.raises(ValueError, match="0 or more"):
+        PipelineConfig(model_path=BUILTIN_TINY, vae_tiling_pixels=-1)
+    with pytest.raises(ValueError, match="compile size"):
+        PipelineConfig(model_path=BUILTIN_TINY, torch_compile_sizes="1024x1000")
 
 
 def test_batch_pixels_and_seeds() -> None:

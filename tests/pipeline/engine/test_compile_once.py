@@ -18,8 +18,10 @@ from torch._dynamo.utils import counters
 
 from consumer.contract.request import MAX_IMAGES
 from pipeline.api.config import BUILTIN_TINY, SCHEDULERS, PipelineConfig
+from pipeline.api.safety import draw
 from pipeline.api.spec import JobKind
 from pipeline.engine.generator import SDXLGenerator
+from pipeline.engine.runtime.compiling import GRAPHS
 from pipeline.engine.runtime.schedulers import configure_scheduler
 from tests.support.assets import load_generator, noise_picture
 from tests.support.specs import spec
@@ -50,11 +52,16 @@ def graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+# The generator's own count (all graphs this process built) before the fixture.
+GRAPHS_AT_START = [0]
+
+
 @pytest.fixture(scope="module")
 def compiled() -> Iterator[tuple[SDXLGenerator, int]]:
     """The tiny model compiled and warmed up, and the graphs that took."""
     torch._dynamo.reset()
     counters.clear()
+    GRAPHS_AT_START[0] = GRAPHS.total
     generator = load_generator(CONFIG)
     yield generator, graphs()
     torch._dynamo.reset()
@@ -158,3 +165,55 @@ def test_whole_jobs_of_every_scheduler_and_kind_compile_nothing_new(
     finally:
         generator.pipeline.scheduler = own
     assert graphs() == before
+
+
+def test_the_graph_count_is_torchs_own_tally(compiled: tuple[SDXLGenerator, int]) -> None:
+    generator, _ = compiled
+    # Counted from torch's compile callbacks, the count survives a
+    # torch._dynamo.reset() (which clears the callbacks) and agrees with it.
+    assert generator.graphs_built - graphs() == GRAPHS_AT_START[0]
+
+
+def test_an_unforeseen_guard_after_the_warm_up_runs_uncompiled(
+    compiled: tuple[SDXLGenerator, int],
+) -> None:
+    generator, _ = compiled
+    call = UNetCall(generator)
+    before, built = graphs(), generator.graphs_built
+    # A keyword no warm-up passed: a guard the graphs do not meet, as one
+    # inductor adds on a GPU could be. Compiling for it would take minutes.
+    call.kwargs = {**call.kwargs, "return_dict": True}
+    call(2, 128, 128)
+    assert graphs() == before
+    assert generator.graphs_built == built
+
+
+def test_jobs_report_the_graphs_they_built(compiled: tuple[SDXLGenerator, int]) -> None:
+    # After the tests that count on the warm-up's graphs alone: it builds one.
+    generator, _ = compiled
+    avatar = noise_picture(2)
+    assert draw(generator, spec(num_images=3, prompt="harbour " * 120), avatar).graphs == 0
+    # Without the stance, a size nobody named compiles, and the job says so;
+    # a larger batch and a longer prompt still use the graph there is.
+    assert generator._compiled is not None
+    generator._compiled.frozen = False
+    try:
+        assert draw(generator, spec(width=192, num_inference_steps=1), avatar).graphs == 1
+        assert draw(generator, spec(num_images=4, prompt="sea " * 300), avatar).graphs == 0
+    finally:
+        generator._compiled.frozen = True
+
+
+def test_each_compiled_size_is_warmed_up_for_each_batch_class() -> None:
+    generator = load_generator(
+        dataclasses.replace(CONFIG, warmup=False, torch_compile_sizes="128x128,256x192")
+    )
+    drawn: list[tuple[float, int, int, int]] = []
+
+    def generate(job: Any, image: Any, stop: Any = None) -> list[Any]:
+        drawn.append((job.guidance_scale, job.num_images, job.width, job.height))
+        return []
+
+    generator.generate = generate  # type: ignore[method-assign]
+    generator._warm_up()
+    assert drawn == [(1.0, 1, 128, 128), (5.0, 1, 128, 128), (1.0, 1, 256, 192), (5.0, 1, 256, 192)]

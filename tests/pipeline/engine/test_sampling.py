@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
+from unittest.mock import call
 
 import pytest
 import torch
@@ -127,17 +128,23 @@ def test_no_threshold_never_tiles(own: SDXLGenerator) -> None:
     assert own.pipeline.vae.use_tiling is False
 
 
-def test_compile_covers_the_unet_in_the_mode_asked_and_leaves_the_vae_decoder(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The GPU branch of `place` on a stand-in pipeline: no CUDA here, and
-    # the calls, not a compilation, are what is checked.
+@pytest.fixture
+def gpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU settings `place` makes, put back after the test."""
     for flag in ("cuda.matmul.allow_tf32", "cudnn.allow_tf32", "cudnn.benchmark"):
         owner, _, name = f"backends.{flag}".rpartition(".")
         target: Any = torch
         for part in owner.split("."):
             target = getattr(target, part)
         monkeypatch.setattr(target, name, getattr(target, name))
+
+
+@pytest.mark.usefixtures("gpu_flags")
+def test_compile_covers_the_unet_in_the_mode_asked_and_leaves_the_vae_decoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The GPU branch of `place` on a stand-in pipeline: no CUDA here, and
+    # the calls, not a compilation, are what is checked.
     compiled: list[dict[str, Any]] = []
 
     def fake_compile(function: Any, **options: Any) -> Any:
@@ -150,13 +157,38 @@ def test_compile_covers_the_unet_in_the_mode_asked_and_leaves_the_vae_decoder(
     place(
         pipe, torch.device("cuda"), torch.bfloat16, compile_unet=True, compile_mode="max-autotune"
     )
-    assert compiled == [{"backend": "inductor", "dynamic": True, "mode": "max-autotune"}]
+    # Static sizes (the batch and the prompt's length are marked dynamic per call).
+    assert compiled == [{"backend": "inductor", "dynamic": False, "mode": "max-autotune"}]
     assert pipe.unet.forward is not forward
-    # The VAE decoder picks kernels by picture size: compiled, a large
-    # picture would compile it again in the middle of a job.
+    pipe.unet.to.assert_any_call(memory_format=torch.channels_last)
+    # An eager VAE decoder keeps its layout: channels-last would copy every
+    # activation at each GroupNorm.
+    assert call(memory_format=torch.channels_last) not in pipe.vae.to.call_args_list
     pipe.vae.decoder.compile.assert_not_called()
     plain = mock.MagicMock()
     plain_forward = plain.unet.forward
     place(plain, torch.device("cuda"), torch.bfloat16, compile_unet=False)
     assert plain.unet.forward is plain_forward
     assert len(compiled) == 1
+    with_vae = mock.MagicMock()
+    decoder_forward = with_vae.vae.decoder.forward
+    place(with_vae, torch.device("cuda"), torch.bfloat16, compile_unet=True, compile_vae=True)
+    assert with_vae.vae.decoder.forward is not decoder_forward
+    with_vae.vae.to.assert_any_call(memory_format=torch.channels_last)
+    assert len(compiled) == 3
+
+
+@pytest.mark.usefixtures("gpu_flags")
+def test_regional_compilation_compiles_the_repeated_blocks_with_dynamic_shapes() -> None:
+    pipe = mock.MagicMock()
+    place(
+        pipe,
+        torch.device("cuda"),
+        torch.bfloat16,
+        compile_unet=True,
+        compile_mode="reduce-overhead",
+        compile_regional=True,
+    )
+    pipe.unet.compile_repeated_blocks.assert_called_once_with(
+        backend="inductor", dynamic=True, mode="reduce-overhead"
+    )
