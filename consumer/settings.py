@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
+from pipeline.api import limits
 from pipeline.api.batch import DEFAULT_MAX_BATCH_PIXELS
 from pipeline.api.config import (
     BUILTIN_MODELS,
@@ -42,6 +43,7 @@ DEFAULT_MEMORY_STYLE_PROMPT = (
 DEFAULT_SUBJECT_STYLE_PROMPT = "highest quality, professional sketch, monochrome"
 # The pipeline's defaults, which the settings of the same names take.
 _PIPELINE = PipelineConfig(model_path="")
+_TEXT = int(limits.TEXT.maximum)
 
 
 class GenerationDefaults(BaseSettings):
@@ -53,21 +55,40 @@ class GenerationDefaults(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    default_num_inference_steps: int = Field(50, ge=1, le=150)
-    default_ip_adapter_scale: float = Field(0.33, ge=0.0, le=1.0, allow_inf_nan=False)
-    default_guidance_scale: float = Field(5.0, ge=0.0, le=20.0, allow_inf_nan=False)
-    default_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=2000)
-    default_memory_style_prompt: str = Field(DEFAULT_MEMORY_STYLE_PROMPT, max_length=2000)
-    default_subject_style_prompt: str = Field(DEFAULT_SUBJECT_STYLE_PROMPT, max_length=2000)
+    # The bounds are the request's own (pipeline.api.limits).
+    default_num_inference_steps: int = Field(50, ge=limits.STEPS.minimum, le=limits.STEPS.maximum)
+    default_ip_adapter_scale: float = Field(
+        0.33,
+        ge=limits.IP_ADAPTER_SCALE.minimum,
+        le=limits.IP_ADAPTER_SCALE.maximum,
+        allow_inf_nan=False,
+    )
+    default_guidance_scale: float = Field(
+        5.0,
+        ge=limits.GUIDANCE_SCALE.minimum,
+        le=limits.GUIDANCE_SCALE.maximum,
+        allow_inf_nan=False,
+    )
+    default_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=_TEXT)
+    default_memory_style_prompt: str = Field(DEFAULT_MEMORY_STYLE_PROMPT, max_length=_TEXT)
+    default_subject_style_prompt: str = Field(DEFAULT_SUBJECT_STYLE_PROMPT, max_length=_TEXT)
     s3_avatar_prefix: str = "avatars/"
     s3_subject_prefix: str = "subjects/"
     s3_generated_prefix: str = "generated/"
-    max_input_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    max_input_pixels: int = Field(40_000_000, gt=0)
+    max_input_bytes: int = Field(int(limits.INPUT_BYTES.maximum), gt=0)
+    max_input_pixels: int = Field(int(limits.INPUT_PIXELS.maximum), gt=0)
     # The longer side of an input at most this many times the shorter.
-    max_input_aspect: float = Field(8.0, ge=1.0, le=1000.0, allow_inf_nan=False)
+    max_input_aspect: float = Field(
+        float(limits.INPUT_ASPECT.maximum), ge=1.0, le=1000.0, allow_inf_nan=False
+    )
     # num_images x width x height of one request; above it the request is refused.
     max_batch_pixels: int = Field(DEFAULT_MAX_BATCH_PIXELS, gt=0)
+    # steps x num_images x width x height / 1024^2 of one request; above it, refused.
+    max_request_cost: float = Field(
+        float(limits.REQUEST_COST.maximum), gt=0.0, le=100_000.0, allow_inf_nan=False
+    )
+    # Tokens of the prompt with its style prompt (and of the negative prompt).
+    max_prompt_tokens: int = Field(int(limits.PROMPT_TOKENS.maximum), ge=1, le=100_000)
 
 
 class Settings(GenerationDefaults):
@@ -131,8 +152,14 @@ class Settings(GenerationDefaults):
     outage_hold_s: float = Field(3600.0, ge=0.0, le=43_200.0)
     held_max_count: int = Field(4, ge=1, le=1000)
     held_max_bytes: int = Field(1024 * 1024 * 1024, gt=0)
-    # A generation still running this long is stopped and retried later.
+    # The deadline of a generation of cost REFERENCE_COST (50) or less; a costlier
+    # one's grows in proportion (consumer/delivery/deadline.py). Past it the worker
+    # is at fault: it stops, and the request is charged one worker death.
     generation_timeout_s: float = Field(600.0, gt=0.0, le=43_200.0)
+    # Workers that may die with a request in flight before it fails as crashed_worker.
+    max_worker_deaths: int = Field(2, ge=1, le=100)
+    # With both queues holding work, the priority queue's largest share of receives.
+    priority_share: float = Field(0.8, gt=0.0, le=1.0, allow_inf_nan=False)
     # Cancellation markers: <prefix><user_id>/<job_id>, looked for while a job
     # waits for and holds the GPU, every CANCEL_POLL_S.
     s3_cancel_prefix: str = Field("cancellations/", min_length=1, max_length=256)

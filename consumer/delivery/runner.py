@@ -1,13 +1,13 @@
 """One job through its stages, each timed, with one outcome at the end.
 
-Stages: check the signature and parse; look for an existing output
-(idempotency); fetch the input and prepare it (bounded memory, off the event
-loop: :mod:`pipeline.api.reference`); generate on the GPU thread
-(stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
-``generation_failed``, or fatal when the GPU does not come back); encode and
-upload the PNG; publish the event; delete the request. Any
-failure goes to :func:`consumer.classify.classify` once, and the outcome
-follows from its answer: retry later, dead-letter now, or stop the worker.
+Stages: check the signature, parse and admit (cost, tokens, group); look for
+an existing output (idempotency); fetch the input and prepare it (bounded
+memory, off the event loop); generate on the GPU thread within the deadline
+of its cost (:mod:`consumer.delivery.generation`); encode and upload the PNG;
+publish the event; delete the request. Any failure goes to
+:func:`consumer.classify.classify` once, and the outcome follows from
+:func:`consumer.delivery.retry_policy.decide`: retry later, dead-letter now,
+or stop the worker, handing the request on charged the death.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from PIL import Image
 
 from consumer.classify import Classification, classify
 from consumer.clock import epoch_ms
+from consumer.contract.budget import check_group, check_prompt_tokens
 from consumer.contract.event import (
     CompletionEvent,
     EventError,
@@ -85,7 +86,6 @@ class JobRunner:
             sqs_message_id=job.message.message_id, job_id=None, user_id=None
         )
         try:
-            attempts.check_abandoned(job.message)
             prepared = await self._prepare(job)
             if prepared is None:
                 return job.end(JobState.REUSED)
@@ -120,8 +120,10 @@ class JobRunner:
         fields = identifying_fields(body)
         structlog.contextvars.bind_contextvars(job_id=fields.job_id, user_id=fields.user_id)
         request = parse_request(body, self.settings)
+        check_group(job.message.group, request.user_id)
         spec = effective_spec(request, self.settings, self.env.generator.native_size)
         job.request, job.spec = request, spec
+        check_prompt_tokens(self.env.generator.prompt_tokens(spec), self.settings.max_prompt_tokens)
         return request, spec
 
     async def _prepare(self, job: Job) -> Prepared | None:
@@ -149,6 +151,7 @@ class JobRunner:
             return None
         if cancelled:
             raise JobCancelled("cancelled before it was taken")
+        attempts.check_deaths(job.message, self.settings.max_worker_deaths)
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
             with self.outages.guard(Service.S3):
@@ -323,7 +326,8 @@ class JobRunner:
             log.warning("failure_not_recorded", error=problem.message)
             self.env.metrics.retries.labels(error_code=problem.code.value).inc()
             await self._back_off(job)
-            return job.end(JobState.RETRY)
+            # A fatal failure still stops the worker (the receive count tells of it).
+            return job.end(JobState.RETRY, verdict.message if verdict.fatal else None)
 
     def _log(self, job: Job, verdict: Classification, error: Exception) -> None:
         log.log(
@@ -337,14 +341,17 @@ class JobRunner:
         )
 
     async def _settle(self, job: Job, verdict: Classification) -> Outcome:
-        attempt = attempts.attempt(job.message)
-        decision = decide(verdict.severity, attempt, self.env.retry_limits)
+        attempt, limits = attempts.attempt(job.message), self.env.retry_limits
+        decision = decide(verdict.severity, attempt, limits, attempts.deaths(job.message))
+        stop = verdict.message if decision.stop_worker else None  # whatever becomes of it
+        if decision.crashed:
+            verdict = attempts.crashed(decision.deaths, limits, verdict)
         if decision.action is Action.DEAD_LETTER:
             await self._dead_letter(job, verdict)
-            return job.end(JobState.FAILED)
-        if decision.action is Action.STOP_WORKER:
-            await attempts.release(self.env.heartbeat, self.env.queue, job.message)
-            return job.end(JobState.FATAL, verdict.message)
+            return job.end(JobState.FAILED, stop)
+        if decision.action is Action.HAND_ON:
+            await attempts.hand_on(self.env.heartbeat, self.env.queue, job.message, decision.deaths)
+            return job.end(JobState.FATAL, stop)
         await self.env.heartbeat.release(job.message)
         # A fresh copy carrying the count: attempts survive the request
         # moving between workers, and releases never count (attempts.py).

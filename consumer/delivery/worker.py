@@ -40,7 +40,7 @@ from consumer.delivery.job_state import JobState
 from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.outage import Service, worker_outages
 from consumer.delivery.runner import JobRunner
-from consumer.delivery.sources import Source, receive_first, release_all
+from consumer.delivery.sources import PriorityShare, Source, receive_first, release_all
 from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.errors import Severity
 from consumer.metrics import Metrics
@@ -102,6 +102,7 @@ class Worker:
         self.exit_code = EXIT_OK
         self._slots = Slots(1 + self.options.prefetch)
         self._jobs: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        self._share = PriorityShare(settings.priority_share)
         self._backoff = JitteredBackoff(
             self.options.loop_backoff_base_s, self.options.loop_backoff_max_s
         )
@@ -333,9 +334,7 @@ class Worker:
         self, sources: list[Source], free: int
     ) -> list[tuple[Source, ReceivedMessage]] | None:
         try:
-            received = await receive_first(
-                sources, free, self.options.poll_wait_s, self.options.priority_check_s
-            )
+            received = await receive_first(sources, free, self.options, self._share)
         except Exception as error:
             await self._trouble("ReceiveMessage", error)
             return None
@@ -389,7 +388,9 @@ class Worker:
             self._jobs.pop(job.message.receipt_handle, None)
             self._count_in_flight()
             self._job_ended.set()
-        if outcome is JobState.FATAL:
+        # A fatal failure stops the worker, also when its request ended as a
+        # failure of its own (crashed_worker at the last death allowed).
+        if outcome is JobState.FATAL or job.fatal_reason is not None:
             self._fatal(job.fatal_reason or "the generator failed")
 
     def _count_in_flight(self) -> None:

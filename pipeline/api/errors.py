@@ -1,8 +1,9 @@
 """Failures raised by the pipeline, free of any AWS or queue knowledge.
 
 The consumer's classifier maps them: :class:`InvalidImageError` is permanent
-(`invalid_input`), :class:`GenerationOOMError` transient
-(`generation_failed`), :class:`PipelineBrokenError` fatal.
+(`invalid_input`), :class:`RequestTooLargeError` permanent (`too_large`),
+:class:`GenerationOOMError` transient (`generation_failed`),
+:class:`PipelineBrokenError` fatal.
 :class:`GenerationStopped` follows a stop the caller asked for (a timeout,
 the end of a drain); the caller knows why and decides.
 """
@@ -19,7 +20,12 @@ class InvalidImageError(PipelineError):
 
 
 class GenerationOOMError(PipelineError):
-    """The GPU ran out of memory once; the cache was freed, try again later."""
+    """The GPU ran out of memory, and the request may fit another time.
+
+    The SDXL generator draws a request once more itself after freeing memory
+    and then raises :class:`RequestTooLargeError`; this is for generators that
+    leave the second try to a later attempt.
+    """
 
 
 class RequestTooLargeError(PipelineError):
@@ -31,7 +37,8 @@ class RequestTooLargeError(PipelineError):
 
 
 class PipelineBrokenError(PipelineError):
-    """The generator can no longer work (out of memory twice in a row, wedged)."""
+    """The generator can no longer work (a CUDA error, out of memory on a batch
+    that fitted before, wedged)."""
 
 
 class ModelLoadError(PipelineError):
