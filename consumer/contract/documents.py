@@ -12,8 +12,12 @@ import yaml
 
 from consumer.contract.event import CompletionEvent, StartedEvent
 from consumer.contract.request import Request
+from pipeline.api.limits import LIMITS, Limit
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+# The contract's table of limits lies between these lines of docs/contract.md.
+LIMITS_BEGIN = "<!-- limits:begin (written by `illustrator schema --write docs`) -->"
+LIMITS_END = "<!-- limits:end -->"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -168,3 +172,29 @@ def asyncapi_document() -> dict[str, Any]:
 def asyncapi_yaml() -> str:
     """The AsyncAPI document as the YAML committed in ``docs/asyncapi.yaml``."""
     return yaml.safe_dump(asyncapi_document(), sort_keys=False, allow_unicode=True, width=100)
+
+
+def _limit_row(limit: Limit) -> str:
+    names = limit.name.split(", ") if limit.applies == "request" else [limit.name]
+    name = ", ".join(f"`{n}`" if limit.applies == "request" else n for n in names)
+    setting = f"`{limit.setting}`" if limit.setting else ""
+    step = f", multiples of {limit.multiple_of}" if limit.multiple_of else ""
+    return f"| {name} | {limit.range_text()}{step} | {limit.unit} | {setting} | {limit.rule} |"
+
+
+def limits_markdown() -> str:
+    """The contract's table of every limit, as written in ``docs/contract.md``."""
+    rows = [
+        LIMITS_BEGIN,
+        "| what | allowed | unit | setting (default shown) | rule |",
+        "|---|---|---|---|---|",
+        *(_limit_row(limit) for limit in LIMITS),
+        LIMITS_END,
+    ]
+    return "\n".join(rows)
+
+
+def with_limits(text: str) -> str:
+    """`text` (the contract) with its table of limits rewritten."""
+    start, end = text.index(LIMITS_BEGIN), text.index(LIMITS_END) + len(LIMITS_END)
+    return text[:start] + limits_markdown() + text[end:]

@@ -109,7 +109,7 @@ STEPS = Limit("num_inference_steps", 1, 150, "steps", rule="denoising steps")
 IP_ADAPTER_SCALE = Limit("ip_adapter_scale", 0.0, 1.0, rule="finite")
 GUIDANCE_SCALE = Limit("guidance_scale", 0.0, 20.0, rule="finite; at most 1 turns guidance off")
 SEED = Limit("seed", 0, 2**32 - 1, rule="picture i uses (seed + i) mod 2^32")
-SIDE = Limit("width, height", 64, 2048, "pixels", multiple_of=64, rule="multiples of 64")
+SIDE = Limit("width, height", 64, 2048, "pixels", multiple_of=64, rule="default: the model's own")
 NUM_IMAGES = Limit("num_images", 1, 4, "pictures", rule="drawn in one batch")
 IMAGE_KEY = Limit(
     "image_key",
