@@ -54,6 +54,8 @@ log = structlog.get_logger(__name__)
 # The longest one release call may take: with AWS unreachable, botocore's
 # retries would hold a drain far longer than a release is worth.
 RELEASE_TIMEOUT_S = 5.0
+# How long a dying worker tries to send the copy that records its death.
+HAND_ON_WITHIN_S = 60.0
 # Releases of a request received this often send a fresh copy.
 RESEND_RELEASE_AT = 2
 # SQS's longest DelaySeconds.
@@ -182,32 +184,45 @@ async def release(heartbeat: Heartbeat, queue: RequestQueue, message: ReceivedMe
 
 
 async def hand_on(
-    heartbeat: Heartbeat, queue: RequestQueue, message: ReceivedMessage, died: int
+    heartbeat: Heartbeat,
+    queue: RequestQueue,
+    message: ReceivedMessage,
+    died: int,
+    within_s: float = HAND_ON_WITHIN_S,
 ) -> None:
     """Give `message` back at once as a fresh copy charged `died` worker
     deaths: its worker is dying with it. Never raises but on cancellation.
 
-    When the copy cannot be sent (SQS is out), the request is made visible
-    again (or comes back after its visibility timeout): its receive count
-    then tells of the death.
+    The copy is what records the death, so it is tried for `within_s`
+    (through a short SQS outage), the request kept hidden meanwhile; only
+    then is the received one deleted. When no copy could be sent, the request
+    is made visible again (or comes back after its visibility timeout), and
+    its receive count tells of the death.
     """
     log.warning("job_handed_on", worker_deaths=died)
+    attributes = copy_attributes(message, failures(message), died)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        try:
+            send = queue.send_copy(message, queue.url, attributes)
+            await asyncio.wait_for(send, RELEASE_TIMEOUT_S)
+            break
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            if loop.time() + 1.0 > deadline:
+                log.warning("hand_on_failed", error=classify(error).message)
+                await release(heartbeat, queue, message)
+                return
+        await asyncio.sleep(1.0)
     await heartbeat.release(message)
     try:
-        await asyncio.wait_for(
-            resend(queue, message, failures(message), 0, died), RELEASE_TIMEOUT_S
-        )
-        return
+        await asyncio.wait_for(queue.delete(message), RELEASE_TIMEOUT_S)
     except asyncio.CancelledError:
         raise
-    except Exception as error:
-        log.warning("hand_on_failed", error=classify(error).message)
-    try:
-        await asyncio.wait_for(queue.set_visibility(message, 0), RELEASE_TIMEOUT_S)
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        log.warning("release_failed", error=classify(error).message)
+    except Exception as error:  # it comes back after its visibility timeout: a duplicate
+        log.warning("handed_on_not_deleted", error=classify(error).message)
 
 
 async def delete(heartbeat: Heartbeat, queue: RequestQueue, message: ReceivedMessage) -> None:

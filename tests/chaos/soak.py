@@ -13,6 +13,11 @@ observer queue subscribed to the topic) and the dead-letter queue:
   success event, and no failure event or dead letter;
 * a job that should fail has its error code in at least one failure event
   and in a dead letter, and no output object;
+* a poison job (its prompt holds :data:`~tests.chaos.poisoned.POISON`: the
+  consumers run ``python -m tests.chaos.poisoned run``, whose generator a
+  poison request breaks, so each worker that takes one exits 1) ends as
+  ``crashed_worker``, its event naming exactly ``MAX_WORKER_DEATHS`` deaths,
+  and took down exactly that many workers (their logs say which job);
 * lost (a job never reported) and duplicate objects must be 0.
 
 Besides the random faults, each service is taken out whole, in turn, for
@@ -32,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -44,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tests.chaos.poisoned import POISON
 from tests.chaos.process import ConsumerProcess, consumer_environment
 from tests.chaos.proxy import Fault, FaultProxy, ProxyThread, Rule, Service
 from tests.support.aws import FAKE_CREDENTIALS, Stack, make_stack
@@ -51,6 +58,10 @@ from tests.support.helpers import png
 
 USERS = 20
 SIDE = 64
+ROOT = Path(__file__).resolve().parents[2]
+# MAX_WORKER_DEATHS's default, which the consumers keep.
+MAX_WORKER_DEATHS = 2
+DEATHS = re.compile(r"in flight when (\d+) workers? died")
 # Kills and lost answers each count as a receive; SQS must not dead-letter a
 # request by itself (without a failure event) before the consumer has tried.
 MAX_RECEIVES = 20
@@ -70,6 +81,7 @@ class SoakConfig:
     bad_share: float = 0.04
     missing_share: float = 0.04
     resend_share: float = 0.02
+    poison: int = 5
     backlog: int = 100
     seed: int = 1
     outage_s: float = 20.0
@@ -92,7 +104,8 @@ class PlannedJob:
 
 
 def plan_jobs(config: SoakConfig, rng: random.Random) -> list[PlannedJob]:
-    """Mostly good jobs; some without an input, some invalid."""
+    """Mostly good jobs; some without an input, some invalid, a few poison."""
+    poison = set(rng.sample(range(config.jobs), min(config.poison, config.jobs)))
     jobs = []
     for n in range(config.jobs):
         kind = rng.choice(["memory", "subject"])
@@ -110,7 +123,11 @@ def plan_jobs(config: SoakConfig, rng: random.Random) -> list[PlannedJob]:
             body["prompt"] = f"memory number {n}"
         expect = "succeeded"
         roll = rng.random()
-        if roll < config.bad_share:
+        if n in poison:
+            body["kind"] = kind = "memory"
+            body["prompt"] = f"{POISON} number {n}"
+            expect = "crashed_worker"
+        elif roll < config.bad_share:
             body["width"] = 100  # not a multiple of 64
             expect = "invalid_request"
         elif roll < config.bad_share + config.missing_share:
@@ -256,6 +273,8 @@ class Report:
     lost: list[str] = field(default_factory=list)
     inconsistent: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    poison_deaths: dict[str, int] = field(default_factory=dict)
+    poison_problems: list[str] = field(default_factory=list)
     duplicate_objects: int = 0
     stray_objects: list[str] = field(default_factory=list)
     extra_success_events: int = 0
@@ -277,6 +296,7 @@ class Report:
             or self.duplicate_objects
             or self.stray_objects
             or self.crashes
+            or self.poison_problems
             or self.timed_out
             or any(code != 0 for code in self.final_exits)
         )
@@ -296,6 +316,8 @@ class Report:
             f"lost {len(self.lost)}, duplicate objects {self.duplicate_objects}, "
             f"stray objects {len(self.stray_objects)}, inconsistent {len(self.inconsistent)}, "
             f"unexpected outcomes {len(self.unexpected)}",
+            f"poison jobs {len(self.poison_deaths)}, workers each took down "
+            f"{sorted(self.poison_deaths.values())}, problems {len(self.poison_problems)}",
             f"at-least-once extras: success events +{self.extra_success_events}, "
             f"failure events +{self.extra_failure_events}, "
             f"dead letters +{self.extra_dead_letters}",
@@ -353,6 +375,46 @@ def audit(
             report.unexpected.append(f"{job.job_id}: expected {job.expect}, got {outcome}")
 
 
+def fatal_jobs(log: str) -> list[str]:
+    """The job of each fatal failure in a consumer's JSON log, in order."""
+    found = []
+    for line in log.splitlines():
+        if '"job_failed"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if record.get("event") == "job_failed" and record.get("severity") == "fatal":
+            found.append(str(record.get("job_id")))
+    return found
+
+
+def audit_poison(
+    report: Report,
+    jobs: Sequence[PlannedJob],
+    events: Sequence[dict[str, Any]],
+    taken_down: Counter[str],
+) -> None:
+    """Each poison job's failure names ``MAX_WORKER_DEATHS`` deaths, and it
+    took down exactly that many workers (no further worker was given it)."""
+    for job in jobs:
+        if job.expect != "crashed_worker":
+            continue
+        report.poison_deaths[job.job_id] = taken_down[job.job_id]
+        named = {
+            int(found.group(1))
+            for e in events
+            if e.get("job_id") == job.job_id and e["status"] == "failed"
+            if (found := DEATHS.search(e["error"]["message"]))
+        }
+        if named != {MAX_WORKER_DEATHS} or taken_down[job.job_id] != MAX_WORKER_DEATHS:
+            report.poison_problems.append(
+                f"{job.job_id}: took down {taken_down[job.job_id]} workers, "
+                f"its events name {sorted(named)} deaths"
+            )
+
+
 class Outages:
     """Each service out whole in turn: every call to it reset, for `outage_s`."""
 
@@ -394,6 +456,8 @@ class Soak:
         self.rng = random.Random(config.seed)
         self.report = Report(jobs=config.jobs, consumers=config.consumers)
         self.events: list[dict[str, Any]] = []
+        self.poison: set[str] = set()
+        self.logs: list[str] = []
 
     def run(self) -> Report:
         """Run, audit, and return the figures."""
@@ -403,6 +467,7 @@ class Soak:
             self.endpoint, visibility_timeout=config.visibility_s, max_receive_count=MAX_RECEIVES
         )
         jobs = plan_jobs(config, self.rng)
+        self.poison = {job.job_id for job in jobs if job.expect == "crashed_worker"}
         _upload_inputs(stack)
         feeder = Feeder(stack, jobs, self.rng, config)
         self.report.messages = len(feeder.bodies)
@@ -422,6 +487,7 @@ class Soak:
                 self._phase("quiesce", started)
             finally:
                 self._stop(consumers)
+                self.logs = [consumer.logs() for consumer in consumers]
                 self._phase("stop", started)
             self.report.calls = proxy.calls()
             for (service, _, outcome), n in proxy.counts.items():
@@ -430,6 +496,7 @@ class Soak:
         self.events += [json.loads(m["Body"]) for m in _receive_all(stack, stack.observer_url)]
         dead = list(_receive_all(stack, stack.dlq_url))
         audit(self.report, jobs, self.events, dead, _outputs(stack))
+        audit_poison(self.report, jobs, self.events, Counter(fatal_jobs("".join(self.logs))))
         self._phase("audit", started)
         self.report.elapsed_s = time.monotonic() - started
         return self.report
@@ -464,7 +531,11 @@ class Soak:
                 LOG_LEVEL="info",
                 WORKER_ID=f"soak-{n}",
             )
-            consumers.append(ConsumerProcess(f"consumer{n}", env, self.workdir))
+            # The consumer with a generator that poison jobs break; test code only.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+            consumers.append(
+                ConsumerProcess(f"consumer{n}", env, self.workdir, module="tests.chaos.poisoned")
+            )
         return consumers
 
     def _collect(self, stack: Stack) -> None:
@@ -490,14 +561,16 @@ class Soak:
         return len({e["sqs_message_id"] for e in self.events})
 
     def _watch(self, consumers: Sequence[ConsumerProcess]) -> None:
-        """Restart any consumer that died without being killed, and note it."""
+        """Restart any consumer that died without being killed, and note it
+        (a worker a poison job took down is expected: exit 1, its log says so)."""
         for consumer in consumers:
             status = consumer.ended()
             if status is not None:
-                self.report.crashes.append(
-                    f"{consumer.name}#{consumer.incarnation} exited {status}: "
-                    + consumer.log_path.read_text(errors="replace")[-500:]
-                )
+                log = consumer.log_path.read_text(errors="replace")
+                if status != 1 or not set(fatal_jobs(log)) & self.poison:
+                    self.report.crashes.append(
+                        f"{consumer.name}#{consumer.incarnation} exited {status}: " + log[-500:]
+                    )
                 consumer.start()
 
     def _chaos(
@@ -624,6 +697,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
+        "--poison", type=int, default=defaults.poison, help="jobs that kill every worker"
+    )
+    parser.add_argument(
         "--outage", type=float, default=defaults.outage_s, help="seconds each service is out"
     )
     parser.add_argument("--workdir", type=Path, help="keep the consumers' logs here")
@@ -642,6 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         backlog=args.backlog,
         seed=args.seed,
+        poison=args.poison,
         outage_s=args.outage,
         workdir=args.workdir,
     )
@@ -662,6 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("unexpected", report.unexpected),
         ("stray objects", report.stray_objects),
         ("unexpected exits", report.crashes),
+        ("poison", report.poison_problems),
     ):
         for problem in problems[:20]:
             print(f"  {name}: {problem}")

@@ -21,6 +21,8 @@ SHORT = SoakConfig(
     # Slow enough "GPU" that the kills land while jobs are in flight.
     latency_ms=120,
     seed=7,
+    # Each takes down two workers: four restarts in the run.
+    poison=2,
     # Each service out whole for a few seconds, within the run's minute.
     outage_s=4.0,
 )
@@ -38,3 +40,7 @@ def test_short_chaos_soak_loses_nothing_and_duplicates_nothing(
     assert sum(report.faults.values()) > 0, summary
     assert report.succeeded + sum(report.failed.values()) == config.jobs
     assert report.failed, "the mix includes requests that must fail"
+    # Each poison job took down exactly MAX_WORKER_DEATHS workers, then was
+    # dead-lettered as crashed_worker (the audit checks its event and letter).
+    assert report.failed["crashed_worker"] == SHORT.poison
+    assert sorted(report.poison_deaths.values()) == [2] * SHORT.poison
