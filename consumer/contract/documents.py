@@ -73,7 +73,9 @@ def asyncapi_document() -> dict[str, Any]:
                 "started event when a job begins generating. Processing is at-least-once "
                 "with exactly-once effect: subscribers deduplicate events by job_id. "
                 "Producers send each request with MessageGroupId = user_id (SQS fair "
-                "queues), so one user's burst does not hold up the others."
+                "queues), so one user's burst does not hold up the others; a request sent "
+                "with another MessageGroupId fails as invalid_request, one without a group "
+                "is accepted."
             ),
         },
         "channels": {
@@ -88,7 +90,10 @@ def asyncapi_document() -> dict[str, Any]:
                 "description": (
                     "Optional priority queue: its requests start before any waiting request "
                     "of SQS_QUEUE_URL, waiting at most for the requests a worker already "
-                    "holds. Same messages and rules; failures end on its own dead-letter queue."
+                    "holds, as long as it has had at most PRIORITY_SHARE (0.8) of a worker's "
+                    "recent receives while both queues have work, so that the request queue "
+                    "always moves. Same messages and rules; failures end on its own "
+                    "dead-letter queue."
                 ),
                 "messages": {"request": {"$ref": "#/components/messages/Request"}},
                 "bindings": {"sqs": {"bindingVersion": "0.2.0"}},
