@@ -19,10 +19,12 @@ released ``maxReceiveCount`` times. So the counts live in the message:
   as a fresh copy carrying ``worker_deaths`` + 1, or dead-letters it as
   ``crashed_worker`` at the last death allowed. Workers that vanish without a
   word (SIGKILL, a lost host) leave their mark in the receive count, which
-  :func:`consumer.delivery.retry_policy.charged_deaths` reads; every copy
-  sent carries the deaths so charged, so none is forgotten when the receive
-  count starts again. A request charged ``MAX_WORKER_DEATHS`` is failed as it
-  is received, before anything else is done with it.
+  :func:`consumer.delivery.retry_policy.charged_deaths` reads: a copy whose
+  receive count proves a death is re-sent at once with it recorded (and not
+  drawn this time), and every copy sent carries the deaths so charged, so
+  none is forgotten when the receive count starts again. A request charged
+  ``MAX_WORKER_DEATHS`` is failed as it is received, before anything else is
+  done with it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from consumer.aws.request_queue import (
 from consumer.classify import Classification, classify
 from consumer.contract.signing import SIGNATURE_ATTRIBUTE
 from consumer.delivery.heartbeat import Heartbeat
-from consumer.delivery.retry_policy import RetryLimits, charged_deaths
-from consumer.errors import CrashedWorker, ErrorCode, Severity
+from consumer.delivery.retry_policy import RetryLimits, charged_deaths, silent_deaths
+from consumer.errors import CrashedWorker, ErrorCode, Severity, TransientError
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
@@ -88,10 +90,21 @@ def attempt(message: ReceivedMessage) -> int:
     return failures(message) + 1
 
 
+class DeathsToRecord(TransientError):
+    """The receive count proves a silent death: release the request, and the
+    fresh copy its release sends records it (no attempt is used)."""
+
+
 def check_deaths(message: ReceivedMessage, max_deaths: int) -> None:
-    """Raise :class:`CrashedWorker` for a request charged `max_deaths` worker deaths."""
+    """Raise :class:`CrashedWorker` for a request charged `max_deaths` worker
+    deaths, or :class:`DeathsToRecord` when its receive count proves some."""
     if (charged := deaths(message)) >= max_deaths:
         raise CrashedWorker(crashed_message(charged, max_deaths, "workers vanished with it"))
+    if silent_deaths(message.receive_count):
+        raise DeathsToRecord(
+            f"taken {message.receive_count} times without a word: charged {charged} "
+            "worker death(s), recorded on a fresh copy"
+        )
 
 
 def crashed_message(charged: int, max_deaths: int, last: str) -> str:

@@ -10,12 +10,14 @@ flight. A death the worker lives to report (a fatal error: a broken or
 wedged GPU, a generation past its deadline) is charged exactly, to the
 request on the GPU, on the fresh copy the dying worker sends
 (:func:`decide`). A silent death (SIGKILL, a lost host) leaves only the
-receive count of the copy: :func:`charged_deaths` counts each receive of it
-beyond :data:`SILENT_ENDS_ALLOWED` as one death, the allowance being for
-receives that end without a word and without any death (a first release
-makes the same message visible again rather than sending a copy; a long
-poll cut by a drain, or an answer lost on the network, takes a message that
-no one sees). After ``MAX_WORKER_DEATHS`` deaths the request fails for good
+receive count of the copy, and receives also end without a word and
+without any death: a first release makes the same message visible again
+rather than sending a copy, and a long poll cut by a drain, or an answer
+lost on the network, takes a message that no one sees. So
+:func:`charged_deaths` counts one death for every
+``SILENT_ENDS_ALLOWED + 1`` receives of a copy that ended without a word;
+the request is then re-sent with the death recorded, and its receive count
+starts again. After ``MAX_WORKER_DEATHS`` deaths the request fails for good
 as ``crashed_worker`` and no further worker is given it.
 """
 
@@ -77,15 +79,20 @@ class Decision:
     crashed: bool = False
 
 
+def silent_deaths(receive_count: int) -> int:
+    """The deaths the receives of a copy before this one (``receive_count`` - 1)
+    prove: one for every ``SILENT_ENDS_ALLOWED + 1`` of them."""
+    return max(0, receive_count - 1) // (SILENT_ENDS_ALLOWED + 1)
+
+
 def charged_deaths(reported: int, receive_count: int) -> int:
     """The worker deaths a delivered copy is charged with.
 
-    `reported`: the deaths its dying workers wrote on it (``worker_deaths``);
-    `receive_count`: its ``ApproximateReceiveCount``, of which every receive
-    before this one beyond :data:`SILENT_ENDS_ALLOWED` ended in a silent death.
+    `reported`: the deaths written on it (``worker_deaths``) by dying workers
+    and by the workers that recorded silent ones; `receive_count`: its
+    ``ApproximateReceiveCount`` (:func:`silent_deaths`).
     """
-    silent = max(0, receive_count - 1 - SILENT_ENDS_ALLOWED)
-    return max(0, reported) + silent
+    return max(0, reported) + silent_deaths(receive_count)
 
 
 def decide(severity: Severity, attempt: int, limits: RetryLimits, deaths: int = 0) -> Decision:

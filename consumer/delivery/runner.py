@@ -302,8 +302,9 @@ class JobRunner:
 
     async def _failed(self, job: Job, error: Exception) -> Outcome:
         verdict = classify(error)
-        if isinstance(error, ServiceOut | HoldEnded) and job.state is not JobState.REPORTED:
-            # The service's trouble, not the request's: it costs no attempt.
+        released = isinstance(error, ServiceOut | HoldEnded | attempts.DeathsToRecord)
+        if released and job.state is not JobState.REPORTED:
+            # Not the request's failure (the service's, or its workers' deaths): no attempt.
             log.info("job_released", reason=verdict.message, attempt=attempts.attempt(job.message))
             await attempts.release(self.env.heartbeat, self.env.queue, job.message)
             job.advance(JobState.RELEASED)
@@ -343,15 +344,14 @@ class JobRunner:
     async def _settle(self, job: Job, verdict: Classification) -> Outcome:
         attempt, limits = attempts.attempt(job.message), self.env.retry_limits
         decision = decide(verdict.severity, attempt, limits, attempts.deaths(job.message))
-        stop = verdict.message if decision.stop_worker else None  # whatever becomes of it
         if decision.crashed:
             verdict = attempts.crashed(decision.deaths, limits, verdict)
         if decision.action is Action.DEAD_LETTER:
             await self._dead_letter(job, verdict)
-            return job.end(JobState.FAILED, stop)
+            return job.end(JobState.FAILED, verdict.message if decision.stop_worker else None)
         if decision.action is Action.HAND_ON:
             await attempts.hand_on(self.env.heartbeat, self.env.queue, job.message, decision.deaths)
-            return job.end(JobState.FATAL, stop)
+            return job.end(JobState.FATAL, verdict.message)
         await self.env.heartbeat.release(job.message)
         # A fresh copy carrying the count: attempts survive the request
         # moving between workers, and releases never count (attempts.py).

@@ -135,19 +135,58 @@ async def _one_run(stack: Stack, make: Callable[[], None]) -> tuple[dict[str, An
     return event, len(generator.calls)
 
 
-async def test_workers_that_vanish_are_counted_from_the_receive_count(
+async def test_three_silent_ends_are_a_death_recorded_on_a_fresh_copy(
     make_env_stack: Callable[..., Stack],
 ) -> None:
     # The queue's own safety net well above: the service must decide first.
     stack = make_env_stack(max_receive_count=10)
     stack.put_input("avatars/user1.png")
+    observer = Observer(stack)
+    stack.send(memory("vanished-3"))
+    _vanish(stack, 3)
+    # Receive 4: three ended without a word, one beyond the allowance: a
+    # death, recorded on a fresh copy (not drawn); that copy's worker then dies
+    # too, which is the second death.
+    generator = blank(failures=[PipelineBrokenError(POISON)])
+    async with running(generator) as handle:
+        assert await handle.task == EXIT_FATAL
+    (event,) = await observer.wait(1)
+    assert event["error"]["code"] == "crashed_worker"
+    assert "2 workers died" in event["error"]["message"]
+    assert event["attempts"] == 1  # deaths are no failed attempts
+    assert len(generator.calls) == 1
 
-    def four_silent_ends() -> None:
-        stack.send(memory("vanished-4"))
-        _vanish(stack, 4)
 
-    event, drawn = await _one_run(stack, four_silent_ends)
-    # Receive 5: four ended without a word, two beyond the allowance: two deaths.
+async def test_a_silent_death_is_recorded_before_the_request_is_drawn(
+    make_env_stack: Callable[..., Stack],
+) -> None:
+    stack = make_env_stack(max_receive_count=10)
+    stack.put_input("avatars/user1.png")
+    sent: list[str] = []
+
+    def three_silent_ends() -> None:
+        sent.append(stack.send(memory("recorded-3")))
+        _vanish(stack, 3)
+
+    event, drawn = await _one_run(stack, three_silent_ends)
+    assert event["status"] == "succeeded"
+    assert event["attempts"] == 1
+    # Drawn from the fresh copy that records the death, its receive count anew.
+    assert event["sqs_message_id"] != sent[0]
+    assert drawn == 1
+
+
+async def test_a_copy_that_was_never_re_sent_counts_a_death_for_every_three(
+    make_env_stack: Callable[..., Stack],
+) -> None:
+    stack = make_env_stack(max_receive_count=10)
+    stack.put_input("avatars/user1.png")
+
+    def six_silent_ends() -> None:
+        stack.send(memory("vanished-6"))
+        _vanish(stack, 6)
+
+    event, drawn = await _one_run(stack, six_silent_ends)
     assert event["error"]["code"] == "crashed_worker"
     assert "2 workers died" in event["error"]["message"]
     assert drawn == 0
@@ -161,14 +200,13 @@ async def test_silent_ends_within_the_allowance_cost_nothing(
     stack = make_env_stack(max_receive_count=10)
     stack.put_input("avatars/user1.png")
 
-    def three_silent_ends() -> None:
-        stack.send(memory("vanished-3"))
-        _vanish(stack, 3)
+    def two_silent_ends() -> None:
+        stack.send(memory("vanished-2"))
+        _vanish(stack, 2)
 
-    # Receive 4: one death charged, one short of MAX_WORKER_DEATHS: drawn.
-    event, drawn = await _one_run(stack, three_silent_ends)
+    event, drawn = await _one_run(stack, two_silent_ends)
     assert event["status"] == "succeeded"
-    assert event["attempts"] == 1  # deaths are no failed attempts
+    assert event["attempts"] == 1
     assert drawn == 1
 
 
