@@ -22,6 +22,7 @@ from pipeline.api.errors import (
     ModelLoadError,
     PipelineBrokenError,
     PipelineError,
+    RequestTooLargeError,
 )
 
 # Messages go into completion events; keep them short.
@@ -48,6 +49,11 @@ class Classification:
     message: str
     log_level: int
     expected: bool = True
+
+    @property
+    def fatal(self) -> bool:
+        """Whether the worker must stop."""
+        return self.severity is Severity.FATAL
 
     @property
     def retryable(self) -> bool:
@@ -91,9 +97,13 @@ def _pipeline(error: PipelineError) -> Classification:
     if isinstance(error, ContentFilteredError):
         # The same request draws the same pictures: retrying cannot help.
         return _make(Severity.PERMANENT, ErrorCode.CONTENT_FILTERED, message)
+    if isinstance(error, RequestTooLargeError):
+        # Out of memory again after memory was freed: the request, not the
+        # GPU; the message says what to ask for instead.
+        return _make(Severity.PERMANENT, ErrorCode.TOO_LARGE, message)
     if isinstance(error, PipelineBrokenError | ModelLoadError):
         return _make(Severity.FATAL, ErrorCode.INTERNAL_ERROR, message)
-    # Anything else, running out of GPU memory included, may pass on a retry.
+    # Anything else, running out of GPU memory once included, may pass on a retry.
     return _make(Severity.TRANSIENT, ErrorCode.GENERATION_FAILED, message)
 
 

@@ -78,6 +78,13 @@ class InputNotFound(PermanentError):
     default_code = ErrorCode.INPUT_NOT_FOUND
 
 
+class CrashedWorker(PermanentError):
+    """The request was in flight when ``MAX_WORKER_DEATHS`` workers died: it
+    is not handed to another one."""
+
+    default_code = ErrorCode.CRASHED_WORKER
+
+
 class TransientError(IllustratorError):
     """Worth trying again later: S3, SNS or the GPU had a bad moment."""
 
@@ -96,6 +103,14 @@ class FatalError(IllustratorError):
 
     severity = Severity.FATAL
     default_code = ErrorCode.INTERNAL_ERROR
+
+
+class GenerationTimedOut(FatalError):
+    """A generation ran past its deadline, which a request within the cost
+    budget does not on a healthy GPU: the worker, not the request, is at
+    fault. It stops; the request is charged one worker death."""
+
+    default_code = ErrorCode.GENERATION_FAILED
 
 
 class ConfigError(FatalError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Literal
 
 import botocore.session
@@ -20,12 +19,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.errors import ConfigError
+from pipeline.api import limits
 from pipeline.api.batch import DEFAULT_MAX_BATCH_PIXELS
 from pipeline.api.config import (
-    BUILTIN_BLANK,
-    BUILTIN_MODELS,
-    BUILTIN_PREFIX,
-    PIPELINE_EXTRA,
     Device,
     Dtype,
     PipelineConfig,
@@ -33,9 +29,6 @@ from pipeline.api.config import (
     TorchCompileMode,
     check_scheduler,
     compile_sizes,
-    hub_cache_dir,
-    in_hub_cache,
-    missing_model_libraries,
 )
 from pipeline.api.prep_wire import DEFAULT_PREP_TIMEOUT_S
 
@@ -47,6 +40,7 @@ DEFAULT_MEMORY_STYLE_PROMPT = (
 DEFAULT_SUBJECT_STYLE_PROMPT = "highest quality, professional sketch, monochrome"
 # The pipeline's defaults, which the settings of the same names take.
 _PIPELINE = PipelineConfig(model_path="")
+_TEXT = int(limits.TEXT.maximum)
 
 
 class GenerationDefaults(BaseSettings):
@@ -58,25 +52,44 @@ class GenerationDefaults(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    default_num_inference_steps: int = Field(50, ge=1, le=150)
-    default_ip_adapter_scale: float = Field(0.33, ge=0.0, le=1.0, allow_inf_nan=False)
-    default_guidance_scale: float = Field(5.0, ge=0.0, le=20.0, allow_inf_nan=False)
-    default_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=2000)
-    default_memory_style_prompt: str = Field(DEFAULT_MEMORY_STYLE_PROMPT, max_length=2000)
-    default_subject_style_prompt: str = Field(DEFAULT_SUBJECT_STYLE_PROMPT, max_length=2000)
+    # The bounds are the request's own (pipeline.api.limits).
+    default_num_inference_steps: int = Field(50, ge=limits.STEPS.minimum, le=limits.STEPS.maximum)
+    default_ip_adapter_scale: float = Field(
+        0.33,
+        ge=limits.IP_ADAPTER_SCALE.minimum,
+        le=limits.IP_ADAPTER_SCALE.maximum,
+        allow_inf_nan=False,
+    )
+    default_guidance_scale: float = Field(
+        5.0,
+        ge=limits.GUIDANCE_SCALE.minimum,
+        le=limits.GUIDANCE_SCALE.maximum,
+        allow_inf_nan=False,
+    )
+    default_negative_prompt: str = Field(DEFAULT_NEGATIVE_PROMPT, max_length=_TEXT)
+    default_memory_style_prompt: str = Field(DEFAULT_MEMORY_STYLE_PROMPT, max_length=_TEXT)
+    default_subject_style_prompt: str = Field(DEFAULT_SUBJECT_STYLE_PROMPT, max_length=_TEXT)
     # Never empty: a user named "generated" would pass the namespace check,
     # and the workers' grant on the prefix would be the whole bucket.
     s3_avatar_prefix: str = Field("avatars/", min_length=1, max_length=256)
     s3_subject_prefix: str = Field("subjects/", min_length=1, max_length=256)
     s3_generated_prefix: str = Field("generated/", min_length=1, max_length=256)
-    max_input_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    max_input_pixels: int = Field(40_000_000, gt=0)
+    max_input_bytes: int = Field(int(limits.INPUT_BYTES.maximum), gt=0)
+    max_input_pixels: int = Field(int(limits.INPUT_PIXELS.maximum), gt=0)
     # The longer side of an input at most this many times the shorter.
-    max_input_aspect: float = Field(8.0, ge=1.0, le=1000.0, allow_inf_nan=False)
+    max_input_aspect: float = Field(
+        float(limits.INPUT_ASPECT.maximum), ge=1.0, le=1000.0, allow_inf_nan=False
+    )
     # Preparing one input picture (in a process of its own) takes at most this long.
     input_prep_timeout_s: float = Field(DEFAULT_PREP_TIMEOUT_S, gt=0, le=600, allow_inf_nan=False)
     # num_images x width x height of one request; above it the request is refused.
     max_batch_pixels: int = Field(DEFAULT_MAX_BATCH_PIXELS, gt=0)
+    # steps x num_images x width x height / 1024^2 of one request; above it, refused.
+    max_request_cost: float = Field(
+        float(limits.REQUEST_COST.maximum), gt=0.0, le=100_000.0, allow_inf_nan=False
+    )
+    # Tokens of the prompt with its style prompt (and of the negative prompt).
+    max_prompt_tokens: int = Field(int(limits.PROMPT_TOKENS.maximum), ge=1, le=100_000)
 
 
 class Settings(GenerationDefaults):
@@ -158,8 +171,14 @@ class Settings(GenerationDefaults):
     held_max_bytes: int = Field(1024 * 1024 * 1024, gt=0)
     # How long the start-up checks of the queues, topic and bucket wait out an outage.
     startup_timeout_s: float = Field(900.0, gt=0.0, le=43_200.0)
-    # A generation still running this long is stopped and retried later.
+    # The deadline of a generation of cost REFERENCE_COST (50) or less; a costlier
+    # one's grows in proportion (consumer/delivery/deadline.py). Past it the worker
+    # is at fault: it stops, and the request is charged one worker death.
     generation_timeout_s: float = Field(600.0, gt=0.0, le=43_200.0)
+    # Workers that may die with a request in flight before it fails as crashed_worker.
+    max_worker_deaths: int = Field(2, ge=1, le=100)
+    # With both queues holding work, the priority queue's largest share of receives.
+    priority_share: float = Field(0.8, gt=0.0, le=1.0, allow_inf_nan=False)
     # Cancellation markers: <prefix><user_id>/<job_id>, looked for while a job
     # waits for and holds the GPU, every CANCEL_POLL_S.
     s3_cancel_prefix: str = Field("cancellations/", min_length=1, max_length=256)
@@ -329,59 +348,3 @@ def load_settings(*required: str) -> Settings:
         raise ConfigError(f"invalid configuration: {_describe(error)}") from None
     settings.require(*required)
     return settings
-
-
-def _looks_like_hub_id(value: str) -> bool:
-    parts = value.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not value.startswith((".", "~"))
-
-
-def check_pipeline_installed(settings: Settings) -> None:
-    """Raise :class:`ConfigError` when the model needs libraries not installed here.
-
-    Every model but ``builtin:blank``, and the safety checker, need the
-    pipeline's libraries (torch, diffusers, ...), which the project's
-    ``gpu`` extra installs; the commands an operator runs do not.
-    """
-    if settings.model_path == BUILTIN_BLANK and not settings.safety_checker_path:
-        return
-    missing = missing_model_libraries()
-    if missing:
-        setting = "MODEL_PATH" if settings.model_path != BUILTIN_BLANK else "SAFETY_CHECKER_PATH"
-        value = getattr(settings, setting.lower())
-        raise ConfigError(
-            f"{setting}={value}: the pipeline's libraries are not installed here "
-            f"({', '.join(missing)}); install the project with its {PIPELINE_EXTRA} extra: "
-            f"pip install 'autobio-illustrator[{PIPELINE_EXTRA}]' (in a checkout: "
-            f"pip install '.[{PIPELINE_EXTRA}]')"
-        )
-
-
-def check_model_source(settings: Settings) -> None:
-    """Raise :class:`ConfigError` when ``MODEL_PATH`` cannot name a model here.
-
-    Checked before anything heavy is loaded, without the network: a known
-    built-in, an existing local folder, or a hub id already in the local hub
-    cache (the pipeline reads local files only). Skipped when
-    ``MODEL_S3_PATH`` is set, because that source is fetched at start and wins.
-    """
-    value = settings.model_path
-    check_pipeline_installed(settings)
-    if settings.model_s3_path:
-        return
-    valid = ", ".join(BUILTIN_MODELS)
-    if value.startswith(BUILTIN_PREFIX):
-        if value not in BUILTIN_MODELS:
-            raise ConfigError(f"MODEL_PATH={value}: unknown built-in model (valid: {valid})")
-        return
-    if not value:
-        raise ConfigError(f"MODEL_PATH is empty: give a folder, a cached hub id or one of {valid}")
-    if Path(value).expanduser().is_dir():
-        return
-    if _looks_like_hub_id(value) and in_hub_cache(value):
-        return
-    if _looks_like_hub_id(value) and not Path(value).exists():
-        reason = f"not a local folder, nor a hub id in the local hub cache {hub_cache_dir()}"
-    else:
-        reason = "not a local folder"
-    raise ConfigError(f"MODEL_PATH={value}: {reason} (built-ins: {valid})")

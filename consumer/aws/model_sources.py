@@ -14,13 +14,24 @@ The pipeline reads local files only; this module is where remote sources
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from consumer.aws.artifact_cache import ArtifactCache
 from consumer.aws.s3_download import ArtifactError, S3Uri, is_s3_uri, parse_s3_uri
 from consumer.errors import ConfigError
 from consumer.settings import Settings
-from pipeline.api.config import BUILTIN_BLANK, PipelineConfig, needs_ip_adapter_files
+from pipeline.api.config import (
+    BUILTIN_BLANK,
+    BUILTIN_MODELS,
+    BUILTIN_PREFIX,
+    PIPELINE_EXTRA,
+    PipelineConfig,
+    hub_cache_dir,
+    in_hub_cache,
+    missing_model_libraries,
+    needs_ip_adapter_files,
+)
 
 __all__ = ["ArtifactCache", "ArtifactError", "prepare_pipeline_config"]
 
@@ -154,3 +165,59 @@ _RESOLVED = frozenset(
     # The styles' LoRA slot and files: from the catalog (consumer.aws.style_source).
     | {"style_slot", "style_loras"}
 )
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not value.startswith((".", "~"))
+
+
+def check_pipeline_installed(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when the model needs libraries not installed here.
+
+    Every model but ``builtin:blank``, and the safety checker, need the
+    pipeline's libraries (torch, diffusers, ...), which the project's
+    ``gpu`` extra installs; the commands an operator runs do not.
+    """
+    if settings.model_path == BUILTIN_BLANK and not settings.safety_checker_path:
+        return
+    missing = missing_model_libraries()
+    if missing:
+        setting = "MODEL_PATH" if settings.model_path != BUILTIN_BLANK else "SAFETY_CHECKER_PATH"
+        value = getattr(settings, setting.lower())
+        raise ConfigError(
+            f"{setting}={value}: the pipeline's libraries are not installed here "
+            f"({', '.join(missing)}); install the project with its {PIPELINE_EXTRA} extra: "
+            f"pip install 'autobio-illustrator[{PIPELINE_EXTRA}]' (in a checkout: "
+            f"pip install '.[{PIPELINE_EXTRA}]')"
+        )
+
+
+def check_model_source(settings: Settings) -> None:
+    """Raise :class:`ConfigError` when ``MODEL_PATH`` cannot name a model here.
+
+    Checked before anything heavy is loaded, without the network: a known
+    built-in, an existing local folder, or a hub id already in the local hub
+    cache (the pipeline reads local files only). Skipped when
+    ``MODEL_S3_PATH`` is set, because that source is fetched at start and wins.
+    """
+    value = settings.model_path
+    check_pipeline_installed(settings)
+    if settings.model_s3_path:
+        return
+    valid = ", ".join(BUILTIN_MODELS)
+    if value.startswith(BUILTIN_PREFIX):
+        if value not in BUILTIN_MODELS:
+            raise ConfigError(f"MODEL_PATH={value}: unknown built-in model (valid: {valid})")
+        return
+    if not value:
+        raise ConfigError(f"MODEL_PATH is empty: give a folder, a cached hub id or one of {valid}")
+    if Path(value).expanduser().is_dir():
+        return
+    if _looks_like_hub_id(value) and in_hub_cache(value):
+        return
+    if _looks_like_hub_id(value) and not Path(value).exists():
+        reason = f"not a local folder, nor a hub id in the local hub cache {hub_cache_dir()}"
+    else:
+        reason = "not a local folder"
+    raise ConfigError(f"MODEL_PATH={value}: {reason} (built-ins: {valid})")

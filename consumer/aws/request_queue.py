@@ -33,6 +33,9 @@ ERROR_MESSAGE_ATTRIBUTE = "error_message"
 # The failed attempts a re-sent copy carries (consumer.delivery.attempts); a
 # dead-letter copy leaves it behind, so a redriven request starts afresh.
 ATTEMPTS_ATTRIBUTE = "failed_attempts"
+# The worker deaths a copy is charged with (consumer.delivery.retry_policy);
+# left behind by a dead-letter copy too.
+DEATHS_ATTRIBUTE = "worker_deaths"
 # SQS counts attribute values towards the message size; keep ours small.
 MAX_ERROR_MESSAGE = 1000
 # SQS rejects a message with more message attributes than this.
@@ -91,6 +94,11 @@ class ReceivedMessage:
         except (KeyError, ValueError):
             return None
         return max(0, self.received_at_ms - sent)
+
+    @property
+    def group(self) -> str | None:
+        """Its fair-queue group (``MessageGroupId``), if it was sent in one."""
+        return self.attributes.get(GROUP_ATTRIBUTE)
 
     def string_attribute(self, name: str) -> str | None:
         """A String message attribute's value, or ``None``."""
@@ -224,7 +232,7 @@ def dead_letter_attributes(
     name order until :data:`MAX_MESSAGE_ATTRIBUTES` is reached.
     """
     ours = (ERROR_CODE_ATTRIBUTE, ERROR_MESSAGE_ATTRIBUTE)
-    copied = copyable_attributes(received, drop=(*ours, ATTEMPTS_ATTRIBUTE))
+    copied = copyable_attributes(received, drop=(*ours, ATTEMPTS_ATTRIBUTE, DEATHS_ATTRIBUTE))
     room = MAX_MESSAGE_ATTRIBUTES - len(ours)
     names = [n for n in _ALWAYS_KEPT if n in copied]
     names += sorted(n for n in copied if n not in _ALWAYS_KEPT)

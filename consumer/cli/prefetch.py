@@ -45,10 +45,11 @@ def main(args: argparse.Namespace) -> int:
     """Fetch; 0 when all is cached, 1 when a download failed, 2 on bad settings."""
     import structlog
 
+    from consumer.aws.model_sources import check_model_source
     from consumer.aws.s3_download import ArtifactError
     from consumer.aws.safety_source import check_safety_checker_source
     from consumer.logs import configure_logging
-    from consumer.settings import check_model_source, load_settings
+    from consumer.settings import load_settings
 
     settings = load_settings()
     check_model_source(settings)

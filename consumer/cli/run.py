@@ -158,12 +158,13 @@ def companions(settings: Settings) -> list[Companion]:
 
 def main(args: argparse.Namespace) -> int:
     """Run until drained; 0 after a drain, 1 on a fatal error, 2 on bad settings."""
+    from consumer.aws.model_sources import check_model_source
     from consumer.aws.safety_source import check_safety_checker_source
     from consumer.delivery.options import WorkerOptions
     from consumer.delivery.worker import EXIT_FATAL
     from consumer.logs import configure_logging
     from consumer.service.wiring import serve
-    from consumer.settings import check_model_source, load_settings
+    from consumer.settings import load_settings
 
     settings = load_settings(*REQUIRED)
     check_model_source(settings)

@@ -19,8 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def write_documents(directory: Path) -> list[Path]:
     """Write ``schemas/request.schema.json``, ``schemas/event.schema.json`` and
-    ``asyncapi.yaml`` under `directory`; return the paths written."""
-    from consumer.contract.documents import asyncapi_yaml, json_schemas
+    ``asyncapi.yaml`` under `directory`, and the table of limits in its
+    ``contract.md`` when there is one; return the paths written."""
+    from consumer.contract.documents import asyncapi_yaml, json_schemas, with_limits
 
     (directory / "schemas").mkdir(parents=True, exist_ok=True)
     written = []
@@ -31,6 +32,10 @@ def write_documents(directory: Path) -> list[Path]:
     path = directory / "asyncapi.yaml"
     path.write_text(asyncapi_yaml(), encoding="utf-8")
     written.append(path)
+    contract = directory / "contract.md"
+    if contract.exists():
+        contract.write_text(with_limits(contract.read_text(encoding="utf-8")), encoding="utf-8")
+        written.append(contract)
     return written
 
 

@@ -12,8 +12,12 @@ import yaml
 
 from consumer.contract.event import CompletionEvent, StartedEvent
 from consumer.contract.request import Request
+from pipeline.api.limits import LIMITS, Limit
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+# The contract's table of limits lies between these lines of docs/contract.md.
+LIMITS_BEGIN = "<!-- limits:begin (written by `illustrator schema --write docs`) -->"
+LIMITS_END = "<!-- limits:end -->"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -69,7 +73,9 @@ def asyncapi_document() -> dict[str, Any]:
                 "started event when a job begins generating. Processing is at-least-once "
                 "with exactly-once effect: subscribers deduplicate events by job_id. "
                 "Producers send each request with MessageGroupId = user_id (SQS fair "
-                "queues), so one user's burst does not hold up the others."
+                "queues), so one user's burst does not hold up the others; a request sent "
+                "with another MessageGroupId fails as invalid_request, one without a group "
+                "is accepted."
             ),
         },
         "channels": {
@@ -84,7 +90,10 @@ def asyncapi_document() -> dict[str, Any]:
                 "description": (
                     "Optional priority queue: its requests start before any waiting request "
                     "of SQS_QUEUE_URL, waiting at most for the requests a worker already "
-                    "holds. Same messages and rules; failures end on its own dead-letter queue."
+                    "holds, as long as it has had at most PRIORITY_SHARE (0.8) of a worker's "
+                    "recent receives while both queues have work, so that the request queue "
+                    "always moves. Same messages and rules; failures end on its own "
+                    "dead-letter queue."
                 ),
                 "messages": {"request": {"$ref": "#/components/messages/Request"}},
                 "bindings": {"sqs": {"bindingVersion": "0.2.0"}},
@@ -168,3 +177,29 @@ def asyncapi_document() -> dict[str, Any]:
 def asyncapi_yaml() -> str:
     """The AsyncAPI document as the YAML committed in ``docs/asyncapi.yaml``."""
     return yaml.safe_dump(asyncapi_document(), sort_keys=False, allow_unicode=True, width=100)
+
+
+def _limit_row(limit: Limit) -> str:
+    names = limit.name.split(", ") if limit.applies == "request" else [limit.name]
+    name = ", ".join(f"`{n}`" if limit.applies == "request" else n for n in names)
+    setting = f"`{limit.setting}`" if limit.setting else ""
+    step = f", multiples of {limit.multiple_of}" if limit.multiple_of else ""
+    return f"| {name} | {limit.range_text()}{step} | {limit.unit} | {setting} | {limit.rule} |"
+
+
+def limits_markdown() -> str:
+    """The contract's table of every limit, as written in ``docs/contract.md``."""
+    rows = [
+        LIMITS_BEGIN,
+        "| what | allowed | unit | setting (default shown) | rule |",
+        "|---|---|---|---|---|",
+        *(_limit_row(limit) for limit in LIMITS),
+        LIMITS_END,
+    ]
+    return "\n".join(rows)
+
+
+def with_limits(text: str) -> str:
+    """`text` (the contract) with its table of limits rewritten."""
+    start, end = text.index(LIMITS_BEGIN), text.index(LIMITS_END) + len(LIMITS_END)
+    return text[:start] + limits_markdown() + text[end:]

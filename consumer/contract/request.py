@@ -16,6 +16,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from consumer.contract.budget import check_cost
 from consumer.contract.catalog import (
     StyleBook,
     StyleName,
@@ -25,28 +26,41 @@ from consumer.contract.catalog import (
 )
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
-from pipeline.api.batch import MAX_IMAGES, MAX_SIDE, MIN_SIDE, SIDE_STEP, batch_pixels
+from pipeline.api import limits
+from pipeline.api.batch import batch_pixels
 from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
 
-MAX_BODY_BYTES = 256 * 1024
-MAX_TEXT = 2000
-MAX_SEED = 2**32 - 1
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
-MAX_STYLE_STRENGTH = 1.5
+# Every number below is declared in pipeline.api.limits.
+MAX_BODY_BYTES = int(limits.BODY_BYTES.maximum)
+MAX_TEXT = int(limits.TEXT.maximum)
+MAX_SEED = int(limits.SEED.maximum)
+MAX_IMAGES = int(limits.NUM_IMAGES.maximum)
+MAX_STYLE_STRENGTH = float(limits.STYLE_STRENGTH.maximum)
+_ID = limits.IDENTIFIER
+ID_PATTERN = rf"^[A-Za-z0-9_-]{{{_ID.minimum},{_ID.maximum}}}$"
 KEY_PATTERN = r"^[A-Za-z0-9._/-]+$"
 _KEY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
 T = TypeVar("T")
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+Identifier = Annotated[
+    str, Field(min_length=_ID.minimum, max_length=_ID.maximum, pattern=ID_PATTERN)
+]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
-Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_STEP)]
+_SIDE = limits.SIDE
+Side = Annotated[int, Field(ge=_SIDE.minimum, le=_SIDE.maximum, multiple_of=_SIDE.multiple_of)]
+_STEPS, _IP, _GUIDANCE = limits.STEPS, limits.IP_ADAPTER_SCALE, limits.GUIDANCE_SCALE
 
 
 # The request's description in the generated documents; plain text, since
 # JSON Schema and AsyncAPI readers do not render reST.
 REQUEST_DESCRIPTION = (
     "One illustration request, the body of an SQS message: UTF-8 JSON, at most 256 KiB. "
-    "Unknown fields are rejected. Unset optional fields take the service's defaults."
+    "Unknown fields are rejected. Unset optional fields take the service's defaults. "
+    "x-limits lists every limit the service holds a request to (defaults shown), those "
+    "no schema can state included: num_images x width x height at most MAX_BATCH_PIXELS, "
+    "a cost (num_inference_steps x num_images x width x height / 1024^2) at most "
+    "MAX_REQUEST_COST, and the prompt with its style prompt at most MAX_PROMPT_TOKENS "
+    "tokens; a request past any of them fails as invalid_request."
 )
 
 
@@ -66,78 +80,105 @@ class Request(BaseModel):
         extra="forbid",
         strict=True,
         frozen=True,
-        json_schema_extra={"description": REQUEST_DESCRIPTION},
+        json_schema_extra={
+            "description": REQUEST_DESCRIPTION,
+            # Every limit, those a schema cannot state included (cost, tokens).
+            "x-limits": [limit.as_document() for limit in limits.LIMITS],
+        },
     )
 
     version: Literal[1] = Field(1, description="The contract version; must be 1.")
     job_id: Identifier = Field(
-        description="The idempotency key: 1-128 characters of A-Z, a-z, 0-9, '_' and '-'. "
-        "A redelivered or resent request with the same job_id and body is not drawn again."
+        description=f"The idempotency key: {_ID.range_text()} characters of A-Z, a-z, 0-9, "
+        "'_' and '-'. A redelivered or resent request with the same job_id and body is not "
+        "drawn again."
     )
     kind: JobKind = Field(
         description="memory: draw the prompt, conditioned on the user's avatar; "
         "subject: a portrait of the person in the user's photo."
     )
     user_id: Identifier = Field(
-        description="The AutoBio user: 1-128 characters of A-Z, a-z, 0-9, '_' and '-'. "
-        "Names the input picture and the output folder."
+        description=f"The AutoBio user: {_ID.range_text()} characters of A-Z, a-z, 0-9, '_' "
+        "and '-'. Names the input picture and the output folder. A request sent with a "
+        "MessageGroupId must use its user_id as that group."
     )
     prompt: Text | None = Field(
         None,
-        description="What to draw. Required (1-2000 characters) for memory; "
-        "optional (at most 2000) for subject.",
+        description=f"What to draw. Required (1-{MAX_TEXT} characters) for memory; "
+        f"optional (at most {MAX_TEXT}) for subject. With its style prompt at most "
+        "MAX_PROMPT_TOKENS tokens of the model's tokenizer.",
     )
-    num_inference_steps: Annotated[int, Field(ge=1, le=150)] | None = Field(
+    num_inference_steps: Annotated[int, Field(ge=_STEPS.minimum, le=_STEPS.maximum)] | None = Field(
         None,
-        description="Denoising steps, 1-150. Default DEFAULT_NUM_INFERENCE_STEPS "
-        f"({_default('default_num_inference_steps')}).",
+        description=f"Denoising steps, {_STEPS.range_text()}. Default "
+        f"DEFAULT_NUM_INFERENCE_STEPS ({_default('default_num_inference_steps')}).",
     )
-    ip_adapter_scale: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+    ip_adapter_scale: (
+        Annotated[float, Field(ge=_IP.minimum, le=_IP.maximum, allow_inf_nan=False)] | None
+    ) = Field(
         None,
-        description="How strongly the input picture conditions the drawing, 0.0-1.0. "
-        f"Default DEFAULT_IP_ADAPTER_SCALE ({_default('default_ip_adapter_scale')}).",
+        description="How strongly the input picture conditions the drawing, "
+        f"{_IP.range_text()}. Default DEFAULT_IP_ADAPTER_SCALE "
+        f"({_default('default_ip_adapter_scale')}).",
     )
     negative_prompt: Text | None = Field(
         None,
-        description="What to avoid, at most 2000 characters. Default DEFAULT_NEGATIVE_PROMPT. "
-        "Unused when guidance_scale is at most 1.",
+        description=f"What to avoid, at most {MAX_TEXT} characters. Default "
+        "DEFAULT_NEGATIVE_PROMPT. Unused when guidance_scale is at most 1.",
     )
     style_prompt: Text | None = Field(
         None,
-        description="The style, at most 2000 characters. Default DEFAULT_MEMORY_STYLE_PROMPT "
-        "or DEFAULT_SUBJECT_STYLE_PROMPT by kind.",
+        description=f"The style, at most {MAX_TEXT} characters. Default "
+        "DEFAULT_MEMORY_STYLE_PROMPT or DEFAULT_SUBJECT_STYLE_PROMPT by kind.",
     )
-    guidance_scale: Annotated[float, Field(ge=0.0, le=20.0, allow_inf_nan=False)] | None = Field(
+    guidance_scale: (
+        Annotated[float, Field(ge=_GUIDANCE.minimum, le=_GUIDANCE.maximum, allow_inf_nan=False)]
+        | None
+    ) = Field(
         None,
-        description="Classifier-free guidance, 0.0-20.0. Default DEFAULT_GUIDANCE_SCALE "
-        f"({_default('default_guidance_scale')}). "
+        description=f"Classifier-free guidance, {_GUIDANCE.range_text()}. Default "
+        f"DEFAULT_GUIDANCE_SCALE ({_default('default_guidance_scale')}). "
         "At most 1: no guidance and no negative prompt.",
     )
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = Field(
+    seed: Annotated[int, Field(ge=limits.SEED.minimum, le=MAX_SEED)] | None = Field(
         None,
         description="0 to 2^32-1. Default: drawn at random and reported in the event. "
         "Picture i of a request uses (seed + i) mod 2^32.",
     )
     width: Side | None = Field(
-        None, description="Multiple of 64, 64-2048. Default: the model's native width."
+        None,
+        description=f"Multiple of {_SIDE.multiple_of}, {_SIDE.range_text()}. Default: the "
+        "model's native width.",
     )
     height: Side | None = Field(
-        None, description="Multiple of 64, 64-2048. Default: the model's native height."
-    )
-    image_key: Annotated[str, Field(min_length=1, max_length=1024, pattern=KEY_PATTERN)] | None = (
-        Field(
-            None,
-            description="S3 key of the input picture, in the user's own namespace: it starts "
-            "with the kind's input prefix (S3_AVATAR_PREFIX or S3_SUBJECT_PREFIX), then user_id, "
-            "then '.' or '/' (avatars/u1.png, avatars/u1/2024.jpg); only A-Z a-z 0-9 . _ / -; "
-            "no empty, '.' or '..' segment. "
-            "Default: the first of <prefix><user_id>.png, .jpg, .jpeg, .webp that exists.",
-        )
-    )
-    num_images: Annotated[int, Field(ge=1, le=MAX_IMAGES)] | None = Field(
         None,
-        description="How many pictures to draw in one batch, 1-4. Default 1. Picture 0 is "
-        "<kind>_<job_id>.png, picture i >= 1 is <kind>_<job_id>.<i>.png.",
+        description=f"Multiple of {_SIDE.multiple_of}, {_SIDE.range_text()}. Default: the "
+        "model's native height.",
+    )
+    image_key: (
+        Annotated[
+            str,
+            Field(
+                min_length=limits.IMAGE_KEY.minimum,
+                max_length=limits.IMAGE_KEY.maximum,
+                pattern=KEY_PATTERN,
+            ),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="S3 key of the input picture, in the user's own namespace: it starts "
+        "with the kind's input prefix (S3_AVATAR_PREFIX or S3_SUBJECT_PREFIX), then user_id, "
+        "then '.' or '/' (avatars/u1.png, avatars/u1/2024.jpg); only A-Z a-z 0-9 . _ / -; "
+        "no empty, '.' or '..' segment. "
+        "Default: the first of <prefix><user_id>.png, .jpg, .jpeg, .webp that exists.",
+    )
+    num_images: Annotated[int, Field(ge=limits.NUM_IMAGES.minimum, le=MAX_IMAGES)] | None = Field(
+        None,
+        description=f"How many pictures to draw in one batch, {limits.NUM_IMAGES.range_text()}. "
+        "Default 1. Picture 0 is <kind>_<job_id>.png, picture i >= 1 is "
+        "<kind>_<job_id>.<i>.png. num_images x width x height is at most MAX_BATCH_PIXELS, "
+        "and the request's cost at most MAX_REQUEST_COST (see x-limits).",
     )
 
     style: StyleName | None = Field(
@@ -147,16 +188,21 @@ class Request(BaseModel):
         "if any. An unknown name is invalid_request.",
     )
     style_strength: (
-        Annotated[float, Field(ge=0.0, le=MAX_STYLE_STRENGTH, allow_inf_nan=False)] | None
+        Annotated[
+            float,
+            Field(ge=limits.STYLE_STRENGTH.minimum, le=MAX_STYLE_STRENGTH, allow_inf_nan=False),
+        ]
+        | None
     ) = Field(
         None,
-        description="0.0-1.5, multiplies the style's LoRA scale. Default 1. Needs a style.",
+        description=f"{limits.STYLE_STRENGTH.range_text()}, multiplies the style's LoRA scale. "
+        "Default 1. Needs a style.",
     )
 
     @model_validator(mode="after")
     def _check_kind_rules(self) -> Request:
         if self.kind is JobKind.MEMORY and not self.prompt:
-            raise ValueError("prompt is required for a memory job (1-2000 characters)")
+            raise ValueError(f"prompt is required for a memory job (1-{MAX_TEXT} characters)")
         return self
 
 
@@ -298,8 +344,9 @@ def effective_spec(
     native size, a random seed.
 
     The style is the request's, else the catalog's default (`styles`).
-    Raises :class:`InvalidRequest` for an unknown style and when the batch
-    (``num_images`` pictures of the effective size) passes ``MAX_BATCH_PIXELS``.
+    Raises :class:`InvalidRequest` for an unknown style, when the batch
+    (``num_images`` pictures of the effective size) passes
+    ``MAX_BATCH_PIXELS``, or when its cost passes ``MAX_REQUEST_COST``.
     """
     style = resolve_style(request.style, request.style_strength, styles)
     if style is not None:
@@ -340,6 +387,7 @@ def effective_spec(
             f"num_images x width x height is {pixels} pixels; "
             f"the limit is {defaults.max_batch_pixels} (MAX_BATCH_PIXELS)"
         )
+    check_cost(spec, defaults.max_request_cost)
     return spec
 
 

@@ -70,7 +70,8 @@ class Job:
             the next request; called by :meth:`advance` alone, as the job
             leaves the states that hold a slot.
         outcome: the outcome reported in its event, then the one it ended with.
-        fatal_reason: why it stopped the worker, when it ended :attr:`JobState.FATAL`.
+        fatal_reason: why it stops the worker: a fatal failure, whether the job
+            ended :attr:`JobState.FATAL` (handed on) or failed (``crashed_worker``).
         stop: set to stop its generation at the next denoising step (the
             deadline, the end of a drain, a cancellation).
         safety: what the safety checker did (pictures ``checked``,
@@ -186,7 +187,9 @@ class JobEnvironment:
     def retry_limits(self) -> RetryLimits:
         """The numbers the retry decision is made with."""
         s = self.settings
-        return RetryLimits(self.max_attempts, s.retry_backoff_base_s, s.retry_backoff_max_s)
+        return RetryLimits(
+            self.max_attempts, s.retry_backoff_base_s, s.retry_backoff_max_s, s.max_worker_deaths
+        )
 
     @classmethod
     def build(

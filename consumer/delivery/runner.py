@@ -1,14 +1,15 @@
 """One job through its stages, each timed, with one outcome at the end.
 
-Stages: check the signature and parse; look for existing outputs
-(idempotency); fetch the input and prepare it (in a process of its own,
-bounded in time and memory: :mod:`pipeline.api.preparer`); generate on the
-GPU thread (stopped at ``GENERATION_TIMEOUT_S`` from its start: a transient
-``generation_failed``, or fatal when the GPU does not come back); encode the
-PNGs and write them where absent (:mod:`consumer.delivery.outputs`); publish
-the event; delete the request. Any
-failure goes to :func:`consumer.classify.classify` once, and the outcome
-follows from its answer: retry later, dead-letter now, or stop the worker.
+Stages: check the signature, parse and admit (cost, tokens, group); look for
+existing outputs (idempotency); fetch the input and prepare it (in a process
+of its own, bounded in time and memory: :mod:`pipeline.api.preparer`);
+generate on the GPU thread within the deadline of its cost
+(:mod:`consumer.delivery.generation`); encode the PNGs and write them where
+absent (:mod:`consumer.delivery.outputs`); publish the event; delete the
+request. Any failure goes to :func:`consumer.classify.classify` once, and
+the outcome follows from :func:`consumer.delivery.retry_policy.decide`:
+retry later, dead-letter now, or stop the worker, handing the request on
+charged the death.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 
 from consumer.classify import Classification, classify
 from consumer.clock import epoch_ms
+from consumer.contract.budget import check_group, check_prompt_tokens
 from consumer.contract.event import (
     CompletionEvent,
     EventError,
@@ -87,7 +89,6 @@ class JobRunner:
             sqs_message_id=job.message.message_id, job_id=None, user_id=None
         )
         try:
-            attempts.check_abandoned(job.message)
             prepared = await self._prepare(job)
             if prepared is None:
                 return job.end(JobState.REUSED)
@@ -114,9 +115,11 @@ class JobRunner:
         fields = identifying_fields(body)
         structlog.contextvars.bind_contextvars(job_id=fields.job_id, user_id=fields.user_id)
         request = parse_request(body, self.settings)
+        check_group(job.message.group, request.user_id)
         styles = self.env.styles.book if self.env.styles is not None else None
         spec = effective_spec(request, self.settings, self.env.generator.native_size, styles=styles)
         job.request, job.spec = request, spec
+        check_prompt_tokens(self.env.generator.prompt_tokens(spec), self.settings.max_prompt_tokens)
         return request, spec
 
     async def _prepare(self, job: Job) -> Prepared | None:
@@ -140,6 +143,7 @@ class JobRunner:
         job.spec = spec = continue_batch(spec, found)
         if cancelled:
             raise JobCancelled("cancelled before it was taken")
+        attempts.check_deaths(job.message, self.settings.max_worker_deaths)
         with job.stage("download"):
             candidates = input_candidates(request, self.settings)
             with self.outages.guard(Service.S3):
@@ -278,12 +282,12 @@ class JobRunner:
 
     async def _failed(self, job: Job, error: Exception) -> Outcome:
         verdict = classify(error)
-        if (
-            isinstance(error, ServiceOut | HoldEnded | BatchUnfinished)
-            and job.state is not JobState.REPORTED
+        released = isinstance(error, ServiceOut | HoldEnded | BatchUnfinished)
+        if (released or isinstance(error, attempts.DeathsToRecord)) and (
+            job.state is not JobState.REPORTED
         ):
-            # The service's trouble, or another delivery's, not the request's:
-            # it costs no attempt.
+            # Not the request's failure (the service's, another delivery's, or
+            # its workers' deaths): it costs no attempt.
             log.info("job_released", reason=verdict.message, attempt=attempts.attempt(job.message))
             await attempts.release(self.env.heartbeat, self.env.queue, job.message)
             job.advance(JobState.RELEASED)
@@ -306,7 +310,8 @@ class JobRunner:
             log.warning("failure_not_recorded", error=problem.message)
             self.env.metrics.retries.labels(error_code=problem.code.value).inc()
             await self._back_off(job)
-            return job.end(JobState.RETRY)
+            # A fatal failure still stops the worker (the receive count tells of it).
+            return job.end(JobState.RETRY, verdict.message if verdict.fatal else None)
 
     def _log(self, job: Job, verdict: Classification, error: Exception) -> None:
         log.log(
@@ -320,13 +325,15 @@ class JobRunner:
         )
 
     async def _settle(self, job: Job, verdict: Classification) -> Outcome:
-        attempt = attempts.attempt(job.message)
-        decision = decide(verdict.severity, attempt, self.env.retry_limits)
+        attempt, limits = attempts.attempt(job.message), self.env.retry_limits
+        decision = decide(verdict.severity, attempt, limits, attempts.deaths(job.message))
+        if decision.crashed:
+            verdict = attempts.crashed(decision.deaths, limits, verdict)
         if decision.action is Action.DEAD_LETTER:
             await self._dead_letter(job, verdict)
-            return job.end(JobState.FAILED)
-        if decision.action is Action.STOP_WORKER:
-            await attempts.release(self.env.heartbeat, self.env.queue, job.message)
+            return job.end(JobState.FAILED, verdict.message if decision.stop_worker else None)
+        if decision.action is Action.HAND_ON:
+            await attempts.hand_on(self.env.heartbeat, self.env.queue, job.message, decision.deaths)
             return job.end(JobState.FATAL, verdict.message)
         await self.env.heartbeat.release(job.message)
         # A fresh copy carrying the count: attempts survive the request

@@ -20,9 +20,7 @@ the worker stops with status 1.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-from typing import Any
 
 import structlog
 
@@ -33,8 +31,8 @@ from consumer.aws.storage import Storage
 from consumer.aws.style_source import StyleShelf
 from consumer.classify import classify, is_outage
 from consumer.clock import Clock, SystemClock
-from consumer.delivery import attempts
 from consumer.delivery.backoff import JitteredBackoff
+from consumer.delivery.drain import cancel_and_release, gpu_came_back
 from consumer.delivery.gpu_thread import GpuThread
 from consumer.delivery.job import Job, JobEnvironment, input_preparer
 from consumer.delivery.job_state import JobState
@@ -42,7 +40,7 @@ from consumer.delivery.options import Slots, WorkerOptions
 from consumer.delivery.outage import Service, worker_outages
 from consumer.delivery.runner import JobRunner
 from consumer.delivery.signing_keys import load_until_read, signing_keys
-from consumer.delivery.sources import Source, receive_first, release_all
+from consumer.delivery.sources import PriorityShare, Source, receive_first, release_all
 from consumer.delivery.worker_state import StatusBoard, WorkerState
 from consumer.errors import Severity
 from consumer.metrics import Metrics
@@ -107,6 +105,7 @@ class Worker:
         self.exit_code = EXIT_OK
         self._slots = Slots(1 + self.options.prefetch)
         self._jobs: dict[str, tuple[Job, asyncio.Task[None]]] = {}
+        self._share = PriorityShare(settings.priority_share)
         self._backoff = JitteredBackoff(
             self.options.loop_backoff_base_s, self.options.loop_backoff_max_s
         )
@@ -206,11 +205,9 @@ class Worker:
 
     async def _release_prefetched(self) -> int:
         withdrawn = [(job, task) for job, task in self._jobs.values() if job.withdraw()]
-        for job, task in withdrawn:
+        for job, _ in withdrawn:
             self._jobs.pop(job.message.receipt_handle, None)
-            task.cancel()
-        await asyncio.gather(*(task for _, task in withdrawn), return_exceptions=True)
-        await asyncio.gather(*(self._release(job) for job, _ in withdrawn))
+        await cancel_and_release(withdrawn)
         return len(withdrawn)
 
     async def _wait_for_running(self) -> int:
@@ -234,31 +231,12 @@ class Worker:
         late = [(job, task) for job, task in self._jobs.values() if task in tasks]
         log.warning("drain_timeout", jobs=len(late), drain_timeout_s=self.settings.drain_timeout_s)
         generating = [j.gpu_future for j, _ in late if j.gpu_future and not j.gpu_future.done()]
-        for job, task in late:
+        for job, _ in late:
             job.stop.set()
-            task.cancel()
-        await asyncio.gather(*(task for _, task in late), return_exceptions=True)
-        # Whatever the job had done, its request comes back; a written output
-        # is then reused, not drawn again. A cancelled job writes nothing more.
-        await asyncio.gather(*(self._release(job) for job, _ in late))
-        await self._wait_for_gpu(generating)
-
-    async def _wait_for_gpu(self, futures: list[concurrent.futures.Future[Any]]) -> None:
-        if not futures:
-            return
+        await cancel_and_release(late)
         grace = self.options.stop_grace()
-        waiting = {asyncio.wrap_future(future) for future in futures}
-        done, pending = await asyncio.wait(waiting, timeout=grace)
-        for future in done:  # their GenerationStopped is expected: no one awaits it
-            if not future.cancelled():
-                future.exception()
-        if pending:
+        if not await gpu_came_back(generating, grace):
             self._fatal(f"the GPU did not come back within {grace:g} s of a stop: it is wedged")
-        else:
-            log.info("generation_stopped")
-
-    async def _release(self, job: Job) -> None:  # costs the request nothing
-        await attempts.release(job.heartbeat, job.heartbeat.queue, job.message)
 
     # Receiving.
 
@@ -341,9 +319,7 @@ class Worker:
         self, sources: list[Source], free: int
     ) -> list[tuple[Source, ReceivedMessage]] | None:
         try:
-            received = await receive_first(
-                sources, free, self.options.poll_wait_s, self.options.priority_check_s
-            )
+            received = await receive_first(sources, free, self.options, self._share)
         except Exception as error:
             await self._trouble("ReceiveMessage", error)
             return None
@@ -397,7 +373,9 @@ class Worker:
             self._jobs.pop(job.message.receipt_handle, None)
             self._count_in_flight()
             self._job_ended.set()
-        if outcome is JobState.FATAL:
+        # A fatal failure stops the worker, also when its request ended as a
+        # failure of its own (crashed_worker at the last death allowed).
+        if outcome is JobState.FATAL or job.fatal_reason is not None:
             self._fatal(job.fatal_reason or "the generator failed")
 
     def _count_in_flight(self) -> None:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import math
 
+from pipeline.api.limits import BATCH_PIXELS, NUM_IMAGES, SEED, SIDE, request_cost
 from pipeline.api.spec import GenerationSpec
 
-SEED_MODULUS = 2**32
-# What a request may ask for: up to MAX_IMAGES pictures, each side a multiple
-# of SIDE_STEP from MIN_SIDE to MAX_SIDE (the contract's limits).
-MAX_IMAGES = 4
-MIN_SIDE, MAX_SIDE, SIDE_STEP = 64, 2048, 64
+SEED_MODULUS = int(SEED.maximum) + 1
+# What a request may ask for (pipeline.api.limits): up to MAX_IMAGES pictures,
+# each side a multiple of SIDE_STEP from MIN_SIDE to MAX_SIDE.
+MAX_IMAGES = int(NUM_IMAGES.maximum)
+MIN_SIDE, MAX_SIDE = int(SIDE.minimum or 0), int(SIDE.maximum)
+SIDE_STEP = int(SIDE.multiple_of or 1)
 # Four 1024x1024 pictures: SDXL's native size at the contract's largest batch.
-DEFAULT_MAX_BATCH_PIXELS = 4 * 1024 * 1024
+DEFAULT_MAX_BATCH_PIXELS = int(BATCH_PIXELS.maximum)
 
 
 def image_seeds(spec: GenerationSpec) -> list[int]:
@@ -47,3 +49,9 @@ def largest_requests(native: tuple[int, int], max_batch_pixels: int) -> list[tup
 def batch_pixels(spec: GenerationSpec) -> int:
     """The pixels one generation draws: ``num_images * width * height``."""
     return spec.num_images * spec.width * spec.height
+
+
+def batch_cost(spec: GenerationSpec) -> float:
+    """What drawing `spec` costs, in steps of one 1024x1024 picture
+    (:func:`pipeline.api.limits.request_cost`)."""
+    return request_cost(spec.num_inference_steps, spec.num_images, spec.width, spec.height)

@@ -1,12 +1,12 @@
 """Failures raised by the pipeline, free of any AWS or queue knowledge.
 
 The consumer's classifier maps them: :class:`InvalidImageError` is permanent
-(`invalid_input`), :class:`GenerationOOMError` transient
-(`generation_failed`), :class:`PipelineBrokenError` fatal.
-:class:`StartRefusedError` is configuration this machine cannot serve (the
-worker refuses to start). :class:`GenerationStopped` follows a stop the
-caller asked for (a timeout, the end of a drain); the caller knows why and
-decides.
+(`invalid_input`), :class:`RequestTooLargeError` permanent (`too_large`),
+:class:`GenerationOOMError` transient (`generation_failed`),
+:class:`PipelineBrokenError` fatal. :class:`StartRefusedError` is
+configuration this machine cannot serve (the worker refuses to start).
+:class:`GenerationStopped` follows a stop the caller asked for (a timeout,
+the end of a drain); the caller knows why and decides.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ class InvalidImageError(PipelineError):
 
 
 class GenerationOOMError(PipelineError):
-    """The GPU ran out of memory once; the cache was freed, try again later."""
+    """The GPU ran out of memory, and the request may fit another time.
+
+    The SDXL generator draws a request once more itself after freeing memory
+    and then raises :class:`RequestTooLargeError`; this is for generators that
+    leave the second try to a later attempt.
+    """
 
 
 class RequestTooLargeError(PipelineError):
@@ -33,7 +38,8 @@ class RequestTooLargeError(PipelineError):
 
 
 class PipelineBrokenError(PipelineError):
-    """The generator can no longer work (out of memory twice in a row, wedged)."""
+    """The generator can no longer work (a CUDA error, out of memory on a batch
+    that fitted before, wedged)."""
 
 
 class ModelLoadError(PipelineError):

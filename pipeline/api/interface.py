@@ -40,6 +40,16 @@ class Generator(Protocol):
         """Load weights and warm up; called once before the first job."""
         ...
 
+    def prompt_tokens(self, spec: GenerationSpec) -> int:
+        """How many text tokens the longest prompt the model encodes for `spec` is.
+
+        The prompt as composed with its style prompt and, with guidance, the
+        negative prompt, each counted by the model's own tokenizer (without
+        start and end tokens). Called from any thread once loaded, also while
+        a generation runs; it does no GPU work.
+        """
+        ...
+
     def generate(
         self,
         spec: GenerationSpec,

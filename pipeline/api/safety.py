@@ -15,7 +15,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -182,6 +182,10 @@ class CheckedGenerator:
         """Load the wrapped generator (the checker is loaded already)."""
         self.generator.load()
 
+    def prompt_tokens(self, spec: GenerationSpec) -> int:
+        """The wrapped generator's count."""
+        return self.generator.prompt_tokens(spec)
+
     def generate(
         self,
         spec: GenerationSpec,
@@ -196,15 +200,20 @@ class CheckedGenerator:
         spec: GenerationSpec,
         image: Image.Image,
         stop: threading.Event | None = None,
+        on_call: Callable[[GenerationSpec], object] | None = None,
     ) -> Drawn:
         """Draw, check, redraw the flagged pictures; raise when one stays flagged.
 
         Only flagged pictures are drawn again, consecutive ones in one batch
-        (their redraw seeds are consecutive too). Raises
+        (their redraw seeds are consecutive too). `on_call`, when given, is
+        told the spec of each call of the wrapped generator as it begins (the
+        first draw and each redraw). Raises
         :class:`~pipeline.api.errors.ContentFilteredError` when a picture is still
         flagged after ``max_redraws`` redraws.
         """
         graphs = graphs_built(self.generator)
+        began = on_call or _ignore
+        began(spec)
         seeds = image_seeds(spec)
         seconds = 0.0
 
@@ -233,6 +242,7 @@ class CheckedGenerator:
                 again = dataclasses.replace(
                     spec, seed=redraw_seed(spec, first, redraw), num_images=length
                 )
+                began(again)
                 # The flagged pictures are replaced (and so dropped) here.
                 redrawn, again_flags = drawn(again)
                 for offset, (picture, flag) in enumerate(zip(redrawn, again_flags, strict=True)):
@@ -258,15 +268,26 @@ class CheckedGenerator:
         return Drawn(pictures, seeds, checked, flagged, redraws, seconds, graphs)
 
 
+def _ignore(spec: GenerationSpec) -> None:
+    return None
+
+
 def draw(
     generator: Generator,
     spec: GenerationSpec,
     image: Image.Image,
     stop: threading.Event | None = None,
+    on_call: Callable[[GenerationSpec], object] | None = None,
 ) -> Drawn:
-    """A job's pictures and seeds; checked when `generator` is a :class:`CheckedGenerator`."""
+    """A job's pictures and seeds; checked when `generator` is a :class:`CheckedGenerator`.
+
+    `on_call` is told the spec of each generator call as it begins: one, or
+    with a checker one more per redraw.
+    """
     if isinstance(generator, CheckedGenerator):
-        return generator.draw(spec, image, stop)
+        return generator.draw(spec, image, stop, on_call)
+    if on_call is not None:
+        on_call(spec)
     graphs = graphs_built(generator)
     pictures = list(generator.generate(spec, image, stop))
     return Drawn(pictures, image_seeds(spec), graphs=graphs_built(generator) - graphs)

@@ -18,6 +18,7 @@ from pipeline.api.batch import image_seeds
 from pipeline.api.config import BUILTIN_BLANK
 from pipeline.api.errors import GenerationStopped
 from pipeline.api.spec import GenerationSpec
+from pipeline.api.tokens import spec_word_pieces
 
 BLANK_NAME = BUILTIN_BLANK
 BLANK_NATIVE_SIZE = (1024, 1024)
@@ -48,6 +49,11 @@ class BlankGenerator:
 
     def load(self) -> None:
         """Nothing to load."""
+
+    def prompt_tokens(self, spec: GenerationSpec) -> int:
+        """No tokenizer: the pieces CLIP would split the prompts into, a lower
+        bound of a real model's count (:mod:`pipeline.api.tokens`)."""
+        return spec_word_pieces(spec.prompt, spec.style_prompt, spec.negative_prompt)
 
     def generate(
         self,

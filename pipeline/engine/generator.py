@@ -6,6 +6,7 @@ The same class runs the real model and ``builtin:tiny``; only the
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from PIL import Image
 
 from pipeline.api.batch import image_seeds, largest_requests
 from pipeline.api.config import BUILTIN_MODELS, PipelineConfig, compile_sizes
-from pipeline.api.errors import GenerationOOMError, PipelineBrokenError, PipelineError
+from pipeline.api.errors import PipelineBrokenError, PipelineError, RequestTooLargeError
 from pipeline.api.reference import reference_from_image
 from pipeline.api.safety import CheckedPictures, PictureChecker
 from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
@@ -42,7 +43,14 @@ from pipeline.engine.runtime.placement import place
 from pipeline.engine.runtime.schedulers import configure_scheduler
 from pipeline.engine.runtime.stopping import run_stoppable, step_events
 from pipeline.engine.runtime.sync_free import HostSchedule, starting_noise, step_generators
-from pipeline.engine.text.long_prompt import encode_prompts
+from pipeline.engine.runtime.warmup import (
+    WARMUP_STEPS,
+    footprint,
+    gray_reference,
+    size_text,
+    warm_up_spec,
+)
+from pipeline.engine.text.long_prompt import encode_prompts, text_token_ids
 from pipeline.engine.text.prompts import compose_prompt
 from pipeline.engine.untyped import SDXLPipeline
 from pipeline.engine.weights.lora_slot import LoraSlot, open_slot
@@ -51,9 +59,8 @@ from pipeline.engine.weights.source import ModelSource
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-WARMUP_STEPS = 2
-OOM_STREAK_FATAL = 2
-_WARMUP_IMAGE_SIZE = 64
+# Out of memory: the memory is freed and the same request drawn once more.
+OOM_TRIES = 2
 # CUDA errors other than out-of-memory (illegal address, device-side assert)
 # leave the CUDA context unusable; nothing but a new process recovers.
 _DEVICE_ERRORS: tuple[type[BaseException], ...] = (
@@ -66,9 +73,12 @@ class SDXLGenerator:
 
     The pipeline denoises; the decode is :mod:`pipeline.engine.runtime.decoding`'s.
     `generate` is serialised by a lock, so even a careless caller gets one
-    generation at a time. Out of memory once raises
-    :class:`GenerationOOMError` after freeing the cache; twice in a row, or a
-    CUDA error, raises :class:`PipelineBrokenError` now and on every later call.
+    generation at a time. Out of memory frees the memory and draws the same
+    request once more; out of memory again means the request is too large for
+    this GPU (:class:`RequestTooLargeError`, the generator stays usable),
+    unless no larger batch than it was ever drawn here, when the GPU itself is
+    failing. That, or a CUDA error, raises :class:`PipelineBrokenError` now and
+    on every later call.
     A set stop event ends a generation at its next step with
     :class:`~pipeline.api.errors.GenerationStopped`; the generator stays usable.
     """
@@ -84,7 +94,9 @@ class SDXLGenerator:
         self._dtype = torch.float32
         self._native_size = source.expected_native_size
         self._lock = threading.Lock()
-        self._oom_streak = 0
+        # The largest batch drawn so far (pictures x pixels x guidance copies).
+        self._largest_drawn = 0
+        self._tokenizers: list[Any] = []
         self._broken: str | None = None
         self._ip_scale: IPAdapterScale | None = None
         self._compiled: Compiled | None = None
@@ -160,6 +172,8 @@ class SDXLGenerator:
         self._schedule = HostSchedule(pipe.unet)
         self._decoder = Decoder(pipe, config.tiling_threshold)
         self._pipe = pipe
+        # Private copies for prompt_tokens, which runs beside a generation.
+        self._tokenizers = [copy.deepcopy(t) for t in (pipe.tokenizer, pipe.tokenizer_2)]
         side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         self._native_size = (side, side)
         if config.warmup:
@@ -202,9 +216,9 @@ class SDXLGenerator:
             ]
             raise_recompile_limit(len(cases))
         started = time.perf_counter()
-        gray = Image.new("RGB", (_WARMUP_IMAGE_SIZE,) * 2, "gray")
+        gray = gray_reference()
         for kind, guidance, pictures, (width, height) in cases:
-            spec = _warm_up_spec(kind, guidance, pictures, width, height, WARMUP_STEPS)
+            spec = warm_up_spec(kind, guidance, pictures, width, height, WARMUP_STEPS)
             self.generate(spec, gray)
         log.info(
             "pipeline_warmed_up",
@@ -218,10 +232,10 @@ class SDXLGenerator:
         probe = memory_probe(self._device)
         if probe is None:
             return
-        gray = Image.new("RGB", (_WARMUP_IMAGE_SIZE,) * 2, "gray")
+        gray = gray_reference()
 
         def one_step(pictures: int, width: int, height: int) -> None:
-            spec = _warm_up_spec(JobKind.MEMORY, 5.0, pictures, width, height, 1)
+            spec = warm_up_spec(JobKind.MEMORY, 5.0, pictures, width, height, 1)
             self._draw(spec, gray, None).pictures()
 
         # What the proof leaves cached (the allocator's blocks, CUDA graphs of
@@ -273,35 +287,54 @@ class SDXLGenerator:
 
     def _guarded(self, draw: Callable[[], T], spec: GenerationSpec) -> T:
         with self._lock:
-            if self._broken:
-                raise PipelineBrokenError(self._broken)
             out_of_memory = ""
-            try:
-                drawn = draw()
-            except torch.OutOfMemoryError as error:
-                # Only the message is kept: the error's traceback holds the
-                # frames of the forward pass and their activations, which are
-                # freed once this block has let go of it.
-                out_of_memory = str(error).splitlines()[0] if str(error) else "out of memory"
-            except _DEVICE_ERRORS as error:
-                self._broken = f"the GPU failed and cannot be used again: {error}"
-                raise PipelineBrokenError(self._broken) from error
-            if out_of_memory:
-                # Raised outside the handler, so it has no __context__ either.
-                raise self._out_of_memory(spec, out_of_memory)
-            self._oom_streak = 0
-            return drawn
+            for _ in range(OOM_TRIES):
+                if self._broken:
+                    raise PipelineBrokenError(self._broken)
+                out_of_memory = ""
+                try:
+                    drawn = draw()
+                except torch.OutOfMemoryError as error:
+                    # Only the message is kept: the error's traceback holds the
+                    # frames of the forward pass and their activations, which are
+                    # freed once this block has let go of it.
+                    out_of_memory = str(error).splitlines()[0] if str(error) else "out of memory"
+                except _DEVICE_ERRORS as error:
+                    self._broken = f"the GPU failed and cannot be used again: {error}"
+                    raise PipelineBrokenError(self._broken) from error
+                if not out_of_memory:
+                    self._largest_drawn = max(self._largest_drawn, footprint(spec))
+                    return drawn
+                free_memory(self._device)
+                log.warning("generation_oom", size=size_text(spec), detail=out_of_memory)
+            # Raised outside the handler, so it has no __context__ either.
+            raise self._out_of_memory(spec, out_of_memory)
+
+    def prompt_tokens(self, spec: GenerationSpec) -> int:
+        """The text tokens of the longest prompt :meth:`generate` encodes for
+        `spec` (the composed prompt, the negative with guidance), counted by
+        private copies of the pipeline's tokenizers."""
+        if not self._tokenizers:
+            raise PipelineError("the generator is not loaded; call load() first")
+        texts = [compose_prompt(spec)]
+        if uses_negative_prompt(spec.guidance_scale):
+            texts.append(spec.negative_prompt)
+        return max(len(text_token_ids(t, text)) for t in self._tokenizers for text in texts)
 
     def _out_of_memory(self, spec: GenerationSpec, detail: str) -> PipelineError:
-        free_memory(self._device)
-        self._oom_streak += 1
-        size = f"{spec.width}x{spec.height}"
-        if self._oom_streak >= OOM_STREAK_FATAL:
-            self._broken = f"out of GPU memory {self._oom_streak} times in a row (last at {size})"
-            log.error("generation_oom_fatal", streak=self._oom_streak, size=size, detail=detail)
+        # Out of memory twice, with the memory freed in between: the request
+        # is too large for this GPU, unless a batch at least as large was
+        # drawn here before, which then says the GPU (or its memory) is failing.
+        size = size_text(spec)
+        if footprint(spec) <= self._largest_drawn:
+            self._broken = f"out of GPU memory at {size}, which fitted before: the GPU is failing"
+            log.error("generation_oom_fatal", size=size, detail=detail)
             return PipelineBrokenError(self._broken)
-        log.warning("generation_oom", streak=self._oom_streak, size=size, detail=detail)
-        return GenerationOOMError(f"out of GPU memory at {size}; cache freed, try again later")
+        log.warning("generation_too_large", size=size, detail=detail)
+        return RequestTooLargeError(
+            f"out of GPU memory at {size} even after freeing memory: the request does not "
+            "fit this GPU; ask for fewer pictures (num_images) or a smaller width x height"
+        )
 
     def _draw(
         self, spec: GenerationSpec, image: Image.Image, stop: threading.Event | None
@@ -349,21 +382,3 @@ class SDXLGenerator:
         # The count and size are checked where every generator's pictures are
         # received (the consumer's generate stage), not once per generator.
         return self._decoder.decode(latents)
-
-
-def _warm_up_spec(
-    kind: JobKind, guidance: float, pictures: int, width: int, height: int, steps: int
-) -> GenerationSpec:
-    return GenerationSpec(
-        kind=kind,
-        prompt="warm-up",
-        style_prompt="",
-        negative_prompt="",
-        num_inference_steps=steps,
-        ip_adapter_scale=0.5,
-        guidance_scale=guidance,
-        seed=0,
-        width=width,
-        height=height,
-        num_images=pictures,
-    )

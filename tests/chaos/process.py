@@ -37,12 +37,14 @@ class ConsumerProcess:
     Attributes:
         env: the child's whole environment.
         workdir: its working directory (no stray `.env` is read) and log folder.
+        module: the module run as ``python -m MODULE run``.
         exits: ``(incarnation, status)`` of every incarnation that ended.
     """
 
     name: str
     env: dict[str, str]
     workdir: Path
+    module: str = "consumer"
     incarnation: int = 0
     process: subprocess.Popen[bytes] | None = None
     exits: list[tuple[int, int]] = field(default_factory=list)
@@ -69,7 +71,7 @@ class ConsumerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "consumer", "run"],
+                [sys.executable, "-m", self.module, "run"],
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,

@@ -13,6 +13,21 @@ observer queue subscribed to the topic) and the dead-letter queue:
   success event, and no failure event or dead letter;
 * a job that should fail has its error code in at least one failure event
   and in a dead letter, and no output object;
+* a poison job (its prompt holds :data:`~tests.chaos.poisoned.POISON`: the
+  consumers run ``python -m tests.chaos.poisoned run``, whose generator a
+  poison request breaks, so each worker that takes one exits 1) ends as
+  ``crashed_worker`` with its event and dead letter, every failed event of
+  it naming exactly ``MAX_WORKER_DEATHS`` deaths. The workers it broke are
+  counted from their logs: exactly that many, but for two effects of the
+  chaos itself: a dying worker killed before its report leaves a death its
+  receive count does not yet prove, and one killed between sending the copy
+  that records a death and deleting the request leaves a duplicate, which
+  is charged on its own (at-least-once delivery);
+* a good job may end ``crashed_worker`` only when its workers were seen to
+  vanish with it (its deaths recorded from the receive count, in the
+  workers' logs) and it broke none itself: with a SIGKILL every few seconds
+  a request can be in flight when two workers die, which the contract
+  charges it with; such jobs are counted apart;
 * lost (a job never reported) and duplicate objects must be 0.
 
 Besides the random faults, each service is taken out whole, in turn, for
@@ -32,6 +47,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -44,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tests.chaos.poisoned import POISON
 from tests.chaos.process import ConsumerProcess, consumer_environment
 from tests.chaos.proxy import Fault, FaultProxy, ProxyThread, Rule, Service
 from tests.support.aws import FAKE_CREDENTIALS, Stack, make_stack
@@ -51,6 +68,10 @@ from tests.support.helpers import png
 
 USERS = 20
 SIDE = 64
+ROOT = Path(__file__).resolve().parents[2]
+# MAX_WORKER_DEATHS's default, which the consumers keep.
+MAX_WORKER_DEATHS = 2
+DEATHS = re.compile(r"in flight when (\d+) workers? died")
 # Kills and lost answers each count as a receive; SQS must not dead-letter a
 # request by itself (without a failure event) before the consumer has tried.
 MAX_RECEIVES = 20
@@ -70,6 +91,7 @@ class SoakConfig:
     bad_share: float = 0.04
     missing_share: float = 0.04
     resend_share: float = 0.02
+    poison: int = 5
     backlog: int = 100
     seed: int = 1
     outage_s: float = 20.0
@@ -92,7 +114,8 @@ class PlannedJob:
 
 
 def plan_jobs(config: SoakConfig, rng: random.Random) -> list[PlannedJob]:
-    """Mostly good jobs; some without an input, some invalid."""
+    """Mostly good jobs; some without an input, some invalid, a few poison."""
+    poison = set(rng.sample(range(config.jobs), min(config.poison, config.jobs)))
     jobs = []
     for n in range(config.jobs):
         kind = rng.choice(["memory", "subject"])
@@ -110,7 +133,11 @@ def plan_jobs(config: SoakConfig, rng: random.Random) -> list[PlannedJob]:
             body["prompt"] = f"memory number {n}"
         expect = "succeeded"
         roll = rng.random()
-        if roll < config.bad_share:
+        if n in poison:
+            body["kind"] = kind = "memory"
+            body["prompt"] = f"{POISON} number {n}"
+            expect = "crashed_worker"
+        elif roll < config.bad_share:
             body["width"] = 100  # not a multiple of 64
             expect = "invalid_request"
         elif roll < config.bad_share + config.missing_share:
@@ -256,6 +283,11 @@ class Report:
     lost: list[str] = field(default_factory=list)
     inconsistent: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    poison_deaths: dict[str, int] = field(default_factory=dict)
+    poison_broken: dict[str, int] = field(default_factory=dict)
+    poison_problems: list[str] = field(default_factory=list)
+    poison_charged: list[int] = field(default_factory=list)
+    vanished_crashes: list[str] = field(default_factory=list)
     duplicate_objects: int = 0
     stray_objects: list[str] = field(default_factory=list)
     extra_success_events: int = 0
@@ -277,6 +309,7 @@ class Report:
             or self.duplicate_objects
             or self.stray_objects
             or self.crashes
+            or self.poison_problems
             or self.timed_out
             or any(code != 0 for code in self.final_exits)
         )
@@ -296,6 +329,12 @@ class Report:
             f"lost {len(self.lost)}, duplicate objects {self.duplicate_objects}, "
             f"stray objects {len(self.stray_objects)}, inconsistent {len(self.inconsistent)}, "
             f"unexpected outcomes {len(self.unexpected)}",
+            f"poison jobs {len(self.poison_deaths)}: deaths each was charged "
+            f"{sorted(self.poison_charged)}, workers each broke "
+            f"{sorted(self.poison_broken.values())} (of which exited 1: "
+            f"{sorted(self.poison_deaths.values())}), "
+            f"problems {len(self.poison_problems)}; other jobs crashed_worker by the "
+            f"soak's kills alone {len(self.vanished_crashes)}",
             f"at-least-once extras: success events +{self.extra_success_events}, "
             f"failure events +{self.extra_failure_events}, "
             f"dead letters +{self.extra_dead_letters}",
@@ -311,8 +350,15 @@ def audit(
     events: Sequence[dict[str, Any]],
     dead: Sequence[dict[str, Any]],
     keys: Sequence[str],
+    vanished: frozenset[str] = frozenset(),
 ) -> None:
-    """Fill `report` from what the bucket, the topic and the DLQ hold."""
+    """Fill `report` from what the bucket, the topic and the DLQ hold.
+
+    `vanished`: the jobs whose workers were seen to vanish with them, their
+    deaths recorded from the receive count (the workers' logs say so), which
+    broke no worker themselves: with a SIGKILL every few seconds such a job
+    may, as the contract says, end ``crashed_worker``; it is counted apart.
+    """
     by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in events:
         by_job[str(event.get("job_id"))].append(event)
@@ -349,8 +395,79 @@ def audit(
                 f"dead letters {letters}, {objects} object(s)"
             )
             continue
-        if outcome != job.expect:
+        if outcome == "crashed_worker" != job.expect and job.job_id in vanished:
+            report.vanished_crashes.append(job.job_id)
+        elif outcome != job.expect:
             report.unexpected.append(f"{job.job_id}: expected {job.expect}, got {outcome}")
+
+
+def died_of_poison(consumer: ConsumerProcess) -> str:
+    """The logs of `consumer`'s incarnations that exited 1 (not killed by the soak)."""
+    paths = [
+        consumer.workdir / f"{consumer.name}.{n}.log" for n, code in consumer.exits if code == 1
+    ]
+    return "".join(path.read_text(errors="replace") for path in paths)
+
+
+def _records(log: str, event: str) -> Iterator[dict[str, Any]]:
+    for line in log.splitlines():
+        if f'"{event}"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if record.get("event") == event:
+            yield record
+
+
+def fatal_jobs(log: str) -> list[str]:
+    """The job of each fatal failure in a consumer's JSON log, in order."""
+    return [str(r.get("job_id")) for r in _records(log, "job_failed") if r["severity"] == "fatal"]
+
+
+def silent_deaths_of(log: str) -> set[str]:
+    """The jobs a worker recorded silent deaths of (its receive count), or
+    failed as ``crashed_worker`` for them."""
+    recorded = {
+        str(r.get("job_id"))
+        for r in _records(log, "job_released")
+        if "without a word" in str(r.get("reason"))
+    }
+    return recorded | {
+        str(r.get("job_id"))
+        for r in _records(log, "job_failed")
+        if "workers vanished with it" in str(r.get("error"))
+    }
+
+
+def audit_poison(
+    report: Report,
+    jobs: Sequence[PlannedJob],
+    events: Sequence[dict[str, Any]],
+    taken_down: Counter[str],
+) -> None:
+    """Each poison job's failed events name ``MAX_WORKER_DEATHS`` deaths.
+
+    `taken_down`: the workers that exited 1 after a fatal failure of each job
+    (a figure: the soak's own kills and duplicates make it vary).
+    """
+    for job in jobs:
+        if job.expect != "crashed_worker":
+            continue
+        report.poison_deaths[job.job_id] = taken_down[job.job_id]
+        named = {
+            int(found.group(1))
+            for e in events
+            if e.get("job_id") == job.job_id and e["status"] == "failed"
+            if (found := DEATHS.search(e["error"]["message"]))
+        }
+        report.poison_charged += sorted(named)
+        if named != {MAX_WORKER_DEATHS}:
+            report.poison_problems.append(
+                f"{job.job_id}: took down {taken_down[job.job_id]} workers, "
+                f"its events name {sorted(named)} deaths"
+            )
 
 
 class Outages:
@@ -394,6 +511,8 @@ class Soak:
         self.rng = random.Random(config.seed)
         self.report = Report(jobs=config.jobs, consumers=config.consumers)
         self.events: list[dict[str, Any]] = []
+        self.poison: set[str] = set()
+        self.logs: list[str] = []
 
     def run(self) -> Report:
         """Run, audit, and return the figures."""
@@ -403,6 +522,7 @@ class Soak:
             self.endpoint, visibility_timeout=config.visibility_s, max_receive_count=MAX_RECEIVES
         )
         jobs = plan_jobs(config, self.rng)
+        self.poison = {job.job_id for job in jobs if job.expect == "crashed_worker"}
         _upload_inputs(stack)
         feeder = Feeder(stack, jobs, self.rng, config)
         self.report.messages = len(feeder.bodies)
@@ -422,6 +542,9 @@ class Soak:
                 self._phase("quiesce", started)
             finally:
                 self._stop(consumers)
+                self.logs = [died_of_poison(consumer) for consumer in consumers]
+                all_logs = "".join(c.logs() for c in consumers)
+                broken = Counter(fatal_jobs(all_logs))
                 self._phase("stop", started)
             self.report.calls = proxy.calls()
             for (service, _, outcome), n in proxy.counts.items():
@@ -429,7 +552,10 @@ class Soak:
                     self.report.faults[f"{service}.{outcome}"] += n
         self.events += [json.loads(m["Body"]) for m in _receive_all(stack, stack.observer_url)]
         dead = list(_receive_all(stack, stack.dlq_url))
-        audit(self.report, jobs, self.events, dead, _outputs(stack))
+        vanished = frozenset(silent_deaths_of(all_logs)) - set(broken)
+        audit(self.report, jobs, self.events, dead, _outputs(stack), vanished)
+        audit_poison(self.report, jobs, self.events, Counter(fatal_jobs("".join(self.logs))))
+        self.report.poison_broken = {job_id: broken[job_id] for job_id in sorted(self.poison)}
         self._phase("audit", started)
         self.report.elapsed_s = time.monotonic() - started
         return self.report
@@ -464,7 +590,11 @@ class Soak:
                 LOG_LEVEL="info",
                 WORKER_ID=f"soak-{n}",
             )
-            consumers.append(ConsumerProcess(f"consumer{n}", env, self.workdir))
+            # The consumer with a generator that poison jobs break; test code only.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+            consumers.append(
+                ConsumerProcess(f"consumer{n}", env, self.workdir, module="tests.chaos.poisoned")
+            )
         return consumers
 
     def _collect(self, stack: Stack) -> None:
@@ -490,14 +620,16 @@ class Soak:
         return len({e["sqs_message_id"] for e in self.events})
 
     def _watch(self, consumers: Sequence[ConsumerProcess]) -> None:
-        """Restart any consumer that died without being killed, and note it."""
+        """Restart any consumer that died without being killed, and note it
+        (a worker a poison job took down is expected: exit 1, its log says so)."""
         for consumer in consumers:
             status = consumer.ended()
             if status is not None:
-                self.report.crashes.append(
-                    f"{consumer.name}#{consumer.incarnation} exited {status}: "
-                    + consumer.log_path.read_text(errors="replace")[-500:]
-                )
+                log = consumer.log_path.read_text(errors="replace")
+                if status != 1 or not set(fatal_jobs(log)) & self.poison:
+                    self.report.crashes.append(
+                        f"{consumer.name}#{consumer.incarnation} exited {status}: " + log[-500:]
+                    )
                 consumer.start()
 
     def _chaos(
@@ -624,6 +756,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
+        "--poison", type=int, default=defaults.poison, help="jobs that kill every worker"
+    )
+    parser.add_argument(
         "--outage", type=float, default=defaults.outage_s, help="seconds each service is out"
     )
     parser.add_argument("--workdir", type=Path, help="keep the consumers' logs here")
@@ -642,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         backlog=args.backlog,
         seed=args.seed,
+        poison=args.poison,
         outage_s=args.outage,
         workdir=args.workdir,
     )
@@ -662,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("unexpected", report.unexpected),
         ("stray objects", report.stray_objects),
         ("unexpected exits", report.crashes),
+        ("poison", report.poison_problems),
     ):
         for problem in problems[:20]:
             print(f"  {name}: {problem}")

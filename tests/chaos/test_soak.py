@@ -21,6 +21,8 @@ SHORT = SoakConfig(
     # Slow enough "GPU" that the kills land while jobs are in flight.
     latency_ms=120,
     seed=7,
+    # Each takes down two workers: four restarts in the run.
+    poison=2,
     # Each service out whole for a few seconds, within the run's minute.
     outage_s=4.0,
 )
@@ -38,3 +40,11 @@ def test_short_chaos_soak_loses_nothing_and_duplicates_nothing(
     assert sum(report.faults.values()) > 0, summary
     assert report.succeeded + sum(report.failed.values()) == config.jobs
     assert report.failed, "the mix includes requests that must fail"
+    # Each poison job was dead-lettered as crashed_worker after two deaths
+    # (the audit checks its events and letter), having broken a worker at least.
+    assert len(report.poison_deaths) == SHORT.poison
+    assert all(broke >= 1 for broke in report.poison_broken.values()), summary
+    assert report.failed["crashed_worker"] == SHORT.poison + len(report.vanished_crashes)
+    # A blameless request is charged only deaths its receive count proves;
+    # even a SIGKILL every 3 s gives few enough of them for that to be rare.
+    assert len(report.vanished_crashes) <= config.jobs // 20, summary

@@ -75,6 +75,9 @@ class Recording:
     def load(self) -> None:
         self.inner.load()
 
+    def prompt_tokens(self, spec: GenerationSpec) -> int:
+        return self.inner.prompt_tokens(spec)
+
     def generate(
         self,
         spec: GenerationSpec,

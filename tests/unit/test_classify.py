@@ -11,8 +11,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from consumer.classify import classify
 from consumer.errors import (
     ConfigError,
+    CrashedWorker,
     ErrorCode,
     GenerationFailed,
+    GenerationTimedOut,
     InputNotFound,
     InvalidRequest,
     Severity,
@@ -26,6 +28,7 @@ from pipeline.api.errors import (
     ModelLoadError,
     PipelineBrokenError,
     PipelineError,
+    RequestTooLargeError,
 )
 
 P, T, F = Severity.PERMANENT, Severity.TRANSIENT, Severity.FATAL
@@ -49,6 +52,9 @@ def _client_error(code: str, operation: str = "PutObject") -> ClientError:
         (GenerationOOMError("oom"), T, E.GENERATION_FAILED),
         (PipelineError("odd"), T, E.GENERATION_FAILED),
         (ContentFilteredError("flagged", checked=3, flagged=3, redraws=2), P, E.CONTENT_FILTERED),
+        (RequestTooLargeError("out of memory twice"), P, E.TOO_LARGE),
+        (CrashedWorker("2 workers died"), P, E.CRASHED_WORKER),
+        (GenerationTimedOut("past its deadline"), F, E.GENERATION_FAILED),
         (TransientError("s3"), T, E.INTERNAL_ERROR),
         (_client_error("SlowDown"), T, E.INTERNAL_ERROR),
         (_client_error("AccessDenied"), T, E.INTERNAL_ERROR),

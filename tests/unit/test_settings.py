@@ -146,7 +146,8 @@ def _cache_model(cache: Path, repo_id: str) -> None:
 
 
 def _model(monkeypatch: pytest.MonkeyPatch, value: str, **env: str) -> None:
-    from consumer.settings import Settings, check_model_source
+    from consumer.aws.model_sources import check_model_source
+    from consumer.settings import Settings
 
     monkeypatch.setenv("MODEL_PATH", value)
     for name, setting in env.items():
@@ -286,7 +287,8 @@ def test_a_model_on_an_install_without_the_pipeline_names_the_extra(
 ) -> None:
     import importlib.util
 
-    from consumer.settings import Settings, check_model_source
+    from consumer.aws.model_sources import check_model_source
+    from consumer.settings import Settings
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -326,7 +326,7 @@ async def test_fatal_generator_error_stops_the_worker_and_releases(stack: Stack)
         assert code == EXIT_FATAL
         assert handle.worker.state.value == "unhealthy"
         assert handle.worker.board.health().status_code == 503
-    # Released for another worker: visible again at once, not dead-lettered, no event.
+    # Handed on to another worker, charged the death: visible again at once, no event.
     assert stack.queue_counts() == (1, 0)
     assert await observer.settle(0.3) == []
     assert _dead_letters(stack) == []

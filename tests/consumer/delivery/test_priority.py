@@ -69,3 +69,49 @@ async def test_a_failed_priority_request_goes_to_its_own_dead_letter_queue(
     assert event["error"]["code"] == "invalid_request"
     assert [m["Body"] for m in stack.receive_all(priority_dlq)] == ["not json"]
     assert stack.receive_all(stack.dlq_url) == []
+
+
+async def _flood(stack: Stack, share: float) -> list[str]:
+    """Where each request a worker drew came from ("p" or "n"), in order, when
+    40 priority and 20 ordinary requests wait from the start."""
+    stack.put_input("avatars/user1.png")
+    priority_url, _ = _priority_queue(stack)
+    sqs = stack.client("sqs")
+    for url, first in ((priority_url, 1000), (stack.queue_url, 0)):
+        count = 40 if first else 20
+        for start in range(0, count, 10):
+            entries = [
+                {"Id": str(n), "MessageBody": json.dumps(memory(f"j{first + n}", seed=first + n))}
+                for n in range(start, start + 10)
+            ]
+            sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    generator = blank()
+    observer = Observer(stack)
+    config = settings(sqs_priority_queue_url=priority_url, priority_share=share)
+    async with running(generator, config):
+        await observer.wait(60, within=120)
+    return ["p" if spec.seed >= 1000 else "n" for spec in generator.calls]
+
+
+def _normal_share_during_the_flood(order: list[str]) -> float:
+    """The request queue's share of the jobs drawn while priority requests waited."""
+    flood = order[: len(order) - order[::-1].index("p")]
+    return flood.count("n") / len(flood)
+
+
+async def test_a_priority_flood_leaves_the_request_queue_its_share(stack: Stack) -> None:
+    order = await _flood(stack, 0.8)
+    share = _normal_share_during_the_flood(order)
+    print(f"PRIORITY_SHARE=0.8: the request queue's share during the flood {share:.3f}")
+    print("".join(order))
+    assert 0.14 <= share <= 0.3, order
+    # The request queue moves all along: any 20 jobs drawn during the flood
+    # (the share's window) hold at least 3 of its requests.
+    flood = order[: len(order) - order[::-1].index("p")]
+    assert all(flood[i : i + 20].count("n") >= 3 for i in range(len(flood) - 19)), order
+
+
+async def test_share_one_serves_the_priority_queue_first_always(stack: Stack) -> None:
+    order = await _flood(stack, 1.0)
+    # Only what the worker held before the flood was seen (at most two).
+    assert _normal_share_during_the_flood(order) <= 2 / 42, order

@@ -275,20 +275,21 @@ async def test_tiny_generation_is_stopped_by_a_shutdown(
         await _stopped_cleanly(stack, observer, reader)
 
 
-async def test_tiny_generation_past_its_deadline_is_stopped_and_retried(
+async def test_tiny_generation_past_its_deadline_stops_the_worker_and_charges_a_death(
     stack: Stack, tmp_path: Path
 ) -> None:
     stack.put_input("avatars/user1.png")
     observer = Observer(stack)
-    env = {**TINY, "GENERATION_TIMEOUT_S": "1", "RETRY_BACKOFF_BASE_S": "2"}
+    env = {**TINY, "GENERATION_TIMEOUT_S": "1"}
     with consumer(tmp_path, **env) as (process, reader):
         stack.send(memory("tiny-late", **LONG))
-        await eventually(lambda: _logged(reader, "job_retry_scheduled"), within=40, what="retry")
-        process.send_signal(signal.SIGTERM)
-        assert await _exit(process) == 0
+        # A request within budget past its deadline: the worker's fault.
+        assert await _exit(process, within=60) == 1
         (failed,) = [e for e in _log_events(reader) if e["event"] == "job_failed"]
         assert failed["error_code"] == "generation_failed"
-        assert failed["severity"] == "transient"
+        assert failed["severity"] == "fatal"
+        (handed,) = [e for e in _log_events(reader) if e["event"] == "job_handed_on"]
+        assert handed["worker_deaths"] == 1
         await _stopped_cleanly(stack, observer, reader)
 
 
