@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The image `make image` builds and `make test-image` runs.
+IMAGE_TAG ?= localhost/illustrator:test
 
-.PHONY: setup demo test test-unit test-outages lint bench soak schema clean
+.PHONY: setup demo test test-unit test-outages image test-image lint bench soak schema clean
 
 setup: $(STAMP)
 
@@ -34,6 +36,21 @@ test: setup
 # The unit layer alone: no moto, no torch, under a minute.
 test-unit: setup
 	$(BIN)/pytest tests/unit
+
+# The container image, built here: Docker where its daemon answers, else
+# Podman (installed with apt-get when missing, as are Buildah, runc and
+# debootstrap), on a Debian bookworm base made here once (BASE=... for
+# another, such as the CUDA base). Prints its progress and size; the last
+# line is the reference it tagged (about 10 minutes from cold, seconds when
+# nothing changed).
+image:
+	@IMAGE_TAG=$(IMAGE_TAG) bash image/build.sh
+
+# The built image run as deployed: infra/start-workers.sh's own command line
+# with one pretend GPU, jobs end to end against moto, health check, user,
+# read-only root, drain, compiling, contents (about 5 minutes, as root).
+test-image: setup image
+	ILLUSTRATOR_IMAGE=$(IMAGE_TAG) $(BIN)/pytest -q tests/image
 
 lint: setup
 	$(BIN)/ruff check .
