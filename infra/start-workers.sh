@@ -129,9 +129,12 @@ start_worker() {
   # A rerun (by hand, after a change) replaces the container rather than failing.
   docker rm -f "$name" > /dev/null 2>&1 || true
   # --restart: a worker that exits (fatal error) comes back; the stop timeout
-  # covers DRAIN_TIMEOUT_S should docker stop it.
+  # covers DRAIN_TIMEOUT_S should docker stop it. The root filesystem is
+  # read-only: the worker writes the cache volume (weights, compiled kernels)
+  # and /tmp only. tests/image runs this command line against the built image.
   docker run -d --name "$name" --restart always --gpus "device=$n" \
     --stop-timeout "$STOP_TIMEOUT" \
+    --read-only --tmpfs /tmp \
     --env-file "$ENV_FILE" \
     -e "HEALTH_PORT=$port" -e "WORKER_ID=$INSTANCE_ID-gpu$n" \
     -p "127.0.0.1:$port:$port" \
