@@ -120,7 +120,12 @@ class Instance:
         self.port = free_port()
 
     def start(
-        self, settings: dict[str, str], *, stop_timeout: int = 60, secret: str = ""
+        self,
+        settings: dict[str, str],
+        *,
+        stop_timeout: int = 60,
+        secret: str = "",
+        boot_healthy_s: int = 240,
     ) -> subprocess.CompletedProcess[str]:
         """Run start-workers.sh with the service's `settings` (its env file);
         it returns once a worker answers /health, or fails."""
@@ -144,13 +149,13 @@ class Instance:
                 "CACHE_DIR": str(self.cache),
                 "BASE_PORT": str(self.port),
                 "IMDS": IMDS,
-                "BOOT_HEALTHY_S": "240",
+                "BOOT_HEALTHY_S": str(boot_healthy_s),
                 "RETRY_BASE_S": "1",
                 "HEALTH_POLL_S": "0.5",
             },
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=boot_healthy_s + 60,
             check=False,
         )
 
