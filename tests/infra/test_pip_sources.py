@@ -22,21 +22,26 @@ pip_sources = _module()
 
 LISTING = """\
 :env:.find-links='/env/wheels'
+:env:.index-url='https://env.example/simple'
 :env:.disable-pip-version-check='1'
 global.cert='/etc/ssl/certs/ca-certificates.crt'
 global.find-links='/global/wheels'
 global.index-url='https://pypi.example/simple'
+global.trusted-host='global.example'
 install.index-url='https://install.example/simple'
-freeze.index-url='https://freeze.example/simple'
+install.trusted-host='install.example'
+freeze.trusted-host='freeze.example'
 global.cache-dir='/root/.cache/pip'
 """
 
 
 def test_the_effective_settings_of_pip_install() -> None:
     assert pip_sources.effective(LISTING) == {
-        # PIP_* variables over the install section over the global one.
+        # PIP_* variables over the install section over the global one;
+        # other commands' sections and settings of no bearing are left out.
         "find-links": "/env/wheels",
-        "index-url": "https://install.example/simple",
+        "index-url": "https://env.example/simple",
+        "trusted-host": "install.example",
         "cert": "/etc/ssl/certs/ca-certificates.crt",
     }
 
