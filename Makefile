@@ -41,7 +41,7 @@ test-unit: setup
 # Podman (installed with apt-get when missing, as are Buildah, runc and
 # debootstrap), on a Debian bookworm base made here once (BASE=... for
 # another, such as the CUDA base). Prints its progress and size; the last
-# line is the reference it tagged (about 10 minutes from cold, seconds when
+# line is the reference it tagged (about 9 minutes from cold, seconds when
 # nothing changed).
 image:
 	@IMAGE_TAG=$(IMAGE_TAG) bash image/build.sh

@@ -24,8 +24,8 @@ from tests.support.instance import Instance, worker_environment
 STOP_MARGIN_S = 60
 
 
-def _events(logs: str) -> list[str]:
-    return [json.loads(line).get("event", "") for line in logs.splitlines() if line[:1] == "{"]
+def _records(logs: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in logs.splitlines() if line[:1] == "{"]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,8 @@ def test_sigterm_drains_and_exits_zero(
     state = worker.state()
     logs = worker.logs()
     assert (state["Running"], state["ExitCode"], state["OOMKilled"]) == (False, 0, False), logs
-    events = _events(logs)
+    records = _records(logs)
+    events = [r.get("event", "") for r in records]
     assert events.index("drain_requested") < events.index("drain_finished"), logs
     after = collect(stack, 1, within=5)
     if outcome == "succeeded":
@@ -73,5 +74,11 @@ def test_sigterm_drains_and_exits_zero(
     else:
         assert seconds < drain_s + STOP_MARGIN_S, logs[-3000:]
         assert "drain_timeout" in events
+        assert "release_failed" not in events
+        (finished,) = [r for r in records if r.get("event") == "drain_finished"]
+        assert finished["released_running"] == 1
         assert after == []
-        assert stack.queue_counts() == (1, 0)
+        # Given back, not deleted: visible again, unless the worker's
+        # cancelled long poll, which moto keeps open, took it once more (it
+        # then returns after the visibility timeout).
+        assert sum(stack.queue_counts()) == 1
