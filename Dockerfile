@@ -3,12 +3,14 @@
 # they are read from the cache volume (filled from MODEL_S3_PATH or a hub cache).
 #
 # BASE: the CUDA runtime by default, pinned by digest (the manifest list, so
-# the tag cannot move under a rebuild). `make image` builds the same file on
-# a Debian bookworm base made here (no registry needed) for the container
-# tests; the package names below exist on both, as python3.11 on Ubuntu 22.04
-# and on Debian 12.
-ARG BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04@sha256:17e2934e1fa96152b14f78078bfbafd0f00f391df995dc6c641a720fce1202bb
+# the tag cannot move under a rebuild), on Ubuntu 24.04: Ubuntu 22.04's
+# python3.11 is a release candidate (3.11.0rc1) under which torch cannot be
+# imported. `make image` builds the same file on a Debian bookworm base made
+# here (no registry needed) for the container tests, with PYTHON=python3.11;
+# the package names below follow that one argument on both distributions.
+ARG BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04@sha256:ac55d124da4882b497f732d8dfd9a702d5447a5f29d08d56da6f64f0a1eb34bc
 FROM ${BASE}
+ARG PYTHON=python3.12
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -20,16 +22,17 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # g++ and the Python headers are what compiling needs at run time
 # (TORCH_COMPILE): Triton builds its CUDA launcher with the host's C compiler
 # against Python.h, and inductor's CPU code is C++. Nothing else to build with.
-# python3.11-venv makes the virtual environment and goes in the same layer,
-# with the pip and setuptools wheels it brings.
+# The venv package makes the virtual environment and goes in the same layer,
+# with the pip and setuptools wheels it brings (named, not auto-removed: on
+# Ubuntu that would also take the distutils the environment's pip imports).
 # The base pins the distribution; package versions follow its security
 # updates rather than being frozen here.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates g++ \
-        python3.11 python3.11-dev python3.11-venv \
-    && python3.11 -m venv "$VIRTUAL_ENV" \
-    && apt-get purge -y --auto-remove python3.11-venv \
+        "$PYTHON" "$PYTHON-dev" "$PYTHON-venv" \
+    && "$PYTHON" -m venv "$VIRTUAL_ENV" \
+    && apt-get purge -y "$PYTHON-venv" python3-pip-whl python3-setuptools-whl \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 
 # A fixed uid, so a host directory mounted as the cache can be owned by it.

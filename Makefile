@@ -48,7 +48,7 @@ image:
 
 # The built image run as deployed: infra/start-workers.sh's own command line
 # with one pretend GPU, jobs end to end against moto, health check, user,
-# read-only root, drain, compiling, contents (about 5 minutes, as root).
+# read-only root, drain, compiling, contents (2 to 6 minutes, as root).
 test-image: setup image
 	ILLUSTRATOR_IMAGE=$(IMAGE_TAG) $(BIN)/pytest -q tests/image
 

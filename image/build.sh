@@ -8,8 +8,10 @@
 # The base is $BASE when set (for example debian:bookworm-slim from a
 # registry, or the CUDA base), else a Debian bookworm made here with
 # debootstrap from Debian's packages and imported once as $BASE_TAG: no
-# registry needed. With Podman, pip in the build uses this machine's pip
-# sources, mounted for the build only (image/pip_sources.py).
+# registry needed. $IMAGE_PYTHON names the distribution's Python package
+# (python3.11 on Debian 12, the default on the Debian base made here; the
+# Dockerfile's own default otherwise). With Podman, pip in the build uses
+# this machine's pip sources, mounted for the build only (image/pip_sources.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +55,7 @@ if [ -z "$BASE" ]; then apt_install debootstrap; fi
 image_exists() { "$ENGINE" image inspect "$1" > /dev/null 2>&1; }
 if [ -z "$BASE" ]; then
   BASE=$BASE_TAG
+  IMAGE_PYTHON=${IMAGE_PYTHON:-python3.11}
   if image_exists "$BASE"; then
     step "2/4 base: $BASE (built before)"
   else
@@ -78,6 +81,7 @@ fi
 
 step "3/4 build: $TAG"
 options=(--build-arg "BASE=$BASE" --tag "$TAG")
+if [ -n "${IMAGE_PYTHON:-}" ]; then options+=(--build-arg "PYTHON=$IMAGE_PYTHON"); fi
 if [ "$ENGINE" = podman ]; then
   # Docker's format keeps the HEALTHCHECK (OCI has no field for it).
   mapfile -t sources < <("$PYTHON" image/pip_sources.py "$WORK/pip")

@@ -30,6 +30,7 @@ def walk(top, pick):
 ours = [os.path.join(site_packages, p) for p in ("consumer", "pipeline")]
 print(json.dumps({
     "python": sys.version.split()[0],
+    "release": sys.version_info.releaselevel,
     "prefix": sys.prefix,
     "compilers": {n: shutil.which(n) for n in ("cc", "gcc", "g++")},
     "python_h": os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")),
@@ -71,7 +72,8 @@ def survey(engine: Engine) -> dict[str, Any]:
 
 
 def test_compiling_has_its_compiler_and_headers(survey: dict[str, Any]) -> None:
-    assert survey["python"] == "3.11.2" or str(survey["python"]).startswith("3.11.")
+    # A released Python: Ubuntu 22.04's 3.11.0rc1 cannot import torch.
+    assert survey["release"] == "final", survey["python"]
     assert all(survey["compilers"].values()), survey["compilers"]
     assert survey["python_h"] is True
     # Compiled kernels survive a restart: they are written to the cache volume.

@@ -51,9 +51,11 @@ def test_runs_the_consumer_as_a_non_root_user_on_a_cuda_base() -> None:
     # The base is an argument (make image gives a local Debian); its default
     # is the CUDA runtime, pinned by digest as well as by tag.
     arguments = dict(a.partition("=")[::2] for w, a in instructions if w == "ARG")
-    assert re.fullmatch(
-        r"nvidia/cuda:12\.[\d.]+-cudnn-runtime-ubuntu22\.04@sha256:[0-9a-f]{64}", arguments["BASE"]
-    ), arguments["BASE"]
+    pinned = r"nvidia/cuda:1[2-9]\.[\d.]+-cudnn-runtime-ubuntu24\.04@sha256:[0-9a-f]{64}"
+    assert re.fullmatch(pinned, arguments["BASE"]), arguments["BASE"]
+    # Ubuntu 24.04's own Python; Ubuntu 22.04's python3.11 is 3.11.0rc1,
+    # under which torch cannot be imported.
+    assert arguments["PYTHON"] == "python3.12"
     users = [args for word, args in instructions if word == "USER"]
     assert users
     assert users[-1].split(":")[0] not in {"0", "root"}
@@ -116,8 +118,9 @@ def test_installs_with_the_pinned_constraints() -> None:
 def test_the_image_can_compile_and_keeps_its_kernels_on_the_volume() -> None:
     instructions = _instructions()
     packages = " ".join(args for word, args in instructions if word == "RUN").split()
-    # The same names on Ubuntu 22.04 (the CUDA base) and Debian 12.
-    assert {"g++", "python3.11", "python3.11-dev"} <= set(packages)
+    # One argument names the Python packages on Ubuntu (the CUDA base) and
+    # Debian 12 (make image) alike.
+    assert {"g++", '"$PYTHON"', '"$PYTHON-dev"'} <= set(packages)
     environment = dict(
         pair.split("=", 1) for word, args in instructions if word == "ENV" for pair in args.split()
     )
