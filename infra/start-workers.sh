@@ -33,6 +33,10 @@ CONF=${ILLUSTRATOR_CONF:-/etc/illustrator}
 # shellcheck source=/dev/null
 . "$CONF/fleet.env"
 CACHE_DIR=${CACHE_DIR:-/var/cache/illustrator}
+# docker stop's patience: the drain, then the grace a stopped generation has to
+# come back (60 s), then the process's exit; any less and a job that overran
+# its drain would be killed rather than released.
+STOP_TIMEOUT=${STOP_TIMEOUT:-$((${DRAIN_TIMEOUT_S:-90} + 90))}
 BASE_PORT=${BASE_PORT:-8080}
 IMDS=${IMDS:-http://169.254.169.254/latest}
 BOOT_HEALTHY_S=${BOOT_HEALTHY_S:-900}
@@ -215,9 +219,12 @@ start_worker() {
   # A rerun (by hand, after a change) replaces the container rather than failing.
   docker rm -f "$name" > /dev/null 2>&1 || true
   # --restart: a worker that exits (fatal error) comes back; the stop timeout
-  # covers DRAIN_TIMEOUT_S should docker stop it.
+  # covers DRAIN_TIMEOUT_S should docker stop it. The root filesystem is
+  # read-only: the worker writes the cache volume (weights, compiled kernels)
+  # and /tmp only. tests/image runs this command line against the built image.
   docker run -d --name "$name" --restart always --gpus "device=$n" \
     --stop-timeout "$STOP_TIMEOUT" \
+    --read-only --tmpfs /tmp \
     --env-file "$ENV_FILE" \
     -e "HEALTH_PORT=$port" -e "WORKER_ID=$INSTANCE_ID-gpu$n" \
     -p "127.0.0.1:$port:$port" \

@@ -35,6 +35,9 @@ from pipeline.api.config import (
 
 __all__ = ["ArtifactCache", "ArtifactError", "prepare_pipeline_config"]
 
+# The backend named for a CPU: the one the pipeline uses on a GPU by default.
+CPU_COMPILE_BACKEND = "inductor"
+
 
 async def _resolve_file(cache: ArtifactCache, value: str) -> str:
     return str(await cache.fetch_file(value)) if is_s3_uri(value) else value
@@ -123,6 +126,7 @@ async def _prepare(settings: Settings, cache: ArtifactCache) -> PipelineConfig:
         image_encoder_path=image_encoder_path,
         lora_path=lora_path,
         vae_path=vae_path,
+        torch_compile_backend=compile_backend(settings),
     )
 
 
@@ -138,6 +142,16 @@ def reported_model(settings: Settings) -> str:
     if settings.enable_lora and settings.lora_path:
         return f"{base} + LoRA {settings.lora_path} (scale {settings.lora_scale:g})"
     return base
+
+
+def compile_backend(settings: Settings) -> str | None:
+    """The pipeline's ``torch.compile`` backend: its own default (``None``:
+    inductor, on a GPU only) unless ``DEVICE=cpu`` names the CPU, where
+    ``TORCH_COMPILE`` then compiles too, with inductor's C++ code. A CPU the
+    worker merely fell back to is never compiled for."""
+    if settings.torch_compile and settings.device == "cpu":
+        return CPU_COMPILE_BACKEND
+    return None
 
 
 def pipeline_settings(settings: Settings) -> dict[str, Any]:
@@ -157,8 +171,7 @@ def pipeline_settings(settings: Settings) -> dict[str, Any]:
 
 
 # Fields whose local value comes from resolving a setting, not from the setting
-# itself; and torch_compile_backend, which only tests and benchmarks set (the
-# service compiles with inductor, its default).
+# itself; and torch_compile_backend (see compile_backend).
 _RESOLVED = frozenset(
     {"model_path", "model_name", "weights_file", "ip_adapter_path", "image_encoder_path"}
     | {"lora_path", "vae_path", "torch_compile_backend"}

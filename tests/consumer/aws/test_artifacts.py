@@ -254,6 +254,22 @@ async def test_device_dtype_and_vae_reach_the_pipeline(tmp_path: Path) -> None:
     assert (unset.device, unset.dtype, unset.vae_path) == (None, None, None)
 
 
+@pytest.mark.parametrize(
+    ("device", "torch_compile", "backend"),
+    [("cpu", True, "inductor"), ("", True, None), ("cuda", True, None), ("cpu", False, None)],
+)
+async def test_torch_compile_on_a_cpu_named_by_device_uses_inductor(
+    tmp_path: Path, device: str, torch_compile: bool, backend: str | None
+) -> None:
+    # The pipeline compiles on a CPU only with a backend named: DEVICE=cpu
+    # names it, a CPU fallen back to does not; on a GPU its default stands.
+    settings = Settings(
+        model_path="/m", device=device, torch_compile=torch_compile, model_cache_dir=str(tmp_path)
+    )
+    config = await prepare_pipeline_config(settings)
+    assert (config.torch_compile, config.torch_compile_backend) == (torch_compile, backend)
+
+
 async def test_vae_folder_from_s3_is_cached(stack: Stack, tmp_path: Path) -> None:
     folder = tmp_path / "vae"
     folder.mkdir()
