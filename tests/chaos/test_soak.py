@@ -1,7 +1,7 @@
-"""The short chaos soak, in every test run: a few dozen jobs, kills and faults.
+"""The short chaos soak (`make test-outages`): a few dozen jobs, kills and faults.
 
 `make soak` runs the long one (1000 jobs, three consumers); this one keeps
-the same audit on a scale a 2-core CI runner finishes in well under a minute.
+the same audit on a scale a 2-core CI runner finishes in about a minute.
 """
 
 from __future__ import annotations
@@ -9,7 +9,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from tests.chaos.soak import SoakConfig, run_soak
+
+# Minutes of real time: `make test-outages`, after `make test`.
+pytestmark = pytest.mark.outages
 
 SHORT = SoakConfig(
     jobs=60,

@@ -283,18 +283,10 @@ class _DeployedResolved(Resolved):
         stack: IamStack = self._stack
         return stack.physical.get(name, f"{stack.name}-{name}")
 
-    def attribute(self, name: str, attribute: str) -> str:
+    def arn_id(self, name: str) -> str:
         stack: IamStack = self._stack
-        kind = self.template["Resources"][name]["Type"]
         value = stack.physical.get(name, "")
-        if kind == "AWS::SQS::Queue" and attribute == "Arn":
-            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{value.rsplit('/', 1)[1]}"
-        if kind == "AWS::S3::Bucket" and attribute == "Arn":
-            return f"arn:aws:s3:::{value}"
-        if kind == "AWS::KMS::Key" and attribute == "Arn":
-            return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{value}"
-        if kind == "AWS::IAM::Role" and attribute == "Arn":
-            return f"arn:aws:iam::{ACCOUNT}:role/{value}"
-        if kind == "AWS::Logs::LogGroup" and attribute == "Arn":
-            return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{value}:*"
-        return super().attribute(name, attribute)
+        # Ref of a queue is its URL; its ARN names it by its last part.
+        if self.template["Resources"][name]["Type"] == "AWS::SQS::Queue":
+            return value.rsplit("/", 1)[1]
+        return value

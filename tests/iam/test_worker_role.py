@@ -116,27 +116,33 @@ def test_a_transient_failure_is_retried_from_a_copy_then_dead_lettered(
     iam_stack: IamStack, tmp_path: Path
 ) -> None:
     producer = Producer(iam_stack)
-    producer.upload("slow1")
-    producer.send("job-slow", "slow1")
+    producer.upload("damaged1")
+    producer.send("job-damaged", "damaged1")
     decisions = Decisions(iam_stack)
-    worker = Worker(
-        iam_stack,
-        tmp_path / "transient.log",
-        BLANK_LATENCY_MS="5000",
-        GENERATION_TIMEOUT_S="0.3",
-        MAX_ATTEMPTS="2",
-        RETRY_BACKOFF_BASE_S="0",
+    # S3 refuses every upload with a 4xx that is neither an outage nor the
+    # request's fault (a body that arrived damaged): a transient failure.
+    damaged = Rule(
+        Fault.ERROR, service=Service.S3, operation="PutObject", status=400, code="BadDigest"
     )
-    assert worker.finish() == 0, worker.log.read_text()[-3000:]
+    with proxy_in_thread(iam_stack.endpoint, [damaged]) as s3:
+        worker = Worker(
+            iam_stack,
+            tmp_path / "transient.log",
+            MAX_ATTEMPTS="2",
+            RETRY_BACKOFF_BASE_S="0",
+            AWS_ENDPOINT_URL_S3=s3.url,
+        )
+        assert worker.finish() == 0, worker.log.read_text()[-3000:]
+    assert damaged.hits == 2
     assert worker.logged("job_retry_scheduled")
     [failed] = completion_events(iam_stack)
     assert failed["error"] == {
-        "code": "generation_failed",
-        "message": failed["error"]["message"],
+        "code": "internal_error",
+        "message": "AWS PutObject failed: BadDigest",
         "retryable": True,
     }
     [dead] = queue_messages(iam_stack, "DeadLetterQueueUrl")
-    assert _body(dead)["job_id"] == "job-slow"
+    assert _body(dead)["job_id"] == "job-damaged"
     assert "sqs:SendMessage" in decisions.check()
     resends = [
         d
@@ -172,7 +178,10 @@ def test_a_drain_releases_a_heartbeaten_job_as_a_fresh_copy(
         tmp_path / "drain.log",
         burst=False,
         BLANK_LATENCY_MS="60000",
-        VISIBILITY_TIMEOUT_S="2",
+        # Short, for heartbeats within seconds; long enough that a slow
+        # extension under an IAM-enforcing moto on a busy machine does not
+        # let the request show again (and be taken a second time).
+        VISIBILITY_TIMEOUT_S="6",
         DRAIN_TIMEOUT_S="0",
     )
 

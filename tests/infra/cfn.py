@@ -24,6 +24,14 @@ REGION = "us-east-1"
 STACK = "illustrator"
 # CloudFormation names a queue <stack>-<logical id>-<random suffix>.
 QUEUE_SUFFIX = "1A2B3C4D5E6F"
+# GetAtt Arn by resource type, from what names the resource (Resolved.arn_id).
+ARNS = {
+    "AWS::SQS::Queue": "arn:aws:sqs:{region}:{account}:{id}",
+    "AWS::S3::Bucket": "arn:aws:s3:::{id}",
+    "AWS::KMS::Key": "arn:aws:kms:{region}:{account}:key/{id}",
+    "AWS::IAM::Role": "arn:aws:iam::{account}:role/{id}",
+    "AWS::Logs::LogGroup": "arn:aws:logs:{region}:{account}:log-group:{id}:*",
+}
 _NO_VALUE = object()
 
 
@@ -74,19 +82,25 @@ class Resolved:
     def attribute(self, name: str, attribute: str) -> str:
         """What GetAtt gives."""
         kind = self.template["Resources"][name]["Type"]
-        if attribute == "Arn" and kind == "AWS::SQS::Queue":
-            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-{name}-{QUEUE_SUFFIX}"
+        if attribute == "Arn" and kind in ARNS:
+            return ARNS[kind].format(
+                region=self.values["AWS::Region"],
+                account=self.values["AWS::AccountId"],
+                id=self.arn_id(name),
+            )
         if attribute == "QueueName":
             return f"{STACK}-{name}-{QUEUE_SUFFIX}"
-        if attribute == "Arn" and kind == "AWS::S3::Bucket":
-            return f"arn:aws:s3:::{STACK}-bucket"
-        if attribute == "Arn" and kind == "AWS::KMS::Key":
-            return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{STACK}-key"
-        if attribute == "Arn" and kind == "AWS::IAM::Role":
-            return f"arn:aws:iam::{ACCOUNT}:role/{STACK}-{name}"
-        if attribute == "Arn" and kind == "AWS::Logs::LogGroup":
-            return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/illustrator/{STACK}:*"
         return f"{STACK}-{name}-{attribute}"
+
+    def arn_id(self, name: str) -> str:
+        """What names the resource `name` in its ARN (see :data:`ARNS`)."""
+        kind = self.template["Resources"][name]["Type"]
+        return {
+            "AWS::SQS::Queue": f"{STACK}-{name}-{QUEUE_SUFFIX}",
+            "AWS::S3::Bucket": f"{STACK}-bucket",
+            "AWS::KMS::Key": f"{STACK}-key",
+            "AWS::Logs::LogGroup": f"/illustrator/{STACK}",
+        }.get(kind, f"{STACK}-{name}")
 
     def resource(self, name: str) -> Any:
         """A resource's Properties, resolved."""

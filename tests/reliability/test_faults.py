@@ -27,6 +27,9 @@ from tests.support.aws import Stack
 from tests.support.helpers import eventually
 from tests.support.helpers import memory as memory_request
 
+# A minute of real time in all: `make test-outages`, after `make test`.
+pytestmark = pytest.mark.outages
+
 OUTPUT = "generated/user1/memory_{}.png"
 
 

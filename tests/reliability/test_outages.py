@@ -29,6 +29,9 @@ from tests.support.aws import Stack, make_stack
 from tests.support.fakes import ShiftedClock
 from tests.support.helpers import eventually, memory, png
 
+# Minutes of real time: `make test-outages`, after `make test`.
+pytestmark = pytest.mark.outages
+
 JOBS = 6
 # How long after a service answers again the worker must take requests.
 RESUME_WITHIN_S = 30.0

@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[3]
 FAST_S = 10.0
 
 
-def _run(**env: str) -> tuple[int, list[str], float]:
+def _run(aws: Stack | None = None, **env: str) -> tuple[int, list[str], float]:
+    """`illustrator run` with `env`, against `aws` (else an address where
+    nothing answers); its exit code, stderr lines and seconds."""
     environment = {
         **os.environ,
         "SQS_QUEUE_URL": "http://127.0.0.1:1/000000000000/requests",
@@ -31,6 +33,7 @@ def _run(**env: str) -> tuple[int, list[str], float]:
         "HEALTH_PORT": "0",
         "LOG_FORMAT": "json",
         "PYTHONPATH": str(ROOT),
+        **(aws.environment() if aws is not None else {}),
         **env,
     }
     started = time.monotonic()
@@ -72,7 +75,7 @@ def test_a_bad_model_path_is_one_line_and_exit_two(
     assert seconds < FAST_S
 
 
-def test_a_real_model_without_a_gpu_is_one_line_and_exit_two(tmp_path: Path) -> None:
+def test_a_real_model_without_a_gpu_is_one_line_and_exit_two(tmp_path: Path, stack: Stack) -> None:
     import torch
 
     from pipeline.builtin.tiny import save_tiny
@@ -81,7 +84,8 @@ def test_a_real_model_without_a_gpu_is_one_line_and_exit_two(tmp_path: Path) -> 
         pytest.skip("needs a machine without a GPU")
     model_dir, ip_dir = save_tiny(tmp_path)
     common = {"MODEL_PATH": str(model_dir), "IP_ADAPTER_PATH": str(ip_dir), "DEVICE": ""}
-    code, lines, _ = _run(**common)
+    # AWS answers: the start-up checks pass, and the machine is refused next.
+    code, lines, _ = _run(stack, **common)
     assert code == 2
     # Found once the sidecar listens (its log line comes first), before any
     # weight is read; no traceback, one line of its own.
@@ -217,14 +221,18 @@ def test_a_catalog_with_a_style_that_cannot_work_exits_two_naming_it(
     assert seconds < FAST_S
 
 
-def test_a_lora_the_model_cannot_take_exits_two_naming_its_style(tmp_path: Path) -> None:
+def test_a_lora_the_model_cannot_take_exits_two_naming_its_style(
+    tmp_path: Path, stack: Stack
+) -> None:
     from tests.support.lora_headers import diffusers_lora
 
     # Layers named as the tiny UNet's, sized as another model's.
     diffusers_lora(tmp_path / "alien.safetensors", blocks=1, width=640)
     catalog = tmp_path / "styles.yaml"
     catalog.write_text("styles:\n  alien: {lora: alien.safetensors}\n")
-    code, lines, _ = _run(MODEL_PATH="builtin:tiny", WARMUP="false", STYLES_PATH=str(catalog))
+    code, lines, _ = _run(
+        stack, MODEL_PATH="builtin:tiny", WARMUP="false", STYLES_PATH=str(catalog)
+    )
     assert code == 2
     assert lines[-1].startswith(f"illustrator: STYLES_PATH={catalog}: style 'alien': ")
     assert "do not fit the model's layer" in lines[-1]
