@@ -4,8 +4,9 @@ user data runs it, against this machine's container engine.
 What an EC2 GPU instance has and this machine lacks is stood in for on PATH:
 the instance metadata service behind ``curl`` (every other URL goes to the
 real curl, so the script's health wait asks the real container),
-``nvidia-smi`` listing one pretend GPU, ``aws`` answering the token secret,
-and ``shutdown``/``systemctl`` doing nothing. ``docker`` is this machine's
+``nvidia-smi`` listing one pretend GPU, and ``aws``, ``shutdown`` and
+``systemctl`` doing nothing (the worker reads its signing token from Secrets
+Manager itself, here moto's). ``docker`` is this machine's
 engine, running the script's own command line with the few translations
 :func:`translate` lists; every command the script gave is recorded.
 """
@@ -77,26 +78,25 @@ with open(os.path.join({folder!r}, "docker.jsonl"), "a") as calls:
     calls.write(json.dumps(sys.argv[1:]) + "\\n")
 os.execv({engine!r}, [{engine!r}, *translate(sys.argv[1:], {name!r}, {prefix!r})])
 """
+# The metadata an instance outside any Auto Scaling group has: its id; no
+# target lifecycle state and no group tag (404, as IMDS answers them).
 CURL = """#!{python}
 import os, sys
-url = next((a for a in sys.argv[1:] if a.startswith("http")), "")
+args = sys.argv[1:]
+url = next((a for a in args if a.startswith("http")), "")
 if url.startswith({imds!r}):
     answers = {{"/api/token": "token", "/meta-data/instance-id": {instance!r}}}
     found = [v for k, v in answers.items() if url.endswith(k)]
-    print(found[0] if found else "", end="")
-    sys.exit(0 if found else 22)
-os.execv({curl!r}, ["curl", *sys.argv[1:]])
-"""
-AWS = """#!{python}
-import sys
-args = sys.argv[1:]
-if args[:2] == ["secretsmanager", "get-secret-value"]:
-    stage = args[args.index("--version-stage") + 1] if "--version-stage" in args else "AWSCURRENT"
-    secret = {secret!r}
-    if stage == "AWSCURRENT" and secret:
-        print(secret)
+    body = found[0] if found else ""
+    if "-w" in args:  # the status on stdout, the body into -o's file
+        if "-o" in args:
+            with open(args[args.index("-o") + 1], "w") as out:
+                out.write(body)
+        print("200" if found else "404", end="")
         sys.exit(0)
-    sys.exit(254)
+    print(body, end="")
+    sys.exit(0 if found else 22)
+os.execv({curl!r}, ["curl", *args])
 """
 GPUS = f"#!/bin/sh\necho '{PRETEND_GPU}'\n"
 NOTHING = "#!/bin/sh\nexit 0\n"
@@ -124,18 +124,16 @@ class Instance:
         settings: dict[str, str],
         *,
         stop_timeout: int = 60,
-        secret: str = "",
         boot_healthy_s: int = 240,
     ) -> subprocess.CompletedProcess[str]:
         """Run start-workers.sh with the service's `settings` (its env file);
         it returns once a worker answers /health, or fails."""
-        self._stand_ins(secret)
+        self._stand_ins()
         fleet = {
             "IMAGE": self.image,
             "AWS_REGION": "us-east-1",
             "LOG_GROUP": "/illustrator/image-test",
             "STOP_TIMEOUT": str(stop_timeout),
-            "AUTH_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:0:secret:token" if secret else "",
         }
         (self.conf / "fleet.env").write_text("".join(f"{k}='{v}'\n" for k, v in fleet.items()))
         service = "".join(f"{k}={v}\n" for k, v in settings.items())
@@ -169,7 +167,7 @@ class Instance:
         lines = path.read_text().splitlines() if path.exists() else []
         return [json.loads(line) for line in lines]
 
-    def _stand_ins(self, secret: str) -> None:
+    def _stand_ins(self) -> None:
         real_curl = shutil.which("curl", path="/usr/bin:/bin")
         assert real_curl, "curl is needed for the script's health checks"
         python = sys.executable
@@ -183,7 +181,7 @@ class Instance:
                 prefix=self.prefix,
             ),
             "curl": CURL.format(python=python, imds=IMDS, instance=INSTANCE_ID, curl=real_curl),
-            "aws": AWS.format(python=python, secret=secret),
+            "aws": NOTHING,
             "nvidia-smi": GPUS,
             "shutdown": NOTHING,
             "systemctl": NOTHING,
