@@ -33,10 +33,6 @@ CONF=${ILLUSTRATOR_CONF:-/etc/illustrator}
 # shellcheck source=/dev/null
 . "$CONF/fleet.env"
 CACHE_DIR=${CACHE_DIR:-/var/cache/illustrator}
-# docker stop's patience: the drain, then the grace a stopped generation has to
-# come back (60 s), then the process's exit; any less and a job that overran
-# its drain would be killed rather than released.
-STOP_TIMEOUT=${STOP_TIMEOUT:-$((${DRAIN_TIMEOUT_S:-90} + 90))}
 BASE_PORT=${BASE_PORT:-8080}
 IMDS=${IMDS:-http://169.254.169.254/latest}
 BOOT_HEALTHY_S=${BOOT_HEALTHY_S:-900}

@@ -155,6 +155,14 @@ def test_the_user_data_starts_the_watchdog_then_the_workers(host: Host) -> None:
     conf = host.root / "instance" / "etc" / "illustrator"
     assert (conf / "workers").read_text() == "illustrator-gpu0 8080\n"
     assert "BOOT_HEALTHY_S=900\n" in (conf / "fleet.env").read_text()
+    # Both scripts that stop or restart a worker read its patience from there.
+    sourced = subprocess.run(
+        ["bash", "-uc", '. "$1/fleet.env" && echo "$STOP_TIMEOUT"', "-", str(conf)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert sourced.stdout == "180\n"
     lines = (host.root / "calls.jsonl").read_text().splitlines()
     order = [json.loads(line)[0] for line in lines]
     assert host.calls("systemctl") == [
