@@ -11,17 +11,15 @@ costs one ``GetQueueAttributes`` per look; a look peeks like
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from consumer.cli.redrive import DeadLetter, peek
+from consumer.cli.redrive import DeadLetter, dlq_size, peek
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
 # How many DLQ messages one look reads at most.
 PEEK_LIMIT = 100
-VISIBLE: Final = "ApproximateNumberOfMessages"
-IN_FLIGHT: Final = "ApproximateNumberOfMessagesNotVisible"
 
 
 class DeadLetterWatch:
@@ -34,16 +32,9 @@ class DeadLetterWatch:
         self.message_ids: set[str] = set()
         self._seen: int | None = None
 
-    async def _size(self) -> int:
-        response = await self.sqs.get_queue_attributes(
-            QueueUrl=self.url, AttributeNames=[VISIBLE, IN_FLIGHT]
-        )
-        attributes = response.get("Attributes", {})
-        return int(attributes.get(VISIBLE, "0")) + int(attributes.get(IN_FLIGHT, "0"))
-
     async def start(self) -> None:
         """Note the DLQ's size before the request is sent."""
-        self._seen = await self._size()
+        self._seen = await dlq_size(self.sqs, self.url)
 
     def _ours(self, letter: DeadLetter) -> bool:
         # A worker's dead-letter copy has a new message id but the same body.
@@ -52,7 +43,7 @@ class DeadLetterWatch:
     async def look(self, *, always: bool = False) -> DeadLetter | None:
         """The request's DLQ entry, if there; the DLQ is read only when it has
         grown since the last look, or when `always`."""
-        size = await self._size()
+        size = await dlq_size(self.sqs, self.url)
         grown = self._seen is None or size > self._seen
         self._seen = size
         if not (grown or always) or size == 0:

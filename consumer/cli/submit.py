@@ -152,9 +152,8 @@ async def _report(
         output = s3_uri(settings.s3_bucket_name, key)
         return wait_report.nothing(request.job_id, args.timeout_s, output, sent.dlq_url)
     print(json.dumps(event, indent=2, ensure_ascii=False))
-    anonymous = wait_report.outcome_line(waited, request.job_id, sent.message_id, sent.signed)
-    if anonymous is not None:
-        return anonymous
+    if waited.anonymous:
+        return wait_report.anonymous_failure(event, request.job_id, sent.message_id, sent.signed)
     if event.get("status") != "succeeded":
         error = event.get("error") or {}
         print(

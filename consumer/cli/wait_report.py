@@ -13,7 +13,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from consumer.cli.event_waiter import Waited
     from consumer.cli.redrive import DeadLetter
 
 EXIT_FAILED = 1
@@ -68,10 +67,3 @@ def nothing(job_id: str, timeout_s: float, output_uri: str, dlq_url: str | None)
         f"its output would be {output_uri}"
     )
     return EXIT_TIMEOUT
-
-
-def outcome_line(waited: Waited, job_id: str, message_id: str, signed: bool) -> int | None:
-    """The status for an event that names no job, else ``None`` (the caller reports)."""
-    if waited.event is not None and waited.anonymous:
-        return anonymous_failure(waited.event, job_id, message_id, signed)
-    return None
