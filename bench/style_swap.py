@@ -33,7 +33,7 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +80,14 @@ def _tiny(folder: Path, rank: int, compile_unet: bool = False) -> tuple[Any, lis
         save_tiny_lora(folder / f"r{rank}-{i}.safetensors", seed=i, rank=rank, targets=t)
         for i, t in enumerate(targets)
     ]
+    digests = {p: file_digest(p) for p in paths}
     config = PipelineConfig(
         model_path=BUILTIN_TINY,
         warmup=compile_unet,
         torch_compile=compile_unet,
         torch_compile_backend="eager" if compile_unet else None,
         style_slot=slot_for(inspect_lora(p) for p in paths),
-        style_loras=tuple((p.stem, str(p), file_digest(p)) for p in paths),
+        style_loras=tuple((p.stem, str(p), digests[p]) for p in paths),
     )
     generator = create_generator(config)
     generator.load()
@@ -104,7 +105,7 @@ def _tiny(folder: Path, rank: int, compile_unet: bool = False) -> tuple[Any, lis
             height=64,
             style=p.stem,
             style_strength=strength,
-            style_digest=file_digest(p),
+            style_digest=digests[p],
             style_lora=str(p),
             style_lora_scale=strength,
         )
@@ -159,25 +160,34 @@ def sdxl_swap(repeats: int) -> dict[str, Any]:
     """Bytes per swap on SDXL's slot layers, and diffusers' bookkeeping per swap."""
     import torch
 
-    from bench.sdxl_gpu import SDXL_UNET
-    from pipeline.api.lora_files import SLOT_KINDS, layer_kind
+    from bench.sdxl_arch import SDXL_UNET
+    from pipeline.api.lora_files import SLOT_KINDS
     from pipeline.engine.untyped import diffusers
 
     with torch.device("meta"):
         unet = diffusers.UNet2DConditionModel(**SDXL_UNET)
     out: dict[str, Any] = {}
     for label, kinds in (("attention", ATTENTION), ("every_slot_kind", SLOT_KINDS)):
-        shapes = [
-            (m.out_features, m.in_features)
-            for name, m in unet.named_modules()
-            if isinstance(m, torch.nn.Linear) and layer_kind(name) in kinds
-        ]
+        shapes = _linear_shapes(unet, kinds).values()
         out[label] = {
             "layers": len(shapes),
             "bytes_fp16": {r: sum(r * (o + i) * 2 for o, i in shapes) for r in RANKS},
         }
     out["bookkeeping"] = _bookkeeping(repeats)
     return out
+
+
+def _linear_shapes(unet: Any, kinds: Container[str]) -> dict[str, tuple[int, int]]:
+    """(out, in) of each linear layer of `unet` whose LoRA kind is in `kinds`."""
+    import torch
+
+    from pipeline.api.lora_files import layer_kind
+
+    return {
+        name: (m.out_features, m.in_features)
+        for name, m in unet.named_modules()
+        if isinstance(m, torch.nn.Linear) and layer_kind(name) in kinds
+    }
 
 
 # SDXL base 1.0's UNet with every module and tensor it has, each a sliver
@@ -199,17 +209,12 @@ def _bookkeeping(repeats: int) -> dict[str, float]:
     besides copying the weights."""
     import torch
 
-    from bench.sdxl_gpu import SDXL_UNET
-    from pipeline.api.lora_files import layer_kind
+    from bench.sdxl_arch import SDXL_UNET
     from pipeline.engine.untyped import diffusers
 
     unet = diffusers.UNet2DConditionModel(**{**SDXL_UNET, **SDXL_SLIVER})
 
-    shapes = {
-        name: (m.out_features, m.in_features)
-        for name, m in unet.named_modules()
-        if isinstance(m, torch.nn.Linear) and layer_kind(name) in ATTENTION
-    }
+    shapes = _linear_shapes(unet, ATTENTION)
 
     def lora(rank: int) -> dict[str, torch.Tensor]:
         state = {}
