@@ -227,9 +227,10 @@ def check_model_source(settings: Settings) -> None:
         raise ConfigError(f"MODEL_PATH is empty: give a folder, a cached hub id or one of {valid}")
     if Path(value).expanduser().is_dir():
         return
-    if _looks_like_hub_id(value) and in_hub_cache(value):
+    hub_id = _looks_like_hub_id(value)
+    if hub_id and in_hub_cache(value):
         return
-    if _looks_like_hub_id(value) and not Path(value).exists():
+    if hub_id and not Path(value).exists():
         reason = f"not a local folder, nor a hub id in the local hub cache {hub_cache_dir()}"
     else:
         reason = "not a local folder"

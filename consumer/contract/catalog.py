@@ -20,6 +20,7 @@ request's own fields.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,8 +64,10 @@ class CatalogError(ValueError):
     """A catalog that cannot be parsed or is not valid; the message says where."""
 
 
+@functools.cache
 def _request_field(name: str) -> TypeAdapter[Any]:
-    # Imported here: the request module imports this one.
+    # One validator per field, built once: a catalog has up to MAX_STYLES
+    # styles with a few defaults each. Imported here: the request module imports this one.
     from consumer.contract.request import Request
 
     annotation: Any = Request.model_fields[name].annotation

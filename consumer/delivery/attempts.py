@@ -23,8 +23,9 @@ released ``maxReceiveCount`` times. So the counts live in the message:
   receive count proves a death is re-sent at once with it recorded (and not
   drawn this time), and every copy sent carries the deaths so charged, so
   none is forgotten when the receive count starts again. A request charged
-  ``MAX_WORKER_DEATHS`` is failed as it is received, before anything else is
-  done with it.
+  ``MAX_WORKER_DEATHS`` is failed once it is known to be neither finished
+  (its outputs all written) nor cancelled, before its input is read or
+  anything is drawn.
 """
 
 from __future__ import annotations
@@ -150,20 +151,18 @@ async def resend(
     message: ReceivedMessage,
     failed: int,
     delay_s: float = 0,
-    died: int | None = None,
 ) -> None:
-    """Replace `message` by a fresh copy carrying `failed` failures and `died`
-    worker deaths (``None``: those it is charged with, :func:`deaths`),
-    visible after `delay_s` (at most 900 s, SQS's limit), in the original's
-    fair-queue group.
+    """Replace `message` by a fresh copy carrying `failed` failures and the
+    worker deaths it is charged with (:func:`deaths`), visible after
+    `delay_s` (at most 900 s, SQS's limit), in the original's fair-queue group.
 
     The copy is sent before the received one is deleted: if the delete fails
     the request exists twice, which its job id makes harmless; the other way
     round it could be lost.
     """
     delay = max(0, min(MAX_DELAY_S, int(delay_s)))
-    charged = deaths(message) if died is None else died
-    await queue.send_copy(message, queue.url, copy_attributes(message, failed, charged), delay)
+    attributes = copy_attributes(message, failed, deaths(message))
+    await queue.send_copy(message, queue.url, attributes, delay)
     await queue.delete(message)
 
 

@@ -11,7 +11,7 @@ Each resource is asked once, with a call the worker's role may make anyway:
 * the topic (``SNS_TOPIC_ARN``): ``GetTopicAttributes``;
 * the bucket (``S3_BUCKET_NAME``): a one-key listing of the first model
   source kept in it (the role may list the model prefix, nothing else), or
-  ``HeadBucket`` when no model source lives there.
+  ``GetBucketLocation`` when no model source lives there.
 
 The calls run side by side. A definitive answer (no such queue, topic or bucket, access denied, a
 malformed URL or ARN, no credentials) raises :class:`ConfigError` naming the
@@ -134,8 +134,9 @@ def _model_sources(settings: Settings) -> Iterator[str]:
 def _bucket_ask(settings: Settings, clients: AwsClients) -> _Ask:
     bucket = settings.s3_bucket_name
     for source in _model_sources(settings):
-        if is_s3_uri(source) and parse_s3_uri(source).bucket == bucket:
-            prefix = parse_s3_uri(source).key
+        where = parse_s3_uri(source) if is_s3_uri(source) else None
+        if where is not None and where.bucket == bucket:
+            prefix = where.key
 
             def listing(prefix: str = prefix) -> Awaitable[Any]:
                 return clients.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
+from pipeline.api.batch import batch_pixels
 from pipeline.api.spec import GenerationSpec, JobKind, uses_negative_prompt
 
 WARMUP_STEPS = 2
@@ -49,4 +50,4 @@ def footprint(spec: GenerationSpec) -> int:
     """What a generation's activations grow with: the latents' pixels, doubled
     under classifier-free guidance (the UNet draws each picture twice)."""
     copies = 2 if uses_negative_prompt(spec.guidance_scale) else 1
-    return copies * spec.num_images * spec.width * spec.height
+    return copies * batch_pixels(spec)
