@@ -38,6 +38,7 @@ from pydantic import (
     model_validator,
 )
 
+from consumer.contract.validation import describe
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
 from pipeline.api.lora_files import LoraFacts
@@ -152,20 +153,11 @@ def parse_catalog(data: bytes, name: str) -> StyleCatalog:
     try:
         return StyleCatalog.model_validate(raw)
     except ValidationError as error:
-        raise CatalogError(_describe(error)) from None
+        raise CatalogError(describe(error, "catalog", 3)) from None
 
 
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "catalog"
-        parts.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
-    more = error.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 def lora_source(catalog_source: str, lora: str) -> str:

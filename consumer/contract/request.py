@@ -24,6 +24,7 @@ from consumer.contract.catalog import (
     style_fields,
     styled_defaults,
 )
+from consumer.contract.validation import describe
 from consumer.errors import InvalidRequest
 from consumer.settings import GenerationDefaults
 from pipeline.api import limits
@@ -233,16 +234,6 @@ def _loads(body: bytes) -> dict[str, object]:
     return data
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    more = error.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
 def input_prefix(kind: JobKind, defaults: GenerationDefaults) -> str:
     """The S3 prefix under which a kind's input images live."""
     return defaults.s3_avatar_prefix if kind is JobKind.MEMORY else defaults.s3_subject_prefix
@@ -262,7 +253,7 @@ def parse_request(body: bytes, defaults: GenerationDefaults) -> Request:
         # still reading enum values from their strings.
         request = Request.model_validate_json(body)
     except ValidationError as error:
-        raise InvalidRequest(_describe(error)) from None
+        raise InvalidRequest(describe(error, "body", 5)) from None
     if request.image_key is not None:
         check_image_key(request.image_key, input_prefix(request.kind, defaults), request.user_id)
     return request
