@@ -227,6 +227,17 @@ class Settings(GenerationDefaults):
                 raise ValueError(f"SCHEDULER_KARRAS: {error}") from None
         return self
 
+    def request_queue_setting(self, url: str) -> str | None:
+        """The setting (``SQS_QUEUE_URL`` or ``SQS_PRIORITY_QUEUE_URL``) that
+        names `url` as a request queue, if one does."""
+        for name, queue in (
+            ("SQS_QUEUE_URL", self.sqs_queue_url),
+            ("SQS_PRIORITY_QUEUE_URL", self.sqs_priority_queue_url),
+        ):
+            if queue and queue.rstrip("/") == url.rstrip("/"):
+                return name
+        return None
+
     def secret_values(self) -> list[str]:
         """The value of every secret setting, however it was set (environment or `.env`)."""
         values = (getattr(self, name) for name in type(self).model_fields)
@@ -263,15 +274,12 @@ def _check_token_source(settings: Settings) -> None:
 
 def _check_queues(settings: Settings) -> None:
     """A DLQ that is a request queue would loop permanent failures forever."""
-    for name, url in (
-        ("SQS_QUEUE_URL", settings.sqs_queue_url),
-        ("SQS_PRIORITY_QUEUE_URL", settings.sqs_priority_queue_url),
-    ):
-        if url and settings.sqs_dlq_url.rstrip("/") == url.rstrip("/"):
-            raise ValueError(
-                f"SQS_DLQ_URL is the request queue {name}: permanent failures would come"
-                " back forever, and `dlq purge` would empty the live queue"
-            )
+    name = settings.request_queue_setting(settings.sqs_dlq_url)
+    if name is not None:
+        raise ValueError(
+            f"SQS_DLQ_URL is the request queue {name}: permanent failures would come"
+            " back forever, and `dlq purge` would empty the live queue"
+        )
 
 
 # The S3 settings that are key prefixes, and those that may name this bucket's objects.

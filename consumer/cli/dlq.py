@@ -240,12 +240,9 @@ async def _not_purgeable(sqs: SQSClient, url: str, settings: Settings) -> str | 
     (a request queue, or any queue with a RedrivePolicy), else ``None``."""
     from consumer.aws.queue_meta import redrive_policy
 
-    for name, source in (
-        ("SQS_QUEUE_URL", settings.sqs_queue_url),
-        ("SQS_PRIORITY_QUEUE_URL", settings.sqs_priority_queue_url),
-    ):
-        if source and source.rstrip("/") == url.rstrip("/"):
-            return f"{url} is the request queue ({name}), not a dead-letter queue"
+    name = settings.request_queue_setting(url)
+    if name is not None:
+        return f"{url} is the request queue ({name}), not a dead-letter queue"
     response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
     target, _ = redrive_policy(response.get("Attributes", {}))
     if target is not None:
