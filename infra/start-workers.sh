@@ -99,15 +99,6 @@ retry() {
   done
 }
 
-instance_id() {
-  local token
-  token=$(curl -sf -X PUT "$IMDS/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300") &&
-    INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $token" "$IMDS/meta-data/instance-id") &&
-    [ -n "$INSTANCE_ID" ]
-}
-retry "reading the instance id" instance_id
-printf 'INSTANCE_ID=%s\n' "$INSTANCE_ID" > "$CONF/instance.env"
-
 # imds_read PATH: the metadata value into REPLY; 1 when the service fails,
 # 2 when the path does not exist (404).
 imds_read() {
@@ -124,6 +115,12 @@ imds_read() {
     *) return 1 ;;
   esac
 }
+
+instance_id() {
+  imds_read instance-id && INSTANCE_ID=$REPLY && [ -n "$INSTANCE_ID" ]
+}
+retry "reading the instance id" instance_id
+printf 'INSTANCE_ID=%s\n' "$INSTANCE_ID" > "$CONF/instance.env"
 
 # The state Auto Scaling is moving this instance to; outside a group (404)
 # the instance serves.
@@ -190,14 +187,15 @@ case "$REGISTRY" in
 esac
 retry "pulling $IMAGE" docker pull "$IMAGE"
 
+# Every container's output goes to the stack's log group, a stream each.
+LOGS=(--log-driver awslogs
+  --log-opt "awslogs-region=$AWS_REGION" --log-opt "awslogs-group=$LOG_GROUP")
+
 # A warm-pool instance: the weights onto the volume, no worker, then stopped.
 prefetch() {
   docker run --rm --name illustrator-prefetch --env-file "$ENV_FILE" \
     -v "$CACHE_DIR:/var/cache/illustrator" \
-    --log-driver awslogs \
-    --log-opt "awslogs-region=$AWS_REGION" \
-    --log-opt "awslogs-group=$LOG_GROUP" \
-    --log-opt "awslogs-stream=$INSTANCE_ID-prefetch" \
+    "${LOGS[@]}" --log-opt "awslogs-stream=$INSTANCE_ID-prefetch" \
     "$IMAGE" prefetch
 }
 case "$TARGET_STATE" in
@@ -225,10 +223,7 @@ start_worker() {
     -e "HEALTH_PORT=$port" -e "WORKER_ID=$INSTANCE_ID-gpu$n" \
     -p "127.0.0.1:$port:$port" \
     -v "$CACHE_DIR:/var/cache/illustrator" \
-    --log-driver awslogs \
-    --log-opt "awslogs-region=$AWS_REGION" \
-    --log-opt "awslogs-group=$LOG_GROUP" \
-    --log-opt "awslogs-stream=$INSTANCE_ID-gpu$n" \
+    "${LOGS[@]}" --log-opt "awslogs-stream=$INSTANCE_ID-gpu$n" \
     "$IMAGE"
 }
 

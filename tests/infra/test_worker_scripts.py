@@ -52,17 +52,18 @@ for i in range(n):
     "curl": RECORD
     + """if url.endswith("/api/token"):
     print("token")
-elif url.endswith("/meta-data/instance-id"):
-    print(os.environ["STUB_INSTANCE_ID"])
 elif "/meta-data/" in url:
     # Read with -o FILE -w '%{http_code}': the value into FILE, the status out.
     path = url.split("/meta-data/", 1)[1]
     names = {"autoscaling/target-lifecycle-state": "target-state"}
     names["tags/instance/aws:autoscaling:groupName"] = "group"
     source = os.path.join(os.environ["STUB_ROOT"], names.get(path, "no-such-file"))
-    if os.path.exists(source):
+    value = os.environ["STUB_INSTANCE_ID"] if path == "instance-id" else None
+    if value is None and os.path.exists(source):
+        value = open(source).read().strip()
+    if value is not None:
         with open(sys.argv[sys.argv.index("-o") + 1], "w") as out:
-            out.write(open(source).read().strip())
+            out.write(value)
         print("200", end="")
     else:
         print("404", end="")
